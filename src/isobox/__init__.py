@@ -1,0 +1,79 @@
+"""isobox: Docker's job as a library — pull OCI images and run them as sandboxed
+processes, daemonless and rootless.
+
+    >>> import isobox
+    >>> isobox.run("busybox", ["echo", "hi"]).stdout
+    b'hi\\n'
+"""
+
+from __future__ import annotations
+
+from .container import Container, ContainerConfig
+from .errors import (
+    AuthenticationError,
+    CommandNotExecutable,
+    CommandNotFound,
+    ContainerError,
+    ContainerNotFound,
+    DigestMismatch,
+    HostNotSupported,
+    ImageNotFound,
+    InvalidOption,
+    InvalidReference,
+    IsoboxError,
+    LayerError,
+    NameConflict,
+    NotFound,
+    RateLimited,
+    RegistryError,
+    SetupError,
+    StoreError,
+    Timeout,
+    UnsupportedManifest,
+)
+from .image import Image, ImageConfig
+from .run import ExitStatusError, RunResult, run
+from .store import Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Container",
+    "ContainerConfig",
+    "Image",
+    "ImageConfig",
+    "RunResult",
+    "Store",
+    "run",
+    "AuthenticationError",
+    "CommandNotExecutable",
+    "CommandNotFound",
+    "ContainerError",
+    "ContainerNotFound",
+    "DigestMismatch",
+    "ExitStatusError",
+    "HostNotSupported",
+    "ImageNotFound",
+    "InvalidOption",
+    "InvalidReference",
+    "IsoboxError",
+    "LayerError",
+    "NameConflict",
+    "NotFound",
+    "RateLimited",
+    "RegistryError",
+    "SetupError",
+    "StoreError",
+    "Timeout",
+    "UnsupportedManifest",
+]
+
+# Public names belong to the package (as httpx does), so reprs and docs show isobox.X.
+for _name in __all__:
+    _obj = globals()[_name]
+    if hasattr(_obj, "__module__"):
+        try:
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

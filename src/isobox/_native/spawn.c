@@ -1,0 +1,635 @@
+/* isobox native core: starting a container.
+ *
+ * Three processes take part:
+ *   P  the Python process (parent side, this file's ib_spawn and then Python code);
+ *   C  the child made by clone3() in new namespaces; it becomes the container's pid 1;
+ *   G  with init=1 only: C forks G, G execs the command and C stays as a minimal init.
+ *
+ * Two pipes, each one way (as BenchExec explains: with one pipe a sender might read the
+ * bytes it has just sent itself):
+ *   sync: P -> C.  P writes the id maps (uid_map/gid_map, or newuidmap), then writes the
+ *         byte IB_SYNC_GO.  C reads it before any other work; EOF means P died: C exits.
+ *         P keeps its end open until C's execve succeeded, so C can tell (POLLHUP) whether
+ *         P died after it re-armed PR_SET_PDEATHSIG.
+ *   err:  C -> P, O_CLOEXEC.  On failure C (or G) writes one struct ib_fail {step, errno}
+ *         and _exits.  A successful execve closes the last write end: P reads EOF.
+ *
+ * Why C and not Python in the child: between clone and execve only async-signal-safe code
+ * may run in a copy of a multithreaded process (the GIL or malloc's locks may be held by a
+ * thread that no longer exists; see BenchExec's container.py and its issue #435).  So the
+ * child uses syscalls only: no malloc, no stdio, and everything (paths, options, the mount
+ * plan) was prepared by Python before clone.
+ *
+ * The child walks, in order: signals, pdeathsig, sync, setsid, hostname, loopback, make /
+ * private, the mount plan (which holds the rootfs, /proc, /dev, /sys, pivot_root, masked and
+ * read-only paths), rlimits, bounding set, groups, gid, uid, caps, no_new_privs, stdio,
+ * close fds, chdir, re-armed pdeathsig, (init fork), execve.  Each step has a fixed name in
+ * Python (native.py); a plan op is named by Python from its own description.
+ */
+#define _GNU_SOURCE
+#include "spawn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/sched.h>
+#include <net/if.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define IB_SYNC_GO 'G'
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+
+#define cleanup_close __attribute__((cleanup(close_fdp)))
+
+static void close_fdp(int *fd)
+{
+    if (*fd >= 0) {
+        int saved = errno;
+        close(*fd);
+        errno = saved;
+    }
+}
+
+/* ---- the child's failure path -------------------------------------------------------- */
+
+static int child_err_fd = -1;
+
+__attribute__((noreturn)) static void fail(uint32_t step, int err)
+{
+    struct ib_fail rec = {.step = step, .err = err};
+    ssize_t n;
+    do
+        n = write(child_err_fd, &rec, sizeof rec);
+    while (n < 0 && errno == EINTR);
+    _exit(127);
+}
+
+/* Runs f; on -1 reports step with errno. */
+#define TRY(step, expr)                \
+    do {                               \
+        if ((expr) < 0)                \
+            fail((step), errno);       \
+    } while (0)
+
+static int read_full(int fd, void *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = read(fd, (char *)buf + got, len - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -1 : (int)got;
+        got += (size_t)n;
+    }
+    return (int)got;
+}
+
+/* ---- plan operations ------------------------------------------------------------------- */
+
+/* Flags a bind remount must carry over: in a user namespace the kernel refuses a remount
+ * that would clear nosuid/nodev/noexec/noatime locked by the mount's creator (mount(2),
+ * EPERM; runc's "getUnprivilegedMountFlags" does the same). */
+static unsigned long locked_flags(const char *path)
+{
+    struct statvfs st;
+    unsigned long out = 0;
+    if (statvfs(path, &st) < 0)
+        return 0;
+    if (st.f_flag & ST_NOSUID)
+        out |= MS_NOSUID;
+    if (st.f_flag & ST_NODEV)
+        out |= MS_NODEV;
+    if (st.f_flag & ST_NOEXEC)
+        out |= MS_NOEXEC;
+    if (st.f_flag & ST_NOATIME)
+        out |= MS_NOATIME;
+    if (st.f_flag & ST_NODIRATIME)
+        out |= MS_NODIRATIME;
+    if (st.f_flag & ST_RELATIME)
+        out |= MS_RELATIME;
+    return out;
+}
+
+static int remount_bind(const char *target, unsigned long flags)
+{
+    /* MS_REMOUNT|MS_BIND changes per-mount flags only (mount(2), "Remounting"). */
+    return mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | flags | locked_flags(target), NULL);
+}
+
+/* Overlayfs through the new mount API, one fsconfig per lower dir ("lowerdir+", Linux
+ * 6.8): no page-size limit on the number of layers.  Returns 1 when the kernel lacks the
+ * API (the caller falls back to mount(2)), 0 on success, -1 with errno on failure. */
+static int overlay_fsmount(const struct ib_op *op)
+{
+    cleanup_close int fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
+    if (fs < 0)
+        return errno == ENOSYS ? 1 : -1;
+    for (const char *const *l = op->strv; l && *l; l++)
+        if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir+", *l, 0) < 0)
+            return errno == EINVAL && l == op->strv ? 1 : -1;
+    if (op->upper && syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "upperdir", op->upper, 0) < 0)
+        return -1;
+    if (op->work && syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "workdir", op->work, 0) < 0)
+        return -1;
+    /* userxattr: in a user namespace overlayfs must keep its metadata in user.* xattrs
+     * (trusted.* needs CAP_SYS_ADMIN in the initial namespace; Linux 5.11). */
+    if ((op->opt & IB_OPT_USERXATTR) &&
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
+        return -1;
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        return -1;
+    cleanup_close int mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, 0);
+    if (mnt < 0)
+        return -1;
+    return (int)syscall(SYS_move_mount, mnt, "", AT_FDCWD, op->target, MOVE_MOUNT_F_EMPTY_PATH);
+}
+
+static int do_overlay(const struct ib_op *op)
+{
+    int rc = overlay_fsmount(op);
+    if (rc <= 0)
+        return rc;
+    if (!op->data) {
+        errno = ENOSYS;
+        return -1;
+    }
+    /* kernels before 6.8: the classic option string, prepared by Python */
+    return mount("overlay", op->target, "overlay", op->flags, op->data);
+}
+
+/* Removes everything below dirfd, then nothing else: getdents64 on a fixed stack buffer,
+ * re-reading from the start after each batch because unlinking shifts offsets. */
+struct linux_dirent64 {
+    uint64_t d_ino;
+    int64_t d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+};
+
+static int empty_dir(int dirfd, int depth)
+{
+    char buf[2048];
+    if (depth > 4096) {
+        errno = ELOOP;
+        return -1;
+    }
+    for (;;) {
+        long n = syscall(SYS_getdents64, dirfd, buf, sizeof buf);
+        int removed = 0;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            return 0;
+        for (long off = 0; off < n;) {
+            struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + off);
+            off += d->d_reclen;
+            if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, ".."))
+                continue;
+            if (unlinkat(dirfd, d->d_name, 0) == 0) {
+                removed++;
+                continue;
+            }
+            if (errno != EISDIR && errno != EPERM)
+                return -1;
+            /* A directory: make it searchable and writable (overlayfs leaves work/work
+             * with mode 000), empty it, remove it. */
+            fchmodat(dirfd, d->d_name, 0700, 0);
+            int sub = openat(dirfd, d->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub < 0)
+                return -1;
+            int rc = empty_dir(sub, depth + 1);
+            close(sub);
+            if (rc < 0 || unlinkat(dirfd, d->d_name, AT_REMOVEDIR) < 0)
+                return -1;
+            removed++;
+        }
+        if (lseek(dirfd, 0, SEEK_SET) < 0)
+            return -1;
+        if (!removed)
+            return 0;
+    }
+}
+
+static int do_rmtree(const char *path)
+{
+    cleanup_close int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -1;
+    if (empty_dir(fd, 0) < 0)
+        return -1;
+    return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+static int do_pivot(const char *newroot)
+{
+    /* pivot_root(".", ".") stacks the old root on top of the new one, so a single detach
+     * removes it without needing a directory for it (pivot_root(2), NOTES; runc does this). */
+    if (chdir(newroot) < 0)
+        return -1;
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        return -1;
+    if (umount2(".", MNT_DETACH) < 0)
+        return -1;
+    return chdir("/");
+}
+
+/* mount(2) follows a symlink at the target: an image could point /proc or /sys at a host
+ * path.  Every parent of a plan target is ours (the rootfs mount point, our /dev tmpfs),
+ * so refusing a symlink in the last component is enough; nothing in the container runs
+ * yet that could race with it. */
+static int refuse_symlink(const char *target)
+{
+    struct stat st;
+    if (lstat(target, &st) == 0 && S_ISLNK(st.st_mode)) {
+        errno = ELOOP;
+        return -1;
+    }
+    return 0;
+}
+
+static int run_op(const struct ib_op *op)
+{
+    struct stat st;
+    int fd;
+
+    switch (op->kind) {
+    case IB_OP_MOUNT:
+    case IB_OP_BIND:
+    case IB_OP_REMOUNT:
+    case IB_OP_OVERLAY:
+    case IB_OP_MASK:
+        if (refuse_symlink(op->target) < 0)
+            return -1;
+        break;
+    }
+    switch (op->kind) {
+    case IB_OP_MOUNT:
+        return mount(op->source, op->target, op->fstype, op->flags, op->data);
+    case IB_OP_BIND:
+        if (mount(op->source, op->target, NULL, MS_BIND | MS_REC, NULL) < 0)
+            return -1;
+        return op->flags ? remount_bind(op->target, op->flags) : 0;
+    case IB_OP_REMOUNT:
+        if (mount(op->target, op->target, NULL, MS_BIND | MS_REC, NULL) < 0)
+            return -1;
+        return remount_bind(op->target, op->flags);
+    case IB_OP_OVERLAY:
+        return do_overlay(op);
+    case IB_OP_MKDIR:
+        if (mkdir(op->target, op->mode) < 0 && errno != EEXIST)
+            return -1;
+        return 0;
+    case IB_OP_MKNOD:
+        return mknod(op->target, op->mode, (dev_t)op->dev);
+    case IB_OP_TOUCH:
+        fd = open(op->target, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, op->mode);
+        if (fd < 0)
+            return -1;
+        close(fd);
+        return 0;
+    case IB_OP_SYMLINK:
+        if (symlink(op->source, op->target) < 0 && errno != EEXIST)
+            return -1;
+        return 0;
+    case IB_OP_MASK:
+        if (lstat(op->target, &st) < 0)
+            return -1;
+        if (S_ISDIR(st.st_mode))
+            return mount("tmpfs", op->target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                         "size=0,mode=0555");
+        return mount("/dev/null", op->target, NULL, MS_BIND, NULL);
+    case IB_OP_RMTREE:
+        return do_rmtree(op->target);
+    case IB_OP_PIVOT:
+        return do_pivot(op->target);
+    }
+    errno = EINVAL;
+    return -1;
+}
+
+/* ---- process attributes ---------------------------------------------------------------- */
+
+static int loopback_up(void)
+{
+    struct ifreq ifr;
+    cleanup_close int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return -1;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        return -1;
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    return ioctl(s, SIOCSIFFLAGS, &ifr);
+}
+
+static int reduce_bounding_set(const int *keep, int n_keep)
+{
+    for (int cap = 0; cap < 64; cap++) {
+        int kept = 0;
+        for (int i = 0; i < n_keep; i++)
+            kept |= keep[i] == cap;
+        if (kept)
+            continue;
+        /* EINVAL: the running kernel does not know this capability number. */
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            return -1;
+    }
+    return 0;
+}
+
+/* Inheritable and ambient sets are emptied (CVE-2022-24769: moby stopped granting
+ * inheritable capabilities); permitted/effective for root follow the bounding set at
+ * execve, and a non-root user gets none, as in Docker. */
+static int clear_inheritable_and_ambient(void)
+{
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &hdr, data) < 0)
+        return -1;
+    data[0].inheritable = data[1].inheritable = 0;
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        return -1;
+    /* EINVAL: kernels before 4.3 have no ambient capabilities. */
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        return -1;
+    return 0;
+}
+
+static int setup_stdio(const int stdio[3])
+{
+    int moved[3];
+    /* Move every source fd above 2 first, so that dup2 into 0..2 cannot clobber a source
+     * still to be used (e.g. stdout passed as fd 2). */
+    for (int i = 0; i < 3; i++) {
+        moved[i] = -1;
+        if (stdio[i] >= 0 && (moved[i] = fcntl(stdio[i], F_DUPFD_CLOEXEC, 3)) < 0)
+            return -1;
+    }
+    for (int i = 0; i < 3; i++)
+        if (moved[i] >= 0 && dup2(moved[i], i) < 0)
+            return -1;
+    return 0;
+}
+
+static int close_other_fds(int keep)
+{
+    /* Linux 5.11: mark every fd >= 3 close-on-exec in one call; the error pipe stays usable
+     * until execve. */
+    if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+        return 0;
+    struct rlimit rl;
+    int max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (int)rl.rlim_cur : 65536;
+    for (int fd = 3; fd < max; fd++)
+        if (fd != keep)
+            close(fd);
+    return 0;
+}
+
+/* execvpe() without its /bin/sh fallback for ENOEXEC (runc does not do that either), and
+ * with PATH taken from the container's environment, not ours. */
+static void exec_command(const struct ib_spec *spec)
+{
+    const char *file = spec->file;
+    char buf[4096];
+    int seen_eacces = 0;
+
+    if (strchr(file, '/')) {
+        execve(file, (char *const *)spec->argv, (char *const *)spec->envp);
+        fail(IB_STEP_EXEC, errno);
+    }
+    size_t flen = strlen(file);
+    for (const char *p = spec->path ? spec->path : "";; ) {
+        const char *end = strchrnul(p, ':');
+        const char *dir = p;
+        size_t dlen = (size_t)(end - p);
+        if (dlen == 0) /* an empty PATH entry means the current directory */
+            dir = ".", dlen = 1;
+        if (dlen + 1 + flen + 1 <= sizeof buf) {
+            memcpy(buf, dir, dlen);
+            buf[dlen] = '/';
+            memcpy(buf + dlen + 1, file, flen + 1);
+            execve(buf, (char *const *)spec->argv, (char *const *)spec->envp);
+            if (errno == EACCES)
+                seen_eacces = 1;
+            else if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP &&
+                     errno != ENAMETOOLONG)
+                fail(IB_STEP_EXEC, errno);
+        }
+        if (*end == '\0')
+            break;
+        p = end + 1;
+    }
+    fail(IB_STEP_EXEC, seen_eacces ? EACCES : ENOENT);
+}
+
+/* pid 1 for init=1: forwards every signal to the command and reaps every zombie, like
+ * `docker run --init` (tini).  Exits with the command's status, 128+N for a signal. */
+__attribute__((noreturn)) static void init_loop(pid_t child, const sigset_t *all)
+{
+    for (;;) {
+        siginfo_t si;
+        int sig = sigwaitinfo(all, &si);
+        if (sig < 0)
+            continue;
+        if (sig != SIGCHLD) {
+            kill(child, sig);
+            continue;
+        }
+        for (;;) {
+            int status;
+            pid_t pid = waitpid(-1, &status, WNOHANG);
+            if (pid <= 0)
+                break;
+            if (pid == child)
+                _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        }
+    }
+}
+
+/* ---- the child --------------------------------------------------------------------------- */
+
+__attribute__((noreturn)) static void child_main(const struct ib_spec *spec, int sync_fd, int err_fd)
+{
+    sigset_t all;
+    char go = 0;
+
+    child_err_fd = err_fd;
+
+    /* Python ignores SIGPIPE and SIGXFSZ and may have handlers installed: give the command
+     * default dispositions (ignored ones survive execve, handlers do not but must not run
+     * here).  The parent blocked every signal around clone; unblock after resetting. */
+    for (int sig = 1; sig < _NSIG; sig++)
+        signal(sig, SIG_DFL); /* EINVAL for SIGKILL/SIGSTOP and the libc-internal ones */
+    sigfillset(&all);
+
+    /* SIGKILL when P's thread dies; armed first, then checked against the sync pipe. */
+    TRY(IB_STEP_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
+    {
+        int n = read_full(sync_fd, &go, 1);
+        if (n != 1 || go != IB_SYNC_GO)
+            _exit(126); /* P died or gave up before release: nothing to report to */
+    }
+    if (!spec->init) {
+        sigset_t none;
+        sigemptyset(&none);
+        TRY(IB_STEP_SIGNALS, sigprocmask(SIG_SETMASK, &none, NULL));
+    }
+
+    TRY(IB_STEP_SETSID, setsid());
+    if (spec->hostname)
+        TRY(IB_STEP_HOSTNAME, sethostname(spec->hostname, strlen(spec->hostname)));
+    if (spec->loopback_up)
+        TRY(IB_STEP_LOOPBACK, loopback_up());
+    if (spec->clone_flags & CLONE_NEWNS)
+        /* Private, not slave: nothing of ours may propagate back to the host, and nothing
+         * from the host needs to reach a container (BenchExec explains the Debian bug that
+         * made MS_SLAVE leak). */
+        TRY(IB_STEP_MAKE_PRIVATE, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL));
+
+    umask(0); /* the plan's modes are meant as written (devices 0666) */
+    for (int i = 0; i < spec->n_ops; i++) {
+        const struct ib_op *op = &spec->ops[i];
+        if (run_op(op) < 0 && !((op->opt & IB_OPT_OPTIONAL) && errno == ENOENT))
+            fail(IB_STEP_PLAN + (uint32_t)i, errno);
+    }
+
+    umask(022); /* what a container's processes start with in Docker */
+
+    for (int i = 0; i < spec->n_rlimits; i++) {
+        struct rlimit rl = {.rlim_cur = spec->rlimits[i].soft, .rlim_max = spec->rlimits[i].hard};
+        TRY(IB_STEP_RLIMITS, setrlimit(spec->rlimits[i].resource, &rl));
+    }
+
+    if (spec->set_ids) {
+        TRY(IB_STEP_CAPBSET, reduce_bounding_set(spec->caps, spec->n_caps));
+        if (spec->set_groups)
+            TRY(IB_STEP_SETGROUPS,
+                (int)syscall(SYS_setgroups, (size_t)spec->n_groups, spec->groups));
+        /* raw syscalls: glibc's setresuid signals every thread of the (copied) process to
+         * apply the change, and our copy has threads that do not exist. */
+        TRY(IB_STEP_SETGID, (int)syscall(SYS_setresgid, spec->gid, spec->gid, spec->gid));
+        TRY(IB_STEP_SETUID, (int)syscall(SYS_setresuid, spec->uid, spec->uid, spec->uid));
+        TRY(IB_STEP_CAPS, clear_inheritable_and_ambient());
+    }
+    if (spec->no_new_privs)
+        TRY(IB_STEP_NO_NEW_PRIVS, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+
+    TRY(IB_STEP_STDIO, setup_stdio(spec->stdio));
+    TRY(IB_STEP_CLOSE_FDS, close_other_fds(err_fd));
+    if (spec->workdir)
+        TRY(IB_STEP_CHDIR, chdir(spec->workdir));
+
+    /* A credential change clears the parent-death signal (prctl(2)): arm it again, then
+     * make sure P did not die in between.  P holds the sync pipe until our execve. */
+    TRY(IB_STEP_REARM_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
+    {
+        struct pollfd pfd = {.fd = sync_fd, .events = POLLIN};
+        if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLERR)))
+            _exit(126);
+    }
+    close(sync_fd);
+
+    if (!spec->file)
+        _exit(0);
+
+    if (spec->init) {
+        pid_t child = fork(); /* plain fork is fine: this copy is single-threaded by now */
+        if (child < 0)
+            fail(IB_STEP_INIT_FORK, errno);
+        if (child > 0) {
+            close(err_fd);
+            for (int fd = 0; fd < 3; fd++)
+                close(fd);
+            init_loop(child, &all);
+        }
+        /* G: the init's death must take it along (it is also pid-namespace-bound). */
+        TRY(IB_STEP_REARM_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
+        sigset_t none;
+        sigemptyset(&none);
+        TRY(IB_STEP_SIGNALS, sigprocmask(SIG_SETMASK, &none, NULL));
+    }
+    exec_command(spec);
+    _exit(127);
+}
+
+/* ---- the parent side ------------------------------------------------------------------- */
+
+/* Starts the child, blocked until the caller writes the go byte to out->sync_fd.
+ * Returns 0, or -errno; never exits. */
+int ib_spawn(const struct ib_spec *spec, struct ib_child *out)
+{
+    int sync_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
+    int pidfd = -1, saved;
+    sigset_t all, old;
+    long pid;
+
+    if (pipe2(sync_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0) {
+        saved = errno;
+        goto fail;
+    }
+
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = spec->clone_flags | CLONE_PIDFD;
+    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    args.exit_signal = SIGCHLD;
+
+    /* No signal handler of Python's may run in the child: block all around clone. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0 && errno == ENOSYS) {
+        /* Linux < 5.3: clone(2) with fork semantics (stack NULL). */
+        pidfd = -1;
+        pid = syscall(SYS_clone, (unsigned long)(spec->clone_flags | SIGCHLD), NULL, NULL, NULL, 0);
+    }
+    if (pid == 0) {
+        close(sync_pipe[1]);
+        close(err_pipe[0]);
+        child_main(spec, sync_pipe[0], err_pipe[1]);
+    }
+    saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0)
+        goto fail;
+
+    close(sync_pipe[0]);
+    close(err_pipe[1]);
+    out->pid = (int)pid;
+    out->pidfd = pidfd;
+    out->sync_fd = sync_pipe[1];
+    out->err_fd = err_pipe[0];
+    return 0;
+
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (sync_pipe[i] >= 0)
+            close(sync_pipe[i]);
+        if (err_pipe[i] >= 0)
+            close(err_pipe[i]);
+    }
+    return -saved;
+}

@@ -1,0 +1,114 @@
+/* isobox native core: starting a container.  See spawn.c for the protocol. */
+#ifndef ISOBOX_SPAWN_H
+#define ISOBOX_SPAWN_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/* The failure record a child writes to the error pipe before _exit. */
+struct ib_fail {
+    uint32_t step;  /* an IB_STEP_* value, or IB_STEP_PLAN + index of the failed op */
+    int32_t err;    /* errno */
+};
+
+/* Fixed steps of the child, in the order it performs them. */
+enum {
+    IB_STEP_NONE = 0,
+    IB_STEP_SIGNALS,      /* reset signal dispositions and mask */
+    IB_STEP_PDEATHSIG,    /* arm PR_SET_PDEATHSIG */
+    IB_STEP_SYNC,         /* wait for the parent's go byte (id maps written) */
+    IB_STEP_SETSID,
+    IB_STEP_HOSTNAME,
+    IB_STEP_LOOPBACK,     /* bring lo up in the new network namespace */
+    IB_STEP_MAKE_PRIVATE, /* make / recursively private */
+    IB_STEP_RLIMITS,
+    IB_STEP_CAPBSET,      /* reduce the bounding set */
+    IB_STEP_SETGROUPS,
+    IB_STEP_SETGID,
+    IB_STEP_SETUID,
+    IB_STEP_CAPS,         /* clear inheritable and ambient capabilities */
+    IB_STEP_NO_NEW_PRIVS,
+    IB_STEP_STDIO,
+    IB_STEP_CLOSE_FDS,
+    IB_STEP_CHDIR,
+    IB_STEP_REARM_PDEATHSIG,
+    IB_STEP_INIT_FORK,    /* fork the command under the minimal init */
+    IB_STEP_EXEC,
+    IB_STEP_PLAN = 1000,
+};
+
+/* One operation of the mount plan: Python prepares them, the child walks them in order. */
+enum {
+    IB_OP_MOUNT = 1,   /* mount(source, target, fstype, flags, data) */
+    IB_OP_BIND,        /* bind source on target (recursive); then remount with flags if any */
+    IB_OP_REMOUNT,     /* bind target on itself, then remount with flags (keeps locked flags) */
+    IB_OP_OVERLAY,     /* overlayfs on target: strv = lower dirs (top first), data = legacy options */
+    IB_OP_MKDIR,       /* mkdir(target, mode); an existing directory is fine */
+    IB_OP_MKNOD,       /* mknod(target, mode, dev) */
+    IB_OP_TOUCH,       /* create an empty file to bind onto */
+    IB_OP_SYMLINK,     /* symlink(source, target) */
+    IB_OP_MASK,        /* hide target: /dev/null over a file, empty read-only tmpfs over a dir */
+    IB_OP_RMTREE,      /* remove target recursively (used alone, to clean up inside a userns) */
+    IB_OP_PIVOT,       /* pivot_root into target, detach the old root */
+};
+
+/* op flags beyond mount(2)'s */
+#define IB_OPT_OPTIONAL 0x1   /* ENOENT on the target is not an error */
+#define IB_OPT_USERXATTR 0x2  /* overlay: mount with userxattr (inside a user namespace) */
+
+struct ib_op {
+    int kind;
+    int opt;
+    const char *source;
+    const char *target;
+    const char *fstype;
+    unsigned long flags;
+    const char *data;
+    const char *const *strv;
+    const char *upper;        /* overlay only */
+    const char *work;         /* overlay only */
+    unsigned int mode;
+    unsigned long long dev;
+};
+
+struct ib_rlimit {
+    int resource;
+    unsigned long long soft;
+    unsigned long long hard;
+};
+
+struct ib_spec {
+    unsigned long long clone_flags;  /* CLONE_NEW* */
+    const struct ib_op *ops;
+    int n_ops;
+    const char *hostname;            /* NULL: leave it */
+    int loopback_up;
+    const struct ib_rlimit *rlimits;
+    int n_rlimits;
+    int set_ids;                     /* 0: keep ids (cleanup helpers) */
+    int set_groups;                  /* 0: setgroups is denied (single-id user namespace) */
+    uint32_t uid, gid;
+    const uint32_t *groups;
+    int n_groups;
+    const int *caps;                 /* capabilities to keep in the bounding set */
+    int n_caps;
+    int no_new_privs;
+    int stdio[3];                    /* fds for 0, 1, 2; -1 keeps the inherited one */
+    const char *workdir;             /* NULL: stay at / */
+    const char *file;                /* the command; NULL: do no exec, exit 0 after setup */
+    const char *const *argv;
+    const char *const *envp;
+    const char *path;                /* PATH used to look file up when it has no '/' */
+    int init;                        /* run a minimal init as pid 1 */
+};
+
+struct ib_child {
+    int pid;
+    int pidfd;     /* -1 when the kernel has no CLONE_PIDFD */
+    int sync_fd;   /* parent's write end: one byte releases the child */
+    int err_fd;    /* parent's read end: EOF on execve, or a struct ib_fail */
+};
+
+int ib_spawn(const struct ib_spec *spec, struct ib_child *out);
+
+#endif

@@ -1,0 +1,125 @@
+"""User-namespace id maps: who the caller becomes inside a rootless container.
+
+Two shapes, chosen once per container:
+- the caller's /etc/subuid and /etc/subgid ranges through the setuid helpers
+  newuidmap/newgidmap (shadow's uidmap package): container root is the caller, ids
+  1..N are the range, so images with several users work, as in rootless Podman;
+- otherwise a single mapping, caller -> 0, written directly; setgroups must then be
+  denied (user_namespaces(7), "The /proc/[pid]/setgroups file") and no other id exists.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+from typing import Optional, Tuple
+
+import attrs
+
+from .errors import HostNotSupported
+
+
+@attrs.frozen
+class IdRange:
+    container: int
+    host: int
+    size: int
+
+
+@attrs.frozen
+class IdMap:
+    uids: Tuple[IdRange, ...]
+    gids: Tuple[IdRange, ...]
+    helpers: bool  # written through newuidmap/newgidmap
+
+    @property
+    def single(self) -> bool:
+        return not self.helpers
+
+    def maps_uid(self, uid: int) -> bool:
+        return any(r.container <= uid < r.container + r.size for r in self.uids)
+
+    def maps_gid(self, gid: int) -> bool:
+        return any(r.container <= gid < r.container + r.size for r in self.gids)
+
+    def host_uid(self, uid: int) -> Optional[int]:
+        for r in self.uids:
+            if r.container <= uid < r.container + r.size:
+                return r.host + uid - r.container
+        return None
+
+    def apply(self, pid: int) -> None:
+        """Write the maps for a child that waits for them. Raises HostNotSupported."""
+        if self.helpers:
+            for tool, ranges in (("newuidmap", self.uids), ("newgidmap", self.gids)):
+                args = [_helper(tool), str(pid)]
+                for r in ranges:
+                    args += [str(r.container), str(r.host), str(r.size)]
+                done = subprocess.run(args, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise HostNotSupported(
+                        f"{tool} failed: {done.stderr.strip() or done.returncode}; "
+                        "check the caller's ranges in /etc/subuid and /etc/subgid"
+                    )
+            return
+        try:
+            _write(f"/proc/{pid}/setgroups", "deny")
+            _write(f"/proc/{pid}/uid_map", _lines(self.uids))
+            _write(f"/proc/{pid}/gid_map", _lines(self.gids))
+        except OSError as exc:
+            raise HostNotSupported(f"cannot write the user namespace id map: {exc}") from exc
+
+
+def _lines(ranges: Tuple[IdRange, ...]) -> str:
+    return "".join(f"{r.container} {r.host} {r.size}\n" for r in ranges)
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _helper(tool: str) -> str:
+    return shutil.which(tool) or shutil.which(tool, path="/usr/bin:/usr/sbin:/bin:/sbin") or tool
+
+
+def subid_range(path: str, uid: int) -> Optional[Tuple[int, int]]:
+    """The first range for uid (by name or number) in /etc/subuid-style files."""
+    try:
+        name: Optional[str] = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = None
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.strip().split(":")
+                if len(parts) != 3 or parts[0] not in (name, str(uid)):
+                    continue
+                try:
+                    start, count = int(parts[1]), int(parts[2])
+                except ValueError:
+                    continue
+                if count > 0:
+                    return start, count
+    except OSError:
+        return None
+    return None
+
+
+def for_caller() -> IdMap:
+    """The map a rootless container of this caller gets (see the module docstring)."""
+    uid, gid = os.geteuid(), os.getegid()
+    sub_u = subid_range("/etc/subuid", uid)
+    sub_g = subid_range("/etc/subgid", uid)
+    if sub_u and sub_g and shutil.which(_helper("newuidmap")) and shutil.which(_helper("newgidmap")):
+        return IdMap(
+            uids=(IdRange(0, uid, 1), IdRange(1, sub_u[0], sub_u[1])),
+            gids=(IdRange(0, gid, 1), IdRange(1, sub_g[0], sub_g[1])),
+            helpers=True,
+        )
+    return IdMap(uids=(IdRange(0, uid, 1),), gids=(IdRange(0, gid, 1),), helpers=False)

@@ -1,0 +1,273 @@
+"""The boundary to the C core: plain Python data in, `SetupError` out.
+
+Python prepares everything (paths, the mount plan, ids, capabilities, argv, env); this
+module only packs it into the C structs of spawn.h, keeps the buffers alive while the
+child is set up, and turns a failure record (step, errno) into an exception that names
+the step.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import struct
+from typing import Any, List, Optional, Sequence, Tuple
+
+import attrs
+
+from .errors import CommandNotExecutable, CommandNotFound, HostNotSupported, SetupError
+
+try:
+    from ._native._core import ffi, lib
+except ImportError as exc:  # pragma: no cover - a broken install
+    raise HostNotSupported(
+        f"isobox's native core is not built ({exc}); reinstall with a C compiler: pip install ."
+    ) from exc
+
+# CLONE_NEW* (linux/sched.h)
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# mount(2) flags
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REC = 0x4000
+MS_STRICTATIME = 1 << 24
+MS_RELATIME = 1 << 21
+
+FAIL_RECORD = struct.Struct("=Ii")
+
+# Fixed step names, as the user reads them in an error.
+STEP_NAMES = {
+    lib.IB_STEP_SIGNALS: "reset signals",
+    lib.IB_STEP_PDEATHSIG: "set parent-death signal",
+    lib.IB_STEP_SYNC: "wait for the parent",
+    lib.IB_STEP_SETSID: "setsid",
+    lib.IB_STEP_HOSTNAME: "set hostname",
+    lib.IB_STEP_LOOPBACK: "bring up the loopback interface",
+    lib.IB_STEP_MAKE_PRIVATE: "make / private",
+    lib.IB_STEP_RLIMITS: "set rlimits",
+    lib.IB_STEP_CAPBSET: "reduce the capability bounding set",
+    lib.IB_STEP_SETGROUPS: "setgroups",
+    lib.IB_STEP_SETGID: "setgid",
+    lib.IB_STEP_SETUID: "setuid",
+    lib.IB_STEP_CAPS: "clear inheritable capabilities",
+    lib.IB_STEP_NO_NEW_PRIVS: "set no_new_privs",
+    lib.IB_STEP_STDIO: "set up stdin/stdout/stderr",
+    lib.IB_STEP_CLOSE_FDS: "close inherited file descriptors",
+    lib.IB_STEP_CHDIR: "chdir to the working directory",
+    lib.IB_STEP_REARM_PDEATHSIG: "re-arm parent-death signal",
+    lib.IB_STEP_INIT_FORK: "fork under init",
+    lib.IB_STEP_EXEC: "exec",
+}
+
+
+@attrs.frozen
+class Op:
+    """One step of the mount plan; `name` is how an error names it ("mount /proc")."""
+
+    kind: int
+    name: str
+    target: str
+    source: Optional[str] = None
+    fstype: Optional[str] = None
+    flags: int = 0
+    data: Optional[str] = None
+    strv: Tuple[str, ...] = ()
+    upper: Optional[str] = None
+    work: Optional[str] = None
+    mode: int = 0
+    dev: int = 0
+    optional: bool = False
+    userxattr: bool = False
+
+
+@attrs.frozen
+class Spec:
+    """Everything the child does, as plain values (see struct ib_spec)."""
+
+    clone_flags: int
+    ops: Tuple[Op, ...] = ()
+    hostname: Optional[str] = None
+    loopback_up: bool = False
+    rlimits: Tuple[Tuple[int, int, int], ...] = ()
+    set_ids: bool = True
+    set_groups: bool = True
+    uid: int = 0
+    gid: int = 0
+    groups: Tuple[int, ...] = ()
+    caps: Tuple[int, ...] = ()
+    no_new_privs: bool = True
+    stdio: Tuple[int, int, int] = (-1, -1, -1)
+    workdir: Optional[str] = None
+    argv: Tuple[str, ...] = ()
+    env: Tuple[str, ...] = ()
+    path: str = ""
+    init: bool = False
+
+
+@attrs.define
+class Child:
+    """A started child waiting for `release`; owns its pidfd and pipe ends."""
+
+    pid: int
+    pidfd: int
+    sync_fd: int
+    err_fd: int
+    spec: Spec
+    keepalive: List[Any]
+
+    def release(self) -> None:
+        """Let the child go (id maps are written) and wait until it execs or fails.
+
+        The sync pipe stays open until the child has exec'd: the child checks it after
+        re-arming its parent-death signal (see spawn.c)."""
+        try:
+            os.write(self.sync_fd, b"G")
+            data = b""
+            while len(data) < FAIL_RECORD.size:
+                chunk = os.read(self.err_fd, FAIL_RECORD.size - len(data))
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(self.sync_fd)
+            os.close(self.err_fd)
+            self.sync_fd = self.err_fd = -1
+            self.keepalive.clear()
+        if len(data) == FAIL_RECORD.size:
+            step, err = FAIL_RECORD.unpack(data)
+            raise failure(self.spec, step, err)
+        if data:
+            raise SetupError("read the child's status", _errno.EPROTO)
+
+    def abandon(self) -> None:
+        """Close our ends without releasing: the child sees EOF and exits."""
+        for fd in (self.sync_fd, self.err_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.sync_fd = self.err_fd = -1
+        self.keepalive.clear()
+
+
+def failure(spec: Spec, step: int, err: int) -> SetupError:
+    if step >= lib.IB_STEP_PLAN:
+        index = step - lib.IB_STEP_PLAN
+        name = spec.ops[index].name if index < len(spec.ops) else f"plan step {index}"
+        return SetupError(name, err)
+    if step == lib.IB_STEP_EXEC:
+        command = spec.argv[0] if spec.argv else "?"
+        if err == _errno.ENOENT:
+            return CommandNotFound(f"exec {command}", err, "not found in the container")
+        if err in (_errno.EACCES, _errno.ENOEXEC, _errno.EPERM):
+            return CommandNotExecutable(f"exec {command}", err)
+        return SetupError(f"exec {command}", err)
+    if step == lib.IB_STEP_CHDIR:
+        return SetupError(f"chdir to the working directory {spec.workdir}", err)
+    return SetupError(STEP_NAMES.get(step, f"step {step}"), err)
+
+
+def _cstr(keep: List[Any], value: Optional[str]) -> Any:
+    if value is None:
+        return ffi.NULL
+    buf = ffi.new("char[]", os.fsencode(value))
+    keep.append(buf)
+    return buf
+
+
+def _cstrv(keep: List[Any], values: Sequence[str]) -> Any:
+    arr = ffi.new("const char *[]", len(values) + 1)
+    keep.append(arr)
+    for i, v in enumerate(values):
+        arr[i] = _cstr(keep, v)
+    arr[len(values)] = ffi.NULL
+    return arr
+
+
+def spawn(spec: Spec) -> Child:
+    """Clone the child; it waits for `Child.release`. Raises SetupError for clone itself."""
+    keep: List[Any] = []
+    c = ffi.new("struct ib_spec *")
+    keep.append(c)
+    c.clone_flags = spec.clone_flags
+    ops = ffi.new("struct ib_op[]", max(len(spec.ops), 1))
+    keep.append(ops)
+    for i, op in enumerate(spec.ops):
+        o = ops[i]
+        o.kind = op.kind
+        o.opt = (lib.IB_OPT_OPTIONAL if op.optional else 0) | (
+            lib.IB_OPT_USERXATTR if op.userxattr else 0
+        )
+        o.source = _cstr(keep, op.source)
+        o.target = _cstr(keep, op.target)
+        o.fstype = _cstr(keep, op.fstype)
+        o.flags = op.flags
+        o.data = _cstr(keep, op.data)
+        o.strv = _cstrv(keep, op.strv) if op.strv else ffi.NULL
+        o.upper = _cstr(keep, op.upper)
+        o.work = _cstr(keep, op.work)
+        o.mode = op.mode
+        o.dev = op.dev
+    c.ops = ops
+    c.n_ops = len(spec.ops)
+    c.hostname = _cstr(keep, spec.hostname)
+    c.loopback_up = int(spec.loopback_up)
+    rl = ffi.new("struct ib_rlimit[]", max(len(spec.rlimits), 1))
+    keep.append(rl)
+    for i, (res, soft, hard) in enumerate(spec.rlimits):
+        rl[i].resource, rl[i].soft, rl[i].hard = res, soft, hard
+    c.rlimits = rl
+    c.n_rlimits = len(spec.rlimits)
+    c.set_ids = int(spec.set_ids)
+    c.set_groups = int(spec.set_groups)
+    c.uid, c.gid = spec.uid, spec.gid
+    groups = ffi.new("uint32_t[]", list(spec.groups) or [0])
+    keep.append(groups)
+    c.groups = groups
+    c.n_groups = len(spec.groups)
+    caps = ffi.new("int[]", list(spec.caps) or [0])
+    keep.append(caps)
+    c.caps = caps
+    c.n_caps = len(spec.caps)
+    c.no_new_privs = int(spec.no_new_privs)
+    c.stdio = list(spec.stdio)
+    c.workdir = _cstr(keep, spec.workdir)
+    c.file = _cstr(keep, spec.argv[0]) if spec.argv else ffi.NULL
+    c.argv = _cstrv(keep, spec.argv)
+    c.envp = _cstrv(keep, spec.env)
+    c.path = _cstr(keep, spec.path)
+    c.init = int(spec.init)
+
+    out = ffi.new("struct ib_child *")
+    rc = lib.ib_spawn(c, out)
+    if rc < 0:
+        raise SetupError("clone", -rc, _clone_advice(-rc, spec.clone_flags))
+    return Child(out.pid, out.pidfd, out.sync_fd, out.err_fd, spec, keep)
+
+
+def _clone_advice(err: int, flags: int) -> Optional[str]:
+    """EPERM/ENOSPC from clone usually mean a host knob: name it (STYLE rule 9)."""
+    if not flags & CLONE_NEWUSER:
+        return None
+    if err in (_errno.EPERM, _errno.EACCES):
+        for knob, bad in (
+            ("/proc/sys/kernel/unprivileged_userns_clone", "0"),
+            ("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1"),
+        ):
+            try:
+                with open(knob) as f:
+                    if f.read().strip() == bad:
+                        return f"user namespaces are disabled by {knob}; set it to {1 - int(bad)}"
+            except OSError:
+                pass
+        return "user namespaces are not allowed for this user on this host"
+    if err == _errno.ENOSPC:
+        return "the user namespace limit is reached: see /proc/sys/user/max_user_namespaces"
+    return None

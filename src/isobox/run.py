@@ -1,0 +1,97 @@
+"""`run`: start a container, wait for it, collect its output — `subprocess.run` for images."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Optional, Sequence, Union
+
+import attrs
+
+from .container import Container
+from .errors import ContainerError, Timeout
+from .image import Image
+
+
+@attrs.frozen
+class RunResult:
+    """What a finished container left: like subprocess.CompletedProcess.
+
+    ``exit_code`` is the status, or -N when signal N killed the process."""
+
+    args: Sequence[str]
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def returncode(self) -> int:
+        return self.exit_code
+
+    def check_returncode(self) -> None:
+        if self.exit_code != 0:
+            raise ExitStatusError(self)
+
+
+class ExitStatusError(ContainerError):
+    """Raised by ``run(check=True)`` when the container's command did not exit with 0."""
+
+    def __init__(self, result: RunResult) -> None:
+        self.result = result
+        how = (f"was killed by signal {-result.exit_code}" if result.exit_code < 0
+               else f"exited with status {result.exit_code}")
+        super().__init__(f"command {list(result.args)!r} {how}")
+
+
+def _image(image: Union[Image, str], options: dict[str, Any]) -> Image:
+    if isinstance(image, Image):
+        return image
+    # A reference: use the cached image, pull it when missing (`docker run` pulls once).
+    from .errors import ImageNotFound
+
+    store = options.get("store")
+    try:
+        return Image.get(image, store=store)  # type: ignore[attr-defined,no-any-return]
+    except ImageNotFound:
+        return Image.pull(image, store=store)  # type: ignore[attr-defined,no-any-return]
+
+
+def run(
+    image: Union[Image, str],
+    command: Union[str, Sequence[str], None] = None,
+    *,
+    input: Optional[bytes] = None,
+    timeout: Optional[float] = None,
+    check: bool = False,
+    **options: Any,
+) -> RunResult:
+    """Run ``command`` in a fresh container from ``image`` and remove it afterwards.
+
+    ``input`` is fed to the command's stdin. On ``timeout`` the container is killed and
+    `Timeout` raised (with ``.stdout``/``.stderr`` so far). Options are `Container`'s."""
+    img = _image(image, options)
+    stdin_file = None
+    if input is not None:
+        if "stdin" in options:
+            raise ValueError("stdin and input cannot both be given")
+        stdin_file = tempfile.TemporaryFile()
+        stdin_file.write(input)
+        stdin_file.seek(0)
+        options["stdin"] = stdin_file
+    try:
+        with Container(img, command, **options) as c:
+            try:
+                code = c.wait(timeout)
+            except Timeout as exc:
+                c.kill()
+                c.wait()
+                exc.stdout = c.logs(stderr=False)  # type: ignore[attr-defined]
+                exc.stderr = c.logs(stdout=False)  # type: ignore[attr-defined]
+                raise
+            result = RunResult(c.argv, code, c.logs(stderr=False), c.logs(stdout=False))
+    finally:
+        if stdin_file is not None:
+            stdin_file.close()
+    if check:
+        result.check_returncode()
+    return result

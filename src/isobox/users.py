@@ -1,0 +1,143 @@
+"""Resolving Docker's `user` strings against the image's own /etc/passwd and /etc/group.
+
+Accepted as Docker accepts them: "", "name", "uid", "name:group", "uid:gid", "name:gid",
+"uid:group". A name must exist in the image; a number need not (Docker runs unknown uids
+with gid 0 unless one is given). Supplementary groups are the groups that list the user.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import attrs
+
+from .errors import InvalidOption
+
+MAX_DB_SIZE = 4 << 20  # an image's passwd file is small; refuse to read a giant one
+
+
+@attrs.frozen
+class ResolvedUser:
+    uid: int
+    gid: int
+    groups: Tuple[int, ...] = ()
+    home: str = "/"
+    name: Optional[str] = None
+
+
+def read_image_file(layers: Sequence[pathlib.Path], relpath: str) -> Optional[str]:
+    """The file as the container would see it: the topmost layer that has it wins.
+
+    Components that are symlinks are not followed (a hostile image could point etc/ at
+    the host's /etc); a whiteout or a non-regular file hides it."""
+    parts = relpath.strip("/").split("/")
+    for layer in reversed(list(layers)):
+        state, path = _find(layer, parts)
+        if state == "hidden":
+            return None
+        if state == "absent" or path is None:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        with os.fdopen(fd, "rb") as f:
+            return f.read(MAX_DB_SIZE).decode("utf-8", "replace")
+    return None
+
+
+def _find(layer: pathlib.Path, parts: List[str]) -> Tuple[str, Optional[pathlib.Path]]:
+    """("found", path), ("absent", None) or ("hidden", None) for one layer."""
+    path = layer
+    for i, part in enumerate(parts):
+        if os.path.lexists(path / f".wh.{part}"):
+            return "hidden", None
+        path = path / part
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return "absent", None
+        if i < len(parts) - 1:
+            if not _is_dir(st.st_mode):
+                return ("hidden", None) if _is_chr(st.st_mode) and st.st_rdev == 0 else ("absent", None)
+        elif not _is_reg(st.st_mode):
+            return ("hidden", None) if _is_chr(st.st_mode) and st.st_rdev == 0 else ("absent", None)
+    return "found", path
+
+
+def _is_dir(mode: int) -> bool:
+    return (mode & 0o170000) == 0o040000
+
+
+def _is_reg(mode: int) -> bool:
+    return (mode & 0o170000) == 0o100000
+
+
+def _is_chr(mode: int) -> bool:
+    return (mode & 0o170000) == 0o020000
+
+
+def _entries(text: Optional[str], fields: int) -> Iterator[List[str]]:
+    for line in (text or "").splitlines():
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(":")
+        if len(parts) >= fields:
+            yield parts
+
+
+def resolve_user(spec: str, layers: Sequence[pathlib.Path]) -> ResolvedUser:
+    spec = (spec or "").strip()
+    if not spec:
+        spec = "0"
+    user_part, _, group_part = spec.partition(":")
+    passwd = read_image_file(layers, "etc/passwd")
+    group_db = read_image_file(layers, "etc/group")
+
+    uid: Optional[int] = None
+    gid: Optional[int] = None
+    name: Optional[str] = None
+    home = "/"
+    if user_part.isdigit():
+        uid = int(user_part)
+        for e in _entries(passwd, 7):
+            if e[2] == user_part:
+                name, gid, home = e[0], _int(e[3]), e[5] or "/"
+                break
+    else:
+        for e in _entries(passwd, 7):
+            if e[0] == user_part:
+                name, uid, gid, home = e[0], _int(e[2]), _int(e[3]), e[5] or "/"
+                break
+        if uid is None:
+            raise InvalidOption(f"unable to find user {user_part}: no matching entries in passwd file")
+    if group_part:
+        if group_part.isdigit():
+            gid = int(group_part)
+        else:
+            gid = None
+            for e in _entries(group_db, 3):
+                if e[0] == group_part:
+                    gid = _int(e[2])
+                    break
+            if gid is None:
+                raise InvalidOption(f"unable to find group {group_part}: no matching entries in group file")
+    if gid is None:
+        gid = 0
+    groups: List[int] = []
+    if name is not None and not group_part:
+        for e in _entries(group_db, 4):
+            members = e[3].split(",") if len(e) > 3 else []
+            g = _int(e[2])
+            if name in members and g is not None and g != gid and g not in groups:
+                groups.append(g)
+    assert uid is not None
+    if uid > 0xFFFFFFFE or gid > 0xFFFFFFFE:
+        raise InvalidOption(f"user {spec!r}: id out of range")
+    return ResolvedUser(uid=uid, gid=gid, groups=tuple(groups), home=home, name=name)
+
+
+def _int(text: str) -> Optional[int]:
+    return int(text) if text.isdigit() else None
