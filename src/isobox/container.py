@@ -288,7 +288,7 @@ def _owner_alive(cdir: pathlib.Path) -> bool:
 
 def sweep_stale(store: Store) -> List[str]:
     """Remove what owners that died could not (their containers died with them)."""
-    removed = []
+    removed: List[str] = []
     names = store.containers / ".names"
     try:
         entries = list(os.scandir(store.containers))
@@ -445,6 +445,9 @@ class Container:
         cdir = store.containers / self.id
         for sub in ("upper", "work", "rootfs"):
             (cdir / sub).mkdir(parents=True, mode=0o700)
+        # the upper dir's root is the container's "/": give it the image root's mode
+        top = self.image.layers[-1] if self.image.layers else None
+        os.chmod(cdir / "upper", (top.stat().st_mode & 0o7777) if top and top.is_dir() else 0o755)
         self._lock_fd = os.open(cdir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
         try:

@@ -18,7 +18,7 @@ import attrs
 from .errors import CommandNotExecutable, CommandNotFound, HostNotSupported, SetupError
 
 try:
-    from ._native._core import ffi, lib
+    from ._native._core import ffi as ffi, lib as lib
 except ImportError as exc:  # pragma: no cover - a broken install
     raise HostNotSupported(
         f"isobox's native core is not built ({exc}); reinstall with a C compiler: pip install ."

@@ -51,9 +51,9 @@ def _image(image: Union[Image, str], options: dict[str, Any]) -> Image:
 
     store = options.get("store")
     try:
-        return Image.get(image, store=store)  # type: ignore[attr-defined,no-any-return]
+        return Image.get(image, store=store)
     except ImageNotFound:
-        return Image.pull(image, store=store)  # type: ignore[attr-defined,no-any-return]
+        return Image.pull(image, store=store)
 
 
 def run(

@@ -126,12 +126,12 @@ def resolve_user(spec: str, layers: Sequence[pathlib.Path]) -> ResolvedUser:
                 raise InvalidOption(f"unable to find group {group_part}: no matching entries in group file")
     if gid is None:
         gid = 0
-    groups: List[int] = []
+    # as initgroups(3) and Docker: the primary group, then every group listing the user
+    groups: List[int] = [gid]
     if name is not None and not group_part:
         for e in _entries(group_db, 4):
-            members = e[3].split(",") if len(e) > 3 else []
             g = _int(e[2])
-            if name in members and g is not None and g != gid and g not in groups:
+            if name in e[3].split(",") and g is not None and g not in groups:
                 groups.append(g)
     assert uid is not None
     if uid > 0xFFFFFFFE or gid > 0xFFFFFFFE:

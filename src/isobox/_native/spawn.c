@@ -145,6 +145,9 @@ static int overlay_fsmount(const struct ib_op *op)
     cleanup_close int fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
     if (fs < 0)
         return errno == ENOSYS ? 1 : -1;
+    /* shown as the device in /proc/mounts, as mount(2) would show it */
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "source", "overlay", 0) < 0)
+        return -1;
     for (const char *const *l = op->strv; l && *l; l++)
         if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir+", *l, 0) < 0)
             return errno == EINVAL && l == op->strv ? 1 : -1;

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh), then run the quick-start example: a container from a real image.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+venv=${ISOBOX_VENV:-/opt/isobox-venv}
+"$here/scripts/setup.sh"
+exec "$venv/bin/python" "$here/examples/quickstart.py" "$@"

@@ -1,0 +1,311 @@
+"""A container really is a sandboxed process: real namespaces, mounts and capabilities,
+as root and as an unprivileged user (CI runs this file both ways)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import isobox
+
+IS_ROOT = os.geteuid() == 0
+# Docker's default capabilities (CHOWN ... SETFCAP) as /proc/self/status prints them.
+DOCKER_CAPS = 0xA80425FB
+
+
+def sh(image: isobox.Image, script: str, **options: object) -> isobox.RunResult:
+    return isobox.run(image, ["sh", "-c", script], timeout=30, **options)  # type: ignore[arg-type]
+
+
+def status_field(text: str, field: str) -> str:
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"{field} not in {text!r}")
+
+
+def no_children_left() -> bool:
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def test_command_runs_and_output_is_collected(busybox_image, store_root):
+    result = isobox.run(busybox_image, ["echo", "hello", "world"])
+    assert result.exit_code == 0
+    assert result.stdout == b"hello world\n"
+    assert result.stderr == b""
+
+
+def test_exit_code_and_stderr_are_reported(busybox_image, store_root):
+    result = sh(busybox_image, "echo oops >&2; exit 3")
+    assert result.exit_code == 3
+    assert result.stderr == b"oops\n"
+    with pytest.raises(isobox.ExitStatusError, match="exited with status 3"):
+        result.check_returncode()
+
+
+def test_input_reaches_stdin(busybox_image, store_root):
+    assert isobox.run(busybox_image, ["cat"], input=b"fed\n").stdout == b"fed\n"
+
+
+def test_process_is_pid_1_of_its_own_pid_namespace(busybox_image, store_root):
+    result = sh(busybox_image, "echo $$; ls /proc | grep -E '^[0-9]+$' | wc -l")
+    pid, count = result.stdout.split()
+    assert pid == b"1"
+    # sh itself, ls and grep/wc at most: no host process is visible
+    assert int(count) <= 4
+
+
+def test_host_processes_are_invisible(busybox_image, store_root):
+    result = sh(busybox_image, f"test -e /proc/{os.getpid()}/cmdline && echo seen || echo hidden; ps -o pid,comm")
+    assert result.stdout.startswith(b"hidden\n")
+    assert b"python" not in result.stdout and b"pytest" not in result.stdout
+
+
+def test_hostname_defaults_to_short_id_and_can_be_set(busybox_image, store_root):
+    assert sh(busybox_image, "hostname").stdout.strip().decode().isalnum()
+    assert sh(busybox_image, "hostname; echo $HOSTNAME", hostname="box1").stdout == b"box1\nbox1\n"
+    assert os.uname().nodename != "box1"
+
+
+def test_root_filesystem_is_an_overlay_of_the_image_only(busybox_image, store_root, tmp_path):
+    secret = tmp_path / "host-secret"
+    secret.write_text("host data")
+    result = sh(busybox_image, f"cat {secret} 2>&1; ls /; grep ' / ' /proc/mounts")
+    out = result.stdout.decode()
+    assert "host data" not in out
+    assert "No such file" in out
+    top = set(out.split("\n", 1)[1].split())
+    assert {"bin", "etc", "proc", "dev", "sys", "tmp"} <= top
+    assert "overlay / overlay" in out
+    # nothing of the host's mount table is visible
+    mounts = sh(busybox_image, "cat /proc/mounts").stdout.decode()
+    for line in mounts.splitlines():
+        assert line.split()[1].split("/")[1] in ("", "proc", "dev", "sys"), line
+
+
+def test_capabilities_are_dockers_default_set(busybox_image, store_root):
+    status = sh(busybox_image, "cat /proc/self/status").stdout.decode()
+    assert int(status_field(status, "CapBnd"), 16) == DOCKER_CAPS
+    assert int(status_field(status, "CapEff"), 16) == DOCKER_CAPS
+    assert int(status_field(status, "CapPrm"), 16) == DOCKER_CAPS
+    assert int(status_field(status, "CapInh"), 16) == 0
+    assert int(status_field(status, "CapAmb"), 16) == 0
+    assert status_field(status, "NoNewPrivs") == "1"
+
+
+def test_non_root_user_has_no_effective_capabilities(busybox_image, store_root):
+    idmap = isobox_idmap()
+    if not IS_ROOT and idmap.single:
+        pytest.skip("no /etc/subuid range for this user: only uid 0 exists in its containers")
+    result = sh(busybox_image, "id; cat /proc/self/status", user="app")
+    out = result.stdout.decode()
+    assert out.startswith("uid=1000(app) gid=1000(app) groups=50(staff),1000(app)")  # the kernel sorts them
+    assert int(status_field(out, "CapEff"), 16) == 0
+    assert int(status_field(out, "CapBnd"), 16) == DOCKER_CAPS
+    assert sh(busybox_image, "id -u; echo $HOME", user="1000:50").stdout == b"1000\n/home/app\n"
+
+
+def isobox_idmap():
+    from isobox import idmap
+
+    return idmap.for_caller()
+
+
+def test_masked_paths_are_unreadable_and_proc_sys_is_read_only(busybox_image, store_root):
+    result = sh(busybox_image, textwrap.dedent("""\
+        cat /proc/kcore 2>/dev/null | wc -c
+        cat /proc/keys 2>/dev/null | wc -c
+        ls -A /sys/firmware | wc -l
+        echo 1 > /proc/sys/kernel/domainname && echo wrote || echo refused
+        grep -c ' /proc/sys proc ro,' /proc/mounts
+        touch /sys/kernel/x 2>/dev/null && echo wrote || echo refused
+    """))
+    assert result.stdout.split() == [b"0", b"0", b"0", b"refused", b"1", b"refused"]
+
+
+def test_dev_has_the_standard_devices(busybox_image, store_root):
+    result = sh(busybox_image, textwrap.dedent("""\
+        echo hi > /dev/null && head -c 4 /dev/zero | wc -c && head -c 8 /dev/urandom | wc -c
+        ls /dev/pts/ptmx /dev/shm /dev/mqueue >/dev/null && echo ok
+        for l in fd stdout ptmx; do readlink /dev/$l; done
+    """))
+    assert result.stdout.split() == [b"4", b"8", b"ok", b"/proc/self/fd", b"/proc/self/fd/1", b"pts/ptmx"]
+
+
+def test_network_is_loopback_only_by_default(busybox_image, store_root):
+    result = sh(busybox_image, "ls /sys/class/net; cat /sys/class/net/lo/operstate")
+    names = result.stdout.split()
+    assert names[:-1] == [b"lo"]
+    assert names[-1] in (b"unknown", b"up")
+
+
+def test_writes_stay_in_their_own_container(busybox_image, busybox_rootfs, store_root):
+    with isobox.Container(busybox_image, ["sh", "-c", "echo one > /etc/mark; sleep 30"], name="writer") as a:
+        with isobox.Container(busybox_image, ["sleep", "30"], name="reader"):
+            time.sleep(0.2)
+            seen = sh(busybox_image, "cat /etc/mark 2>&1 || echo absent")
+            assert b"absent" in seen.stdout
+        assert (a.dir / "upper" / "etc" / "mark").read_text() == "one\n"
+    assert not (busybox_rootfs / "etc" / "mark").exists()
+
+
+def test_same_image_runs_as_many_named_containers(busybox_image, store_root):
+    containers = [isobox.Container(busybox_image, ["sleep", "30"], name=f"svc-{i}").start() for i in range(5)]
+    try:
+        assert all(c.status == "running" for c in containers)
+        with pytest.raises(isobox.NameConflict, match="svc-2"):
+            isobox.Container(busybox_image, ["true"], name="svc-2").start()
+    finally:
+        for c in containers:
+            c.remove(force=True)
+    # the name is free again once its container is removed
+    isobox.run(busybox_image, ["true"], name="svc-2")
+
+
+def test_kill_reports_the_signal(busybox_image, store_root):
+    with isobox.Container(busybox_image, ["sleep", "30"]) as c:
+        c.kill(signal.SIGKILL)
+        assert c.wait(5) == -signal.SIGKILL
+        assert c.status == "exited"
+
+
+def test_stop_escalates_to_sigkill_when_pid1_ignores_sigterm(busybox_image, store_root):
+    with isobox.Container(busybox_image, ["sleep", "30"]) as c:
+        started = time.monotonic()
+        assert c.stop(timeout=0.3) == -signal.SIGKILL
+        assert time.monotonic() - started < 5
+
+
+def test_init_forwards_signals_and_reaps_zombies(busybox_image, store_root):
+    with isobox.Container(busybox_image, ["sleep", "30"], init=True) as c:
+        time.sleep(0.1)
+        assert c.stop(timeout=5) == 128 + signal.SIGTERM
+    result = sh(busybox_image, "(sleep 0.1 &); sleep 0.4; ps -o stat,pid | grep -c '^Z' || true", init=True)
+    assert result.stdout.strip() == b"0"
+
+
+def test_wait_times_out_without_killing(busybox_image, store_root):
+    with isobox.Container(busybox_image, ["sleep", "30"]) as c:
+        with pytest.raises(isobox.Timeout):
+            c.wait(timeout=0.2)
+        assert c.status == "running"
+    with pytest.raises(isobox.Timeout):
+        isobox.run(busybox_image, ["sleep", "30"], timeout=0.3)
+
+
+def test_environment_workdir_and_path_lookup(busybox_image, store_root):
+    result = isobox.run(
+        busybox_image, ["sh", "-c", "pwd; echo $PATH; echo $GREETING; echo $HOME"],
+        env={"GREETING": "hi"}, workdir="/tmp",
+    )
+    assert result.stdout.decode().split("\n")[:4] == ["/tmp", "/usr/local/bin:/usr/bin:/bin", "hi", "/root"]
+
+
+def test_missing_command_raises_command_not_found(busybox_image, store_root):
+    with pytest.raises(isobox.CommandNotFound, match="exec no-such-program: No such file or directory"):
+        isobox.run(busybox_image, ["no-such-program"])
+    assert no_children_left()
+
+
+def test_bad_working_directory_names_the_step(busybox_image, store_root):
+    with pytest.raises(isobox.SetupError, match="chdir to the working directory /nope: No such file") as info:
+        isobox.run(busybox_image, ["true"], workdir="/nope")
+    assert info.value.step.startswith("chdir")
+    assert no_children_left()
+
+
+def test_unmountable_rootfs_raises_and_leaks_nothing(tmp_path, store_root):
+    image = isobox.Image(config=isobox.ImageConfig(cmd=["sh"]), layers=[tmp_path / "missing-layer"])
+    with pytest.raises(isobox.SetupError, match=r"mount the root filesystem \(overlay\): No such file"):
+        isobox.run(image, ["true"])
+    assert no_children_left()
+
+
+def test_symlinked_proc_in_image_cannot_redirect_a_mount(tmp_path, busybox_rootfs, store_root):
+    hostile = tmp_path / "hostile"
+    subprocess.run(["cp", "-a", str(busybox_rootfs), str(hostile)], check=True)
+    os.symlink("/etc", hostile / "proc")
+    image = isobox.Image.from_directory(hostile)
+    with pytest.raises(isobox.SetupError, match="mount /proc: Too many levels of symbolic links"):
+        isobox.run(image, ["true"])
+
+
+def test_invalid_options_fail_before_touching_the_host(busybox_image, store_root):
+    with pytest.raises(isobox.InvalidOption):
+        isobox.Container(busybox_image, ["true"], name="bad name")
+    with pytest.raises(isobox.InvalidOption):
+        isobox.Container(busybox_image, ["true"], workdir="relative")
+    with pytest.raises(isobox.InvalidOption):
+        isobox.Container(busybox_image, ["true"], rlimits={"nofiles": 10})
+    with pytest.raises(isobox.InvalidOption):
+        isobox.Container(isobox.Image(config=isobox.ImageConfig()), None)
+    assert not (store_root / "containers").exists() or not any(
+        p for p in (store_root / "containers").iterdir() if not p.name.startswith(".")
+    )
+
+
+def test_rlimits_are_applied(busybox_image, store_root):
+    assert sh(busybox_image, "ulimit -n", rlimits={"nofile": (256, 512)}).stdout == b"256\n"
+
+
+def test_read_only_rootfs_refuses_writes(busybox_image, store_root):
+    result = sh(busybox_image, "touch /x 2>&1; echo ok > /dev/shm/y && cat /dev/shm/y", read_only=True)
+    assert b"Read-only file system" in result.stdout
+    assert result.stdout.endswith(b"ok\n")
+
+
+OWNER = """
+import os, sys, time, isobox
+img = isobox.Image.from_directory(sys.argv[1])
+c = isobox.Container(img, ["sleep", "300"]).start()
+print(c.pid, c.id, flush=True)
+time.sleep(300)
+"""
+
+
+def test_container_dies_with_its_owner_and_its_state_is_swept(busybox_rootfs, busybox_image, store_root):
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(busybox_rootfs)], stdout=subprocess.PIPE)
+    try:
+        assert owner.stdout is not None
+        pid_text, cid = owner.stdout.readline().split()
+        pid = int(pid_text)
+        assert os.path.exists(f"/proc/{pid}")
+        assert pathlib.Path(f"/proc/{pid}/mountinfo").read_text().count(" overlay ") >= 1
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not os.path.exists(f"/proc/{pid}"), "the container outlived its owner"
+    # no mount of the container is visible on the host
+    assert cid.decode() not in pathlib.Path("/proc/self/mountinfo").read_text()
+    assert (store_root / "containers" / cid.decode()).exists()
+    isobox.run(busybox_image, ["true"])  # a later start sweeps what the owner left
+    assert not (store_root / "containers" / cid.decode()).exists()
+
+
+def test_container_started_in_a_worker_thread_outlives_the_thread(busybox_image, store_root):
+    import threading
+
+    box = []
+    t = threading.Thread(target=lambda: box.append(isobox.Container(busybox_image, ["sleep", "30"]).start()))
+    t.start()
+    t.join()
+    c = box[0]
+    try:
+        time.sleep(0.2)
+        assert c.status == "running"
+    finally:
+        c.remove(force=True)
