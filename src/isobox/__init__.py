@@ -9,6 +9,7 @@ processes, daemonless and rootless.
 from __future__ import annotations
 
 from .container import Container, ContainerConfig
+from .doctor import doctor
 from .errors import (
     AuthenticationError,
     CommandNotExecutable,
@@ -45,6 +46,7 @@ __all__ = [
     "RunResult",
     "Store",
     "run",
+    "doctor",
     "AuthenticationError",
     "CommandNotExecutable",
     "CommandNotFound",
