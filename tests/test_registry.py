@@ -540,6 +540,22 @@ def test_rejected_token_is_renewed_once(registry_token):
     assert len(reg.token_requests) - before == 2
 
 
+def test_expired_token_is_not_reused(registry_token):
+    reg = registry_token
+    repo = repo_name()
+    reg.push_image(repo, "v1", [b"x"])
+    before = len(reg.token_requests)
+    with client(credentials=(reg.username, reg.password)) as c:
+        c.head_manifest(f"{reg.host}/{repo}:v1")
+        c.head_manifest(f"{reg.host}/{repo}:v1")
+        assert len(reg.token_requests) - before == 1
+        # Its expires_in has passed (the client counts it on the monotonic clock).
+        for k, (token, _expiry) in list(c._tokens.items()):
+            c._tokens[k] = (token, time.monotonic() - 1)
+        c.head_manifest(f"{reg.host}/{repo}:v1")
+    assert len(reg.token_requests) - before == 2
+
+
 # -- faults a real registry cannot produce (fault server) -------------------------------------
 
 
