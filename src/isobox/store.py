@@ -3,7 +3,9 @@
 Layout under the root (every write goes to ``tmp/`` first and is renamed into place)::
 
     blobs/sha256/<hex>          manifests, indexes and configs, verbatim, by digest
-    layers/sha256/<hex>/        extracted layers, by diff_id (overlayfs lower dirs)
+    layers/sha256/<hex>/        extracted layers, by diff_id (overlayfs lower dirs), or by
+                                chain ID for the rare layer whose extraction depends on
+                                the layers below (a hard link to a lower layer's file)
     layers/sha256/<hex>.json    the layer's unpacked size and entry count
     images/sha256/<hex>.json    image records, by manifest digest
     images/refs/<hex>.json      tag records: reference -> digest -> manifest per platform
@@ -121,6 +123,16 @@ class LayerRecord:
     diff_id: str = attrs.field(validator=lambda _i, _a, v: check_digest(v))
     media_type: str = ""
     size: int = 0  # compressed, as the manifest says
+    # The chain ID naming the directory when the extracted layer depends on the layers
+    # below it (a hard link to a lower file, an opaque root); None: named by diff_id.
+    chain_id: Optional[str] = attrs.field(
+        default=None, validator=lambda _i, _a, v: v is None or check_digest(v)
+    )
+
+    @property
+    def key(self) -> str:
+        """The name of the layer's directory under layers/."""
+        return self.chain_id or self.diff_id
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> "LayerRecord":
@@ -129,6 +141,7 @@ class LayerRecord:
             diff_id=doc["diff_id"],
             media_type=str(doc.get("media_type", "")),
             size=int(doc.get("size", 0)),
+            chain_id=doc.get("chain_id"),
         )
 
     def to_json(self) -> Dict[str, Any]:
@@ -155,6 +168,11 @@ class ImageRecord:
     @property
     def diff_ids(self) -> Tuple[str, ...]:
         return tuple(layer.diff_id for layer in self.layers)
+
+    @property
+    def layer_keys(self) -> Tuple[str, ...]:
+        """The layers' directory names (see `LayerRecord.key`), lowest first."""
+        return tuple(layer.key for layer in self.layers)
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> "ImageRecord":
@@ -293,6 +311,10 @@ def _read_json(path: pathlib.Path) -> Any:
         return json.loads(f.read())
 
 
+def _absolute(path: PathLike) -> pathlib.Path:
+    return pathlib.Path(path).absolute()
+
+
 # -- the store --------------------------------------------------------------------------
 
 
@@ -300,7 +322,7 @@ def _read_json(path: pathlib.Path) -> Any:
 class Store:
     """A store root. Cheap to create; `open` makes the directories."""
 
-    root: pathlib.Path = attrs.field(converter=lambda p: pathlib.Path(p).absolute())
+    root: pathlib.Path = attrs.field(converter=_absolute)
 
     @classmethod
     def open(cls, root: Optional[Union["Store", PathLike]] = None) -> "Store":
@@ -577,7 +599,7 @@ class Store:
         return records
 
     def layers_present(self, record: ImageRecord) -> bool:
-        return all(self.has_layer(d) for d in record.diff_ids)
+        return all(self.has_layer(d) for d in record.layer_keys)
 
     def list_images(self) -> List["Image"]:
         """Every tagged image (one per reference and manifest), then the untagged ones.
@@ -663,7 +685,7 @@ class Store:
                 removed_images.append(record.digest)
 
         reclaimed = 0
-        used_layers = {d.partition(":")[2] for r in kept for d in r.diff_ids}
+        used_layers = {d.partition(":")[2] for r in kept for d in r.layer_keys}
         container_layers, container_warnings = self._container_layers()
         warnings += container_warnings
         removed_layers: List[str] = []

@@ -1,0 +1,318 @@
+"""The on-disk store: content addressing, atomic commits, records, locks, prune.
+
+These tests drive the store directly; tests/test_pull.py drives it through real pulls.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import stat
+import threading
+from pathlib import Path
+from typing import List, Tuple
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from isobox.errors import DigestMismatch, StoreError
+from isobox.store import (
+    ImageRecord,
+    LayerRecord,
+    Store,
+    check_digest,
+    remove_tree,
+    sha256_digest,
+)
+
+
+def digest_of(text: str) -> str:
+    return sha256_digest(text.encode())
+
+
+def make_layer(store: Store, name: str, files: Tuple[str, ...] = ("f",)) -> str:
+    """A committed layer holding ``files``; its diff_id is derived from ``name``."""
+    path = store.new_layer_dir()
+    for f in files:
+        (path / f).parent.mkdir(parents=True, exist_ok=True)
+        (path / f).write_text(name)
+    diff_id = digest_of(name)
+    store.commit_layer(path, diff_id, size=100, entries=len(files))
+    return diff_id
+
+
+def make_image(store: Store, name: str, layer_names: List[str],
+               reference: str | None = None, platform: str = "linux/amd64") -> ImageRecord:
+    diff_ids = [make_layer(store, n) for n in layer_names]
+    config = {"config": {"Cmd": ["sh"]}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    config_digest = store.write_blob(json.dumps(config).encode())
+    manifest_digest = store.write_blob(f"manifest of {name}".encode())
+    record = ImageRecord(
+        digest=manifest_digest, media_type="application/vnd.oci.image.manifest.v1+json",
+        config_digest=config_digest, config=config,
+        layers=[LayerRecord(digest=digest_of("blob " + n), diff_id=d, size=1)
+                for n, d in zip(layer_names, diff_ids)],
+        platform=platform, size=100 * len(diff_ids),
+    )
+    store.write_image(record)
+    if reference is not None:
+        store.tag_image(reference, manifest_digest, (platform,), manifest_digest)
+    return record
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store.open(tmp_path / "store")
+
+
+def test_open_creates_every_directory(tmp_path):
+    s = Store.open(tmp_path / "root")
+    for sub in ("blobs", "layers", "images", "containers", "volumes", "tmp", "locks"):
+        assert (s.root / sub).is_dir()
+    assert Store.open(s) is s
+
+
+def test_open_reports_an_unusable_root(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot create the store"):
+        Store.open(tmp_path / "file" / "store")
+
+
+def test_blobs_are_content_addressed_and_verified(store):
+    digest = store.write_blob(b"config bytes")
+    assert digest == sha256_digest(b"config bytes")
+    assert store.read_blob(digest) == b"config bytes"
+    assert store.blob_path(digest) == store.blobs / "sha256" / digest[7:]
+
+
+def test_blob_with_wrong_digest_is_refused_and_not_written(store):
+    wrong = digest_of("something else")
+    with pytest.raises(DigestMismatch):
+        store.write_blob(b"config bytes", wrong)
+    assert not store.has_blob(wrong)
+    assert list(store.tmp.iterdir()) == []
+
+
+def test_blob_corrupted_on_disk_reads_as_absent(store):
+    digest = store.write_blob(b"original")
+    store.blob_path(digest).write_bytes(b"rotten")
+    assert store.read_blob(digest) is None
+
+
+@pytest.mark.parametrize("bad", [
+    "sha256:../../../etc/passwd", "sha256:" + "A" * 64, "md5:" + "0" * 32, "sha256:" + "0" * 63,
+    "sha256:" + "0" * 64 + "/x", "", "sha256", None, 42,
+])
+def test_malformed_digests_never_become_paths(store, bad):
+    with pytest.raises(DigestMismatch):
+        store.blob_path(bad)
+    with pytest.raises(DigestMismatch):
+        store.layer_path(bad)
+
+
+@given(st.text(max_size=140))
+def test_any_text_is_a_digest_under_the_store_or_refused(text):
+    root = Store(Path("/store-root"))
+    try:
+        path = root.layer_path(text)
+    except DigestMismatch:
+        return
+    assert check_digest(text) == text
+    assert path.parent.parent == root.layers and ".." not in path.parts
+
+
+def test_layer_is_invisible_until_committed(store):
+    path = store.new_layer_dir()
+    (path / "file").write_text("content")
+    diff_id = digest_of("layer")
+    assert not store.has_layer(diff_id)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755  # an image root without a ./ entry
+    final = store.commit_layer(path, diff_id, size=7, entries=1)
+    assert final == store.layer_path(diff_id) and (final / "file").read_text() == "content"
+    info = store.layer_info(diff_id)
+    assert info is not None and (info.size, info.entries) == (7, 1)
+    assert list(store.tmp.iterdir()) == []
+
+
+def test_second_commit_of_a_layer_keeps_the_first(store):
+    first = make_layer(store, "same", ("a",))
+    path = store.new_layer_dir()
+    (path / "b").write_text("late copy")
+    store.commit_layer(path, first, size=1, entries=1)
+    assert sorted(os.listdir(store.layer_path(first))) == ["a"]
+    assert list(store.tmp.iterdir()) == []
+
+
+def test_discard_refuses_paths_outside_tmp(store, tmp_path):
+    with pytest.raises(StoreError):
+        store.discard(tmp_path)
+
+
+def _locked_tree(root: Path) -> None:
+    (root / "ro/sub").mkdir(parents=True)
+    (root / "ro/sub/file").write_text("x")
+    (root / "none").mkdir()
+    (root / "none/inner").mkdir()
+    (root / "none/inner/file").write_text("y")
+    os.chmod(root / "none/inner", 0)
+    os.chmod(root / "none", 0)
+    os.chmod(root / "ro/sub", 0o555)
+    os.chmod(root / "ro", 0o555)
+
+
+def test_remove_tree_removes_read_only_and_mode_000_directories(tmp_path):
+    _locked_tree(tmp_path / "t")
+    remove_tree(tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+    remove_tree(tmp_path / "t")  # already gone: fine
+
+
+def test_tag_records_follow_the_tag_and_forget_a_moved_tag(store):
+    a, b, c = digest_of("index a"), digest_of("manifest amd64"), digest_of("manifest arm64")
+    store.tag_image("docker.io/library/x:1", a, ("linux/amd64/v4", "linux/amd64"), b)
+    tag = store.tag_image("docker.io/library/x:1", a, ("linux/arm64",), c)
+    assert tag.manifests == {"linux/amd64/v4": b, "linux/amd64": b, "linux/arm64": c}
+    assert tag.last == "linux/arm64"
+    moved = store.tag_image("docker.io/library/x:1", digest_of("index b"), ("linux/amd64",), b)
+    assert moved.manifests == {"linux/amd64": b}
+    assert store.read_tag("docker.io/library/x:1") == moved
+    assert store.read_tag("docker.io/library/x:2") is None
+
+
+def test_images_lists_tagged_then_untagged(store):
+    tagged = make_image(store, "one", ["l1", "l2"], reference="example.com/one:latest")
+    untagged = make_image(store, "two", ["l2", "l3"])
+    listed = store.list_images()
+    assert [(i.reference, i.digest) for i in listed] == [
+        ("example.com/one:latest", tagged.digest), (None, untagged.digest)]
+    assert listed[0].layers == (store.layer_path(digest_of("l1")), store.layer_path(digest_of("l2")))
+    assert listed[0].config.cmd == ("sh",)
+
+
+def test_prune_removes_what_no_tag_uses_and_crash_garbage(store):
+    kept = make_image(store, "kept", ["base", "app"], reference="example.com/kept:1")
+    gone = make_image(store, "gone", ["base", "old"])  # untagged: nothing uses it
+    garbage = store.temp_dir()
+    _locked_tree(garbage)  # a crashed extraction, with directories we cannot enter
+    (store.tmp / "w-123-half-written").write_bytes(b"half")
+
+    report = store.prune()
+
+    assert report.images == (gone.digest,)
+    assert report.layers == (digest_of("old"),)
+    assert report.temporaries == 2
+    assert store.read_image(gone.digest) is None and not store.has_blob(gone.digest)
+    assert not store.has_blob(gone.config_digest)
+    assert not store.layer_path(digest_of("old")).exists()
+    assert not store.layer_path(digest_of("old")).with_suffix(".json").exists()
+    for diff_id in kept.diff_ids:
+        assert store.has_layer(diff_id)
+    assert store.has_blob(kept.config_digest) and store.has_blob(kept.digest)
+    assert list(store.tmp.iterdir()) == []
+    assert store.prune().layers == ()  # nothing left to do
+
+
+def test_prune_keeps_layers_a_container_lists(store):
+    record = make_image(store, "img", ["c-base", "c-top"])  # untagged
+    cdir = store.containers / "abc123"
+    cdir.mkdir()
+    layers = [str(store.layer_path(d)) for d in record.diff_ids]
+    (cdir / "state.json").write_text(json.dumps({"id": "abc123", "layers": layers}))
+    report = store.prune()
+    assert report.images == (record.digest,)  # the record goes, the container's layers stay
+    assert report.layers == ()
+    assert all(store.has_layer(d) for d in record.diff_ids)
+
+
+def test_prune_keeps_every_layer_when_a_container_state_is_unreadable(store):
+    record = make_image(store, "img", ["u-layer"])
+    cdir = store.containers / "broken"
+    cdir.mkdir()
+    (cdir / "state.json").write_text("{half a json")
+    report = store.prune()
+    assert report.layers == () and store.has_layer(record.diff_ids[0])
+    assert report.warnings and "broken" in report.warnings[0]
+
+
+def test_remove_untags_and_collects_unshared_layers(store):
+    a = make_image(store, "a", ["shared", "only-a"], reference="example.com/a:1")
+    b = make_image(store, "b", ["shared", "only-b"], reference="example.com/b:1")
+    assert store.remove(reference="example.com/a:1") == ("example.com/a:1",)
+    assert store.read_image(a.digest) is None
+    assert not store.has_layer(digest_of("only-a"))
+    assert store.has_layer(digest_of("shared")) and store.has_layer(digest_of("only-b"))
+    assert store.remove(reference="example.com/a:1") == ()
+    assert store.remove(digest=b.digest) == ("example.com/b:1", b.digest)
+    assert not store.has_layer(digest_of("shared"))
+
+
+def test_removing_a_layer_with_mode_000_directories_works(store):
+    path = store.new_layer_dir()
+    _locked_tree(path)
+    diff_id = digest_of("locked")
+    store.commit_layer(path, diff_id, size=1, entries=5)
+    assert store.prune().layers == (diff_id,)
+    assert not store.layer_path(diff_id).exists()
+
+
+# -- locks across processes -------------------------------------------------------------
+
+
+def _count_under_lock(root: str, rounds: int) -> None:
+    s = Store(Path(root))
+    counter = Path(root) / "counter"
+    for _ in range(rounds):
+        with s.lock("blob-counter"):
+            value = int(counter.read_text())
+            os.sched_yield()
+            counter.write_text(str(value + 1))
+
+
+def test_lock_serialises_processes(store):
+    (store.root / "counter").write_text("0")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_count_under_lock, args=(str(store.root), 200)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert (store.root / "counter").read_text() == "600"
+
+
+def _hold_in_use(root: str, holding: "multiprocessing.synchronize.Event",
+                 release: "multiprocessing.synchronize.Event") -> None:
+    s = Store(Path(root))
+    with s.in_use():
+        holding.set()
+        release.wait(60)
+
+
+def test_prune_waits_while_a_pull_holds_the_store(store):
+    garbage = store.temp_dir()  # a running pull's temporary
+    ctx = multiprocessing.get_context("spawn")
+    holding, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_in_use, args=(str(store.root), holding, release))
+    proc.start()
+    try:
+        assert holding.wait(30)
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (store.prune(), done.set()))
+        worker.start()
+        assert not done.wait(0.5)  # blocked behind the pull
+        assert garbage.exists()
+        release.set()
+        assert done.wait(30)
+        worker.join()
+        assert not garbage.exists()
+    finally:
+        release.set()
+        proc.join(30)
+
+
+def test_bad_lock_names_are_refused(store):
+    with pytest.raises(StoreError):
+        with store.lock("../escape"):
+            pass
