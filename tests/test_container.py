@@ -91,7 +91,9 @@ def test_root_filesystem_is_an_overlay_of_the_image_only(busybox_image, store_ro
     # nothing of the host's mount table is visible
     mounts = sh(busybox_image, "cat /proc/mounts").stdout.decode()
     for line in mounts.splitlines():
-        assert line.split()[1].split("/")[1] in ("", "proc", "dev", "sys"), line
+        target = line.split()[1]
+        assert target.split("/")[1] in ("", "proc", "dev", "sys") or target in (
+            "/etc/hostname", "/etc/hosts", "/etc/resolv.conf"), line
 
 
 def test_capabilities_are_dockers_default_set(busybox_image, store_root):
@@ -218,9 +220,13 @@ def test_missing_command_raises_command_not_found(busybox_image, store_root):
     assert no_children_left()
 
 
+def test_missing_working_directory_is_created_as_docker_does(busybox_image, store_root):
+    assert isobox.run(busybox_image, ["pwd"], workdir="/srv/app").stdout == b"/srv/app\n"
+
+
 def test_bad_working_directory_names_the_step(busybox_image, store_root):
-    with pytest.raises(isobox.SetupError, match="chdir to the working directory /nope: No such file") as info:
-        isobox.run(busybox_image, ["true"], workdir="/nope")
+    with pytest.raises(isobox.SetupError, match="chdir to the working directory /etc/passwd: Not a directory") as info:
+        isobox.run(busybox_image, ["true"], workdir="/etc/passwd")
     assert info.value.step.startswith("chdir")
     assert no_children_left()
 

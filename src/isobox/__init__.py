@@ -33,7 +33,9 @@ from .errors import (
     UnsupportedManifest,
 )
 from .image import Image, ImageConfig
-from .run import ExitStatusError, RunResult, run
+from .mounts import Bind, Tmpfs, Volume, VolumeInfo, remove_volume, volumes
+from .result import ExitStatusError, RunResult
+from .run import run
 from .store import Store
 
 __version__ = "0.1.0"
@@ -47,6 +49,12 @@ __all__ = [
     "Store",
     "run",
     "doctor",
+    "Bind",
+    "Tmpfs",
+    "Volume",
+    "VolumeInfo",
+    "volumes",
+    "remove_volume",
     "AuthenticationError",
     "CommandNotExecutable",
     "CommandNotFound",

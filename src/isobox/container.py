@@ -24,9 +24,11 @@ import select
 import shlex
 import shutil
 import signal as _signal
+import socket
 import threading
 import time
-from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union, overload
+from typing import Literal
 
 import attrs
 
@@ -41,9 +43,11 @@ from .errors import (
     Timeout,
 )
 from .image import Image
+from .mounts import Bind, Mount, Tmpfs, Volume, plan_mounts
 from .rootfs import RootfsPlan
 from .store import Store
-from .users import resolve_user
+from .result import RunResult
+from .users import ResolvedUser, resolve_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -113,6 +117,18 @@ def _rlimits(value: Optional[Mapping[str, Any]]) -> Tuple[Tuple[int, int, int], 
     return tuple(out)
 
 
+def _mounts(value: Optional[Sequence[Mount]]) -> Tuple[Mount, ...]:
+    out = tuple(value or ())
+    seen = set()
+    for m in out:
+        if not isinstance(m, (Bind, Volume, Tmpfs)):
+            raise InvalidOption(f"mounts must be Bind, Volume or Tmpfs, got {m!r}")
+        if m.target in seen:
+            raise InvalidOption(f"duplicate mount point: {m.target}")
+        seen.add(m.target)
+    return out
+
+
 def _check_name(inst: Any, attr: Any, value: Optional[str]) -> None:
     if value is not None and not NAME_RE.match(value):
         raise InvalidOption(f"invalid container name {value!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
@@ -151,6 +167,8 @@ class ContainerConfig:
     network: str = attrs.field(default="none", validator=_check_network)
     userns: Optional[bool] = None
     rlimits: Tuple[Tuple[int, int, int], ...] = attrs.field(default=(), converter=_rlimits)
+    mounts: Tuple[Mount, ...] = attrs.field(default=(), converter=_mounts)
+    tty: bool = False
 
 
 class Status(str, enum.Enum):
@@ -174,26 +192,30 @@ _spawner: Optional["_Spawner"] = None
 class _Spawner(threading.Thread):
     def __init__(self) -> None:
         super().__init__(name="isobox-spawner", daemon=True)
-        self.requests: "list[Tuple[native.Spec, threading.Event, list[Any]]]" = []
+        self.requests: "list[Tuple[Callable[[], Any], threading.Event, list[Any]]]" = []
         self.cond = threading.Condition()
 
-    def run(self) -> None:  # pragma: no cover - exercised through spawn_child
+    def run(self) -> None:  # pragma: no cover - exercised through in_spawner
         while True:
             with self.cond:
                 while not self.requests:
                     self.cond.wait()
-                spec, done, box = self.requests.pop(0)
+                fn, done, box = self.requests.pop(0)
             try:
-                box.append(native.spawn(spec))
+                box.append(fn())
             except BaseException as exc:
                 box.append(exc)
             done.set()
 
 
-def spawn_child(spec: native.Spec) -> native.Child:
+T = TypeVar("T")
+
+
+def in_spawner(fn: Callable[[], T]) -> T:
+    """Run fn (which clones) on a thread that lives as long as the process."""
     global _spawner
     if threading.current_thread() is threading.main_thread():
-        return native.spawn(spec)
+        return fn()
     with _spawner_lock:
         if _spawner is None or not _spawner.is_alive():
             _spawner = _Spawner()
@@ -202,13 +224,17 @@ def spawn_child(spec: native.Spec) -> native.Child:
     done = threading.Event()
     box: List[Any] = []
     with spawner.cond:
-        spawner.requests.append((spec, done, box))
+        spawner.requests.append((fn, done, box))
         spawner.cond.notify()
     done.wait()
     if isinstance(box[0], BaseException):
         raise box[0]
-    child: native.Child = box[0]
-    return child
+    result: T = box[0]
+    return result
+
+
+def spawn_child(spec: native.Spec) -> native.Child:
+    return in_spawner(lambda: native.spawn(spec))
 
 
 # --- state on disk ------------------------------------------------------------------------
@@ -350,7 +376,9 @@ class Container:
         network: str = "none",
         userns: Optional[bool] = None,
         rlimits: Optional[Mapping[str, Any]] = None,
-        stdin: Union[None, int, IO[Any]] = None,
+        mounts: Optional[Sequence[Mount]] = None,
+        tty: bool = False,
+        stdin: Union[None, bool, int, IO[Any]] = None,
         store: Union[Store, str, "os.PathLike[str]", None] = None,
     ) -> None:
         if not isinstance(image, Image):
@@ -359,11 +387,17 @@ class Container:
         self.config = ContainerConfig(
             command=command, entrypoint=entrypoint, name=name, env=env, workdir=workdir,
             user=user, hostname=hostname, init=init, read_only=read_only, network=network,
-            userns=userns, rlimits=rlimits,
+            userns=userns, rlimits=rlimits, mounts=mounts, tty=tty,
         )
-        if stdin is not None and not isinstance(stdin, int) and not hasattr(stdin, "fileno"):
-            raise InvalidOption("stdin must be None, a file descriptor or a file object")
+        if not (stdin is None or isinstance(stdin, (bool, int)) or hasattr(stdin, "fileno")):
+            raise InvalidOption("stdin must be None, True (a pipe), a file descriptor or a file object")
         self._stdin = stdin
+        self.stdin: Optional[IO[bytes]] = None  # with stdin=True: the write end
+        self.pty: Optional[int] = None  # with tty=True: the terminal's master fd
+        self._env: Dict[str, str] = {}
+        self._ns_flags = 0
+        self._ns_fds: Tuple[int, ...] = ()
+        self._in_userns = False
         self._store_arg = store
         self.id = secrets.token_hex(32)
         self.name = self.config.name or f"isobox_{self.id[:12]}"
@@ -438,6 +472,7 @@ class Container:
         else:
             groups = user.groups
         self._ids = ids
+        self._in_userns = in_userns
 
         store = Store.open(self._store_arg)
         self._store = store
@@ -496,13 +531,20 @@ class Container:
             own_netns=cfg.network == "none",
             read_only=cfg.read_only,
         )
-        env = self._environment(hostname, home)
+        env = self._env = self._environment(hostname, home)
         flags = (native.CLONE_NEWNS | native.CLONE_NEWPID | native.CLONE_NEWUTS
                  | native.CLONE_NEWIPC | native.CLONE_NEWCGROUP)
         if cfg.network == "none":
             flags |= native.CLONE_NEWNET
         if in_userns:
             flags |= native.CLONE_NEWUSER
+        self._ns_flags = flags
+        etc_files = self._etc_files(cdir, hostname)
+        assert self._store is not None
+        volumes_root = self._store.volumes
+        workdir = cfg.workdir or self.image.config.working_dir or "/"
+        ops = plan.ops(lambda first: plan_mounts(cfg.mounts, etc_files, volumes_root, first), workdir)
+        console_parent, console_child = _socketpair() if cfg.tty else (None, None)
 
         out_fd = os.open(cdir / "stdout.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         err_fd = os.open(cdir / "stderr.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
@@ -510,7 +552,7 @@ class Container:
         try:
             spec = native.Spec(
                 clone_flags=flags,
-                ops=tuple(plan.ops()),
+                ops=tuple(ops),
                 hostname=hostname,
                 loopback_up=cfg.network == "none",
                 rlimits=cfg.rlimits,
@@ -522,37 +564,72 @@ class Container:
                 caps=tuple(DEFAULT_CAPABILITIES.values()),
                 no_new_privs=True,
                 stdio=(in_fd, out_fd, err_fd),
-                workdir=cfg.workdir or self.image.config.working_dir or "/",
+                workdir=workdir,
                 argv=self.argv,
                 env=tuple(f"{k}={v}" for k, v in env.items()),
                 path=env.get("PATH", DEFAULT_PATH),
                 init=cfg.init,
+                console_sock=console_child.fileno() if console_child else -1,
             )
             self._write_state(Status.CREATED)
             child = spawn_child(spec)
         finally:
             os.close(out_fd)
             os.close(err_fd)
-            if self._stdin is None:
+            if self._stdin is None or self._stdin is True:
                 os.close(in_fd)
+            if console_child is not None:
+                console_child.close()
         self.pid, self._pidfd = child.pid, child.pidfd
         try:
             if ids is not None:
                 ids.apply(child.pid)
+            # for exec, while the child is still dumpable (see native.open_namespaces)
+            self._ns_fds = native.open_namespaces(child.pid, flags)
             child.release()
+            if console_parent is not None:
+                self.pty = _receive_fd(console_parent)
         except BaseException:
             child.abandon()
             self._reap(block=True)
             raise
+        finally:
+            if console_parent is not None:
+                console_parent.close()
         self._status = Status.RUNNING
         self._write_state(Status.RUNNING)
 
     def _stdin_fd(self) -> int:
-        if self._stdin is None:
+        if self._stdin is None or self._stdin is False:
             return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        if self._stdin is True:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            self.stdin = os.fdopen(w, "wb", buffering=0)
+            return r
         if isinstance(self._stdin, int):
             return self._stdin
         return int(self._stdin.fileno())
+
+    def _etc_files(self, cdir: pathlib.Path, hostname: str) -> List[Tuple[str, str]]:
+        """/etc/hostname, /etc/hosts and /etc/resolv.conf as Docker provides them."""
+        hosts = cdir / "hosts"
+        if self.config.network == "host":
+            hosts.write_bytes(_read_host("/etc/hosts"))
+        else:
+            hosts.write_text(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\n"
+                "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+            )
+        (cdir / "hostname").write_text(hostname + "\n")
+        resolv = _read_host("/etc/resolv.conf")
+        if self.config.network != "host":
+            # a loopback resolver of the host means nothing in the container's own network
+            resolv = b"".join(line for line in resolv.splitlines(keepends=True)
+                              if not re.match(rb"\s*nameserver\s+(127\.|::1\b)", line))
+        (cdir / "resolv.conf").write_bytes(resolv)
+        return [(str(cdir / "hostname"), "/etc/hostname"), (str(cdir / "hosts"), "/etc/hosts"),
+                (str(cdir / "resolv.conf"), "/etc/resolv.conf")]
 
     def _environment(self, hostname: str, home: str) -> Dict[str, str]:
         env: Dict[str, str] = {}
@@ -564,6 +641,8 @@ class Container:
         env.setdefault("PATH", DEFAULT_PATH)
         env.setdefault("HOSTNAME", hostname)
         env.setdefault("HOME", home or "/")
+        if self.config.tty:
+            env.setdefault("TERM", "xterm")
         return env
 
     def _write_state(self, status: Status) -> None:
@@ -598,6 +677,9 @@ class Container:
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
+        for fd in self._ns_fds:
+            os.close(fd)
+        self._ns_fds = ()
         if self._status is Status.RUNNING:
             self._status = Status.EXITED
             try:
@@ -656,16 +738,166 @@ class Container:
             self.kill(_signal.SIGKILL)
             return self.wait()
 
-    def logs(self, *, stdout: bool = True, stderr: bool = True) -> bytes:
-        """What the container wrote so far: stdout, then stderr (kept in separate files)."""
+    @overload
+    def logs(self, stream: str = ..., follow: Literal[False] = ...) -> bytes: ...
+
+    @overload
+    def logs(self, stream: str = ..., *, follow: Literal[True]) -> Iterator[bytes]: ...
+
+    def logs(self, stream: str = "both", follow: bool = False) -> Union[bytes, Iterator[bytes]]:
+        """What the container wrote: ``stream`` is "stdout", "stderr" or "both" (stdout
+        then stderr: they are kept in separate files). ``follow=True`` yields output as it
+        comes, until the container has exited and everything was read."""
+        if stream not in ("both", "stdout", "stderr"):
+            raise InvalidOption(f"stream must be 'stdout', 'stderr' or 'both', got {stream!r}")
+        names = {"both": ("stdout.log", "stderr.log"), "stdout": ("stdout.log",),
+                 "stderr": ("stderr.log",)}[stream]
+        if follow:
+            return self._follow(names)
         out = b""
-        for want, fname in ((stdout, "stdout.log"), (stderr, "stderr.log")):
-            if want:
+        for fname in names:
+            try:
+                out += (self.dir / fname).read_bytes()
+            except FileNotFoundError:
+                pass
+        return out
+
+    def _follow(self, names: Sequence[str]) -> Iterator[bytes]:
+        files = []
+        try:
+            for fname in names:
+                files.append(open(self.dir / fname, "rb"))
+            while True:
+                exited = self._status is not Status.RUNNING or self._reap(block=False)
+                got = False
+                for f in files:
+                    chunk = f.read(65536)
+                    if chunk:
+                        got = True
+                        yield chunk
+                if not got:
+                    if exited:
+                        return
+                    time.sleep(0.02)
+        finally:
+            for f in files:
+                f.close()
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal's window size (tty=True)."""
+        if self.pty is None:
+            raise ContainerError(f"container {self.name} has no terminal (tty=False)")
+        _set_winsize(self.pty, rows, cols)
+
+    # -- exec ---------------------------------------------------------------------------------
+
+    def exec(
+        self,
+        command: Command,
+        *,
+        env: Union[Mapping[str, str], Sequence[str], None] = None,
+        workdir: Optional[str] = None,
+        user: Optional[str] = None,
+        tty: bool = False,
+        stdin: Union[None, bytes, int, IO[Any]] = None,
+        timeout: Optional[float] = None,
+    ) -> RunResult:
+        """Run another process in the running container (`docker exec`): its namespaces,
+        root, user resolution and security settings; the result is like `run`'s.
+        A timeout kills the exec'd process, never the container. With ``tty=True`` the
+        output of the terminal is returned as stdout."""
+        argv = _command(command)
+        if not argv:
+            raise InvalidOption("exec needs a command")
+        cfg_workdir = ContainerConfig(workdir=workdir).workdir if workdir else None
+        extra_env = _env(env)
+        if self._status is not Status.RUNNING or self._reap(block=False):
+            raise ContainerError(f"container {self.name} is not running")
+        if self._pidfd < 0:
+            raise ContainerError("exec needs pidfd support (Linux 5.3)")
+        resolved = self._resolve_exec_user(user)
+        env_map = dict(self._env)
+        env_map.update(extra_env)
+        if tty:
+            env_map.setdefault("TERM", "xterm")
+        cdir = self.dir
+        tag = secrets.token_hex(6)
+        out_path, err_path = cdir / f"exec-{tag}.out", cdir / f"exec-{tag}.err"
+        out_fd = os.open(out_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        err_fd = os.open(err_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        in_file: Optional[IO[bytes]] = None
+        if stdin is None:
+            in_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        elif isinstance(stdin, bytes):
+            import tempfile
+
+            in_file = tempfile.TemporaryFile(dir=cdir)
+            in_file.write(stdin)
+            in_file.seek(0)
+            in_fd = in_file.fileno()
+        else:
+            in_fd = stdin if isinstance(stdin, int) else int(stdin.fileno())
+        console_parent, console_child = _socketpair() if tty else (None, None)
+        master = -1
+        try:
+            spec = native.Spec(
+                clone_flags=0,
+                set_ids=True,
+                set_groups=self._ids is None or self._ids.helpers,
+                uid=resolved.uid,
+                gid=resolved.gid,
+                groups=resolved.groups,
+                caps=tuple(DEFAULT_CAPABILITIES.values()),
+                no_new_privs=True,
+                stdio=(in_fd, out_fd, err_fd),
+                workdir=cfg_workdir or self.config.workdir or self.image.config.working_dir or "/",
+                argv=argv,
+                env=tuple(f"{k}={v}" for k, v in env_map.items()),
+                path=env_map.get("PATH", DEFAULT_PATH),
+                console_sock=console_child.fileno() if console_child else -1,
+            )
+            ns_fds = self._ns_fds
+            joined = in_spawner(lambda: native.join(spec, ns_fds))
+            if console_child is not None:
+                console_child.close()
+                console_child = None
+            if console_parent is not None:
+                master = _receive_fd(console_parent)
+            code, tty_out = _wait_exec(joined.pid, master, timeout)
+            stdout = tty_out if tty else os.pread(out_fd, 1 << 30, 0)
+            stderr = os.pread(err_fd, 1 << 30, 0)
+            if code is None:
+                exc = Timeout(f"exec {argv[0]} in {self.name} still running after {timeout} s: killed")
+                exc.stdout, exc.stderr = stdout, stderr  # type: ignore[attr-defined]
+                raise exc
+            return RunResult(argv, code, stdout, stderr)
+        finally:
+            for fd in (out_fd, err_fd, master):
+                if fd >= 0:
+                    os.close(fd)
+            if stdin is None:
+                os.close(in_fd)
+            if in_file is not None:
+                in_file.close()
+            for sock in (console_parent, console_child):
+                if sock is not None:
+                    sock.close()
+            for path in (out_path, err_path):
                 try:
-                    out += (self.dir / fname).read_bytes()
+                    os.unlink(path)
                 except FileNotFoundError:
                     pass
-        return out
+
+    def _resolve_exec_user(self, user: Optional[str]) -> ResolvedUser:
+        spec = user if user is not None else (
+            self.config.user if self.config.user is not None else self.image.config.user)
+        # the container's own /etc/passwd as it is now: its upper dir sits on top
+        resolved = resolve_user(spec, list(self.image.layers) + [self.dir / "upper"])
+        if self._ids is not None:
+            if not (self._ids.maps_uid(resolved.uid) and self._ids.maps_gid(resolved.gid)):
+                raise InvalidOption(f"user {spec!r} is not mapped in this rootless container")
+            resolved = attrs.evolve(resolved, groups=tuple(g for g in resolved.groups if self._ids.maps_gid(g)))
+        return resolved
 
     def remove(self, force: bool = False) -> None:
         """Delete the container's state. A running container needs ``force=True`` (it is
@@ -704,6 +936,81 @@ class Container:
 
     def __repr__(self) -> str:
         return f"<Container {self.name} {self._status.value} {' '.join(self.argv)!r}>"
+
+
+def _socketpair() -> Tuple[socket.socket, socket.socket]:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return a, b
+
+
+def _receive_fd(sock: socket.socket) -> int:
+    """The pty master the child sent (spawn.c: setup_console)."""
+    _, fds, _, _ = socket.recv_fds(sock, 1, 1)
+    if not fds:
+        raise ContainerError("the container did not send its terminal")
+    os.set_inheritable(fds[0], False)
+    return fds[0]
+
+
+def _set_winsize(fd: int, rows: int, cols: int) -> None:
+    import fcntl as _fcntl
+    import struct
+    import termios
+
+    _fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _wait_exec(pid: int, master: int, timeout: Optional[float]) -> Tuple[Optional[int], bytes]:
+    """Wait for an exec'd process (our child), draining its terminal if it has one so it
+    never blocks on a full pty. Returns (status or None after a timeout kill, tty output)."""
+    pidfd = os.pidfd_open(pid)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    out = bytearray()
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if master >= 0:
+            poller.register(master, select.POLLIN)
+        exited = False
+        while not exited:
+            wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            events = poller.poll(wait_ms)
+            if not events and deadline is not None and time.monotonic() >= deadline:
+                _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return None, bytes(out)
+            for fd, _ in events:
+                if fd == pidfd:
+                    exited = True
+                elif not _drain(master, out):
+                    poller.unregister(master)
+        if master >= 0:
+            while _drain(master, out, block=False):
+                pass
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), bytes(out)
+    finally:
+        os.close(pidfd)
+
+
+def _drain(master: int, out: bytearray, block: bool = True) -> bool:
+    """Read what the terminal has; False at its end (EIO once the slave side is closed)."""
+    if not block and not select.select([master], [], [], 0)[0]:
+        return False
+    try:
+        chunk = os.read(master, 65536)
+    except OSError:
+        return False
+    out += chunk
+    return bool(chunk)
+
+
+def _read_host(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(1 << 20)
+    except OSError:
+        return b""
 
 
 def _signum(sig: Union[int, str]) -> int:

@@ -66,6 +66,10 @@ STEP_NAMES = {
     lib.IB_STEP_REARM_PDEATHSIG: "re-arm parent-death signal",
     lib.IB_STEP_INIT_FORK: "fork under init",
     lib.IB_STEP_EXEC: "exec",
+    lib.IB_STEP_CONSOLE: "allocate the terminal",
+    lib.IB_STEP_DUMPABLE: "make the process non-dumpable",
+    lib.IB_STEP_SETNS: "join the container's namespaces",
+    lib.IB_STEP_JOIN_FORK: "fork into the container",
 }
 
 
@@ -87,6 +91,7 @@ class Op:
     dev: int = 0
     optional: bool = False
     userxattr: bool = False
+    ref: int = -1  # IB_OP_ATTACH: index of its IB_OP_OPEN_TREE op
 
 
 @attrs.frozen
@@ -111,6 +116,7 @@ class Spec:
     env: Tuple[str, ...] = ()
     path: str = ""
     init: bool = False
+    console_sock: int = -1
 
 
 @attrs.define
@@ -131,22 +137,11 @@ class Child:
         re-arming its parent-death signal (see spawn.c)."""
         try:
             os.write(self.sync_fd, b"G")
-            data = b""
-            while len(data) < FAIL_RECORD.size:
-                chunk = os.read(self.err_fd, FAIL_RECORD.size - len(data))
-                if not chunk:
-                    break
-                data += chunk
+            record = _read_record(self.err_fd)
         finally:
-            os.close(self.sync_fd)
-            os.close(self.err_fd)
-            self.sync_fd = self.err_fd = -1
-            self.keepalive.clear()
-        if len(data) == FAIL_RECORD.size:
-            step, err = FAIL_RECORD.unpack(data)
-            raise failure(self.spec, step, err)
-        if data:
-            raise SetupError("read the child's status", _errno.EPROTO)
+            self.abandon()
+        if record is not None:
+            raise failure(self.spec, *record)
 
     def abandon(self) -> None:
         """Close our ends without releasing: the child sees EOF and exits."""
@@ -191,8 +186,8 @@ def _cstrv(keep: List[Any], values: Sequence[str]) -> Any:
     return arr
 
 
-def spawn(spec: Spec) -> Child:
-    """Clone the child; it waits for `Child.release`. Raises SetupError for clone itself."""
+def _pack(spec: Spec) -> Tuple[Any, List[Any]]:
+    """The C struct for spec, and the buffers that must outlive the child's setup."""
     keep: List[Any] = []
     c = ffi.new("struct ib_spec *")
     keep.append(c)
@@ -215,6 +210,7 @@ def spawn(spec: Spec) -> Child:
         o.work = _cstr(keep, op.work)
         o.mode = op.mode
         o.dev = op.dev
+        o.ref = op.ref
     c.ops = ops
     c.n_ops = len(spec.ops)
     c.hostname = _cstr(keep, spec.hostname)
@@ -244,12 +240,97 @@ def spawn(spec: Spec) -> Child:
     c.envp = _cstrv(keep, spec.env)
     c.path = _cstr(keep, spec.path)
     c.init = int(spec.init)
+    c.console_sock = spec.console_sock
+    return c, keep
 
+
+def spawn(spec: Spec) -> Child:
+    """Clone the child; it waits for `Child.release`. Raises SetupError for clone itself."""
+    c, keep = _pack(spec)
     out = ffi.new("struct ib_child *")
     rc = lib.ib_spawn(c, out)
     if rc < 0:
         raise SetupError("clone", -rc, _clone_advice(-rc, spec.clone_flags))
     return Child(out.pid, out.pidfd, out.sync_fd, out.err_fd, spec, keep)
+
+
+# The order namespaces are joined in: user first, since it grants the rights to join the
+# others; pid last (it only affects children, and the helper forks right after).
+NAMESPACE_ORDER = (("user", CLONE_NEWUSER), ("mnt", CLONE_NEWNS), ("uts", CLONE_NEWUTS),
+                   ("ipc", CLONE_NEWIPC), ("net", CLONE_NEWNET), ("cgroup", CLONE_NEWCGROUP),
+                   ("pid", CLONE_NEWPID))
+
+
+def open_namespaces(pid: int, flags: int) -> Tuple[int, ...]:
+    """Fds of the process's namespaces named by flags, in joining order."""
+    fds: List[int] = []
+    try:
+        for name, flag in NAMESPACE_ORDER:
+            if flags & flag:
+                fds.append(os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC))
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return tuple(fds)
+
+
+def join(spec: Spec, ns_fds: Sequence[int]) -> "Joined":
+    """Start a process inside the namespaces behind ns_fds (see open_namespaces).
+
+    Returns the joined process's pid once it has exec'd; raises SetupError otherwise."""
+    c, keep = _pack(spec)
+    out = ffi.new("struct ib_child *")
+    fds = ffi.new("int[]", list(ns_fds) or [-1])
+    keep.append(fds)
+    rc = lib.ib_join(c, fds, len(ns_fds), out)
+    if rc < 0:
+        raise SetupError("clone", -rc)
+    helper = Child(out.pid, -1, out.sync_fd, out.err_fd, spec, keep)
+    pid = -1
+    try:
+        os.write(helper.sync_fd, b"G")
+        first = _read_record(helper.err_fd)
+        if first is None:
+            raise SetupError("join the container", _errno.ESRCH, "the helper exited early")
+        step, value = first
+        if step != lib.IB_STEP_JOINED:
+            raise failure(spec, step, value)
+        pid = value
+        rest = _read_record(helper.err_fd)
+        if rest is not None:
+            raise failure(spec, *rest)
+    except BaseException:
+        if pid > 0:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        raise
+    finally:
+        helper.abandon()
+        os.waitpid(helper.pid, 0)
+    return Joined(pid)
+
+
+@attrs.frozen
+class Joined:
+    pid: int
+
+
+def _read_record(fd: int) -> Optional[Tuple[int, int]]:
+    data = b""
+    while len(data) < FAIL_RECORD.size:
+        chunk = os.read(fd, FAIL_RECORD.size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    if len(data) == FAIL_RECORD.size:
+        step, err = FAIL_RECORD.unpack(data)
+        return step, err
+    if data:
+        raise SetupError("read the child's status", _errno.EPROTO)
+    return None
 
 
 def _clone_advice(err: int, flags: int) -> Optional[str]:

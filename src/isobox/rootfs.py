@@ -18,11 +18,12 @@ Decisions carried over from runc and BenchExec:
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import attrs
 
 from . import native
+from .mounts import MountPlan
 from .native import Op, lib
 
 # Docker's masked and read-only paths (moby oci/defaults.go).
@@ -67,7 +68,27 @@ class RootfsPlan:
     own_netns: bool
     read_only: bool = False
 
-    def ops(self) -> List[Op]:
+    def ops(self, mounts: Optional[Callable[[int], MountPlan]] = None,
+            workdir: Optional[str] = None) -> List[Op]:
+        """The whole plan. ``mounts(first_index)`` gives the caller's mounts (see
+        mounts.plan_mounts); ``workdir`` is created as Docker does when missing."""
+        ops = self._before_pivot()
+        extra = mounts(len(ops)) if mounts else MountPlan([], [])
+        ops += extra.before
+        ops.append(Op(lib.IB_OP_PIVOT, "pivot_root", self.mountpoint))
+        for path in MASKED_PATHS:
+            ops.append(Op(lib.IB_OP_MASK, f"mask {path}", path, optional=True))
+        for path in READONLY_PATHS:
+            ops.append(Op(lib.IB_OP_REMOUNT, f"make {path} read-only", path,
+                          flags=native.MS_RDONLY, optional=True))
+        if workdir and workdir != "/":
+            ops.append(Op(lib.IB_OP_MKDIR_P, f"create the working directory {workdir}", workdir, mode=0o755))
+        ops += extra.after
+        if self.read_only:
+            ops.append(Op(lib.IB_OP_REMOUNT, "make / read-only", "/", flags=native.MS_RDONLY))
+        return ops
+
+    def _before_pivot(self) -> List[Op]:
         root = self.mountpoint
         ops: List[Op] = [self._overlay()]
         nosuid_noexec_nodev = native.MS_NOSUID | native.MS_NOEXEC | native.MS_NODEV
@@ -119,16 +140,6 @@ class RootfsPlan:
             # sharing the host's network in a user namespace means binding the host's /sys.
             ops.append(Op(lib.IB_OP_BIND, "bind /sys", root + "/sys", source="/sys",
                           flags=native.MS_RDONLY | nosuid_noexec_nodev))
-
-        ops.append(Op(lib.IB_OP_PIVOT, "pivot_root", root))
-
-        for path in MASKED_PATHS:
-            ops.append(Op(lib.IB_OP_MASK, f"mask {path}", path, optional=True))
-        for path in READONLY_PATHS:
-            ops.append(Op(lib.IB_OP_REMOUNT, f"make {path} read-only", path,
-                          flags=native.MS_RDONLY, optional=True))
-        if self.read_only:
-            ops.append(Op(lib.IB_OP_REMOUNT, "make / read-only", "/", flags=native.MS_RDONLY))
         return ops
 
     def _overlay(self) -> Op:

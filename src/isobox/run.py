@@ -6,41 +6,10 @@ import os
 import tempfile
 from typing import Any, Optional, Sequence, Union
 
-import attrs
-
 from .container import Container
-from .errors import ContainerError, Timeout
+from .errors import Timeout
 from .image import Image
-
-
-@attrs.frozen
-class RunResult:
-    """What a finished container left: like subprocess.CompletedProcess.
-
-    ``exit_code`` is the status, or -N when signal N killed the process."""
-
-    args: Sequence[str]
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
-
-    @property
-    def returncode(self) -> int:
-        return self.exit_code
-
-    def check_returncode(self) -> None:
-        if self.exit_code != 0:
-            raise ExitStatusError(self)
-
-
-class ExitStatusError(ContainerError):
-    """Raised by ``run(check=True)`` when the container's command did not exit with 0."""
-
-    def __init__(self, result: RunResult) -> None:
-        self.result = result
-        how = (f"was killed by signal {-result.exit_code}" if result.exit_code < 0
-               else f"exited with status {result.exit_code}")
-        super().__init__(f"command {list(result.args)!r} {how}")
+from .result import ExitStatusError, RunResult
 
 
 def _image(image: Union[Image, str], options: dict[str, Any]) -> Image:
@@ -85,10 +54,10 @@ def run(
             except Timeout as exc:
                 c.kill()
                 c.wait()
-                exc.stdout = c.logs(stderr=False)  # type: ignore[attr-defined]
-                exc.stderr = c.logs(stdout=False)  # type: ignore[attr-defined]
+                exc.stdout = c.logs("stdout")  # type: ignore[attr-defined]
+                exc.stderr = c.logs("stderr")  # type: ignore[attr-defined]
                 raise
-            result = RunResult(c.argv, code, c.logs(stderr=False), c.logs(stdout=False))
+            result = RunResult(c.argv, code, c.logs("stdout"), c.logs("stderr"))
     finally:
         if stdin_file is not None:
             stdin_file.close()

@@ -39,10 +39,12 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <termios.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -272,8 +274,33 @@ static int refuse_symlink(const char *target)
     return 0;
 }
 
-static int run_op(const struct ib_op *op)
+/* mkdir -p, one component at a time, each an ordinary mkdir(2): after pivot_root a
+ * symlink component resolves inside the container, never on the host. */
+static int mkdir_p(const char *path, mode_t mode)
 {
+    char buf[4096];
+    size_t len = strlen(path);
+    if (len >= sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, mode) < 0 && errno != EEXIST)
+            return -1;
+        buf[i] = saved;
+    }
+    return 0;
+}
+
+/* Performs op i of the plan; fds[] holds the mount trees of IB_OP_OPEN_TREE ops. */
+static int run_op(const struct ib_op *ops, int i, int *fds)
+{
+    const struct ib_op *op = &ops[i];
     struct stat st;
     int fd;
 
@@ -283,6 +310,7 @@ static int run_op(const struct ib_op *op)
     case IB_OP_REMOUNT:
     case IB_OP_OVERLAY:
     case IB_OP_MASK:
+    case IB_OP_ATTACH:
         if (refuse_symlink(op->target) < 0)
             return -1;
         break;
@@ -307,6 +335,9 @@ static int run_op(const struct ib_op *op)
     case IB_OP_MKNOD:
         return mknod(op->target, op->mode, (dev_t)op->dev);
     case IB_OP_TOUCH:
+        /* an existing file is fine as it is (and may not be writable for us) */
+        if (lstat(op->target, &st) == 0)
+            return 0;
         fd = open(op->target, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, op->mode);
         if (fd < 0)
             return -1;
@@ -327,9 +358,44 @@ static int run_op(const struct ib_op *op)
         return do_rmtree(op->target);
     case IB_OP_PIVOT:
         return do_pivot(op->target);
+    case IB_OP_OPEN_TREE:
+        /* A detached copy of the host mount tree at source, taken while the host's
+         * paths are still reachable (open_tree(2), Linux 5.2); attached after pivot_root,
+         * where the destination resolves inside the container. */
+        fd = (int)syscall(SYS_open_tree, AT_FDCWD, op->source,
+                          OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+        if (fd < 0)
+            return -1;
+        fds[i] = fd;
+        return 0;
+    case IB_OP_ATTACH:
+        if (op->ref < 0 || op->ref >= i || fds[op->ref] < 0) {
+            errno = EBADF;
+            return -1;
+        }
+        if (syscall(SYS_move_mount, fds[op->ref], "", AT_FDCWD, op->target,
+                    MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            return -1;
+        close(fds[op->ref]);
+        fds[op->ref] = -1;
+        return op->flags ? remount_bind(op->target, op->flags) : 0;
+    case IB_OP_MKDIR_P:
+        return mkdir_p(op->target, op->mode);
     }
     errno = EINVAL;
     return -1;
+}
+
+static void run_plan(const struct ib_spec *spec)
+{
+    int fds[spec->n_ops > 0 ? spec->n_ops : 1];
+    for (int i = 0; i < spec->n_ops; i++)
+        fds[i] = -1;
+    for (int i = 0; i < spec->n_ops; i++) {
+        const struct ib_op *op = &spec->ops[i];
+        if (run_op(spec->ops, i, fds) < 0 && !((op->opt & IB_OPT_OPTIONAL) && errno == ENOENT))
+            fail(IB_STEP_PLAN + (uint32_t)i, errno);
+    }
 }
 
 /* ---- process attributes ---------------------------------------------------------------- */
@@ -379,6 +445,48 @@ static int clear_inheritable_and_ambient(void)
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
         return -1;
     return 0;
+}
+
+/* A pty for the container, allocated in its own devpts (so `tty` shows /dev/pts/0 there)
+ * and owned by its user; the master goes to the parent over console_sock (SCM_RIGHTS), as
+ * runc's --console-socket does.  TIOCGPTPEER (Linux 4.13) opens the slave without a path
+ * lookup.  Returns the slave fd. */
+static int setup_console(int sock, uint32_t uid)
+{
+    cleanup_close int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    int unlock = 0;
+    if (master < 0 || ioctl(master, TIOCSPTLCK, &unlock) < 0)
+        return -1;
+    int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (slave < 0)
+        return -1;
+    /* EINVAL/EPERM: the uid is not mapped for chown here; the tty stays root's. */
+    if (fchown(slave, uid, (gid_t)-1) < 0 && errno != EINVAL && errno != EPERM)
+        return -1;
+    char byte = 'T';
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctrl;
+    memset(&ctrl, 0, sizeof ctrl);
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl.buf,
+                         .msg_controllen = sizeof ctrl.buf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &master, sizeof(int));
+    ssize_t n;
+    do
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        close(slave);
+        return -1;
+    }
+    close(sock);
+    return slave;
 }
 
 static int setup_stdio(const int stdio[3])
@@ -474,56 +582,49 @@ __attribute__((noreturn)) static void init_loop(pid_t child, const sigset_t *all
 
 /* ---- the child --------------------------------------------------------------------------- */
 
-__attribute__((noreturn)) static void child_main(const struct ib_spec *spec, int sync_fd, int err_fd)
+static void unblock_signals(void)
 {
-    sigset_t all;
-    char go = 0;
+    sigset_t none;
+    sigemptyset(&none);
+    TRY(IB_STEP_SIGNALS, sigprocmask(SIG_SETMASK, &none, NULL));
+}
 
-    child_err_fd = err_fd;
-
-    /* Python ignores SIGPIPE and SIGXFSZ and may have handlers installed: give the command
-     * default dispositions (ignored ones survive execve, handlers do not but must not run
-     * here).  The parent blocked every signal around clone; unblock after resetting. */
+/* Python ignores SIGPIPE and SIGXFSZ and may have handlers installed: give the command
+ * default dispositions (ignored ones survive execve, handlers do not but must not run
+ * here).  The parent blocked every signal around clone; they stay blocked until the
+ * caller unblocks them. */
+static void reset_signals(void)
+{
     for (int sig = 1; sig < _NSIG; sig++)
         signal(sig, SIG_DFL); /* EINVAL for SIGKILL/SIGSTOP and the libc-internal ones */
-    sigfillset(&all);
+}
 
-    /* SIGKILL when P's thread dies; armed first, then checked against the sync pipe. */
+/* SIGKILL when P's thread dies; armed first, then checked against the sync pipe. */
+static void wait_for_go(int sync_fd)
+{
+    char go = 0;
     TRY(IB_STEP_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
-    {
-        int n = read_full(sync_fd, &go, 1);
-        if (n != 1 || go != IB_SYNC_GO)
-            _exit(126); /* P died or gave up before release: nothing to report to */
-    }
-    if (!spec->init) {
-        sigset_t none;
-        sigemptyset(&none);
-        TRY(IB_STEP_SIGNALS, sigprocmask(SIG_SETMASK, &none, NULL));
-    }
+    if (read_full(sync_fd, &go, 1) != 1 || go != IB_SYNC_GO)
+        _exit(126); /* P died or gave up before release: nothing to report to */
+}
 
-    TRY(IB_STEP_SETSID, setsid());
-    if (spec->hostname)
-        TRY(IB_STEP_HOSTNAME, sethostname(spec->hostname, strlen(spec->hostname)));
-    if (spec->loopback_up)
-        TRY(IB_STEP_LOOPBACK, loopback_up());
-    if (spec->clone_flags & CLONE_NEWNS)
-        /* Private, not slave: nothing of ours may propagate back to the host, and nothing
-         * from the host needs to reach a container (BenchExec explains the Debian bug that
-         * made MS_SLAVE leak). */
-        TRY(IB_STEP_MAKE_PRIVATE, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL));
-
-    umask(0); /* the plan's modes are meant as written (devices 0666) */
-    for (int i = 0; i < spec->n_ops; i++) {
-        const struct ib_op *op = &spec->ops[i];
-        if (run_op(op) < 0 && !((op->opt & IB_OPT_OPTIONAL) && errno == ENOENT))
-            fail(IB_STEP_PLAN + (uint32_t)i, errno);
-    }
+/* Everything after the filesystem: the process's attributes, then execve.  Shared by the
+ * container's first process and by processes joined to it (exec). */
+__attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec, int sync_fd, int err_fd)
+{
+    int stdio[3] = {spec->stdio[0], spec->stdio[1], spec->stdio[2]};
+    int console = -1;
+    sigset_t all;
 
     umask(022); /* what a container's processes start with in Docker */
 
     for (int i = 0; i < spec->n_rlimits; i++) {
         struct rlimit rl = {.rlim_cur = spec->rlimits[i].soft, .rlim_max = spec->rlimits[i].hard};
         TRY(IB_STEP_RLIMITS, setrlimit(spec->rlimits[i].resource, &rl));
+    }
+    if (spec->console_sock >= 0) {
+        TRY(IB_STEP_CONSOLE, console = setup_console(spec->console_sock, spec->uid));
+        stdio[0] = stdio[1] = stdio[2] = console;
     }
 
     if (spec->set_ids) {
@@ -540,7 +641,12 @@ __attribute__((noreturn)) static void child_main(const struct ib_spec *spec, int
     if (spec->no_new_privs)
         TRY(IB_STEP_NO_NEW_PRIVS, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
 
-    TRY(IB_STEP_STDIO, setup_stdio(spec->stdio));
+    TRY(IB_STEP_STDIO, setup_stdio(stdio));
+    if (console >= 0) {
+        close(console);
+        /* the pty becomes the session's controlling terminal (we called setsid) */
+        TRY(IB_STEP_CONSOLE, ioctl(0, TIOCSCTTY, 0));
+    }
     TRY(IB_STEP_CLOSE_FDS, close_other_fds(err_fd));
     if (spec->workdir)
         TRY(IB_STEP_CHDIR, chdir(spec->workdir));
@@ -559,10 +665,15 @@ __attribute__((noreturn)) static void child_main(const struct ib_spec *spec, int
         _exit(0);
 
     if (spec->init) {
+        sigfillset(&all);
         pid_t child = fork(); /* plain fork is fine: this copy is single-threaded by now */
         if (child < 0)
             fail(IB_STEP_INIT_FORK, errno);
         if (child > 0) {
+            /* The init is a copy of the Python process: keep its memory and /proc/1/exe
+             * (the host's interpreter) out of the container's reach (CVE-2019-5736). */
+            prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+            prctl(PR_SET_NAME, (unsigned long)"init", 0, 0, 0);
             close(err_fd);
             for (int fd = 0; fd < 3; fd++)
                 close(fd);
@@ -570,22 +681,80 @@ __attribute__((noreturn)) static void child_main(const struct ib_spec *spec, int
         }
         /* G: the init's death must take it along (it is also pid-namespace-bound). */
         TRY(IB_STEP_REARM_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
-        sigset_t none;
-        sigemptyset(&none);
-        TRY(IB_STEP_SIGNALS, sigprocmask(SIG_SETMASK, &none, NULL));
     }
+    unblock_signals();
     exec_command(spec);
     _exit(127);
 }
 
+__attribute__((noreturn)) static void child_main(const struct ib_spec *spec, int sync_fd, int err_fd)
+{
+    child_err_fd = err_fd;
+    reset_signals();
+    wait_for_go(sync_fd);
+
+    TRY(IB_STEP_SETSID, setsid());
+    if (spec->hostname)
+        TRY(IB_STEP_HOSTNAME, sethostname(spec->hostname, strlen(spec->hostname)));
+    if (spec->loopback_up)
+        TRY(IB_STEP_LOOPBACK, loopback_up());
+    if (spec->clone_flags & CLONE_NEWNS)
+        /* Private, not slave: nothing of ours may propagate back to the host, and nothing
+         * from the host needs to reach a container (BenchExec explains the Debian bug that
+         * made MS_SLAVE leak). */
+        TRY(IB_STEP_MAKE_PRIVATE, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL));
+
+    umask(0); /* the plan's modes are meant as written (devices 0666) */
+    run_plan(spec);
+    finish_and_exec(spec, sync_fd, err_fd);
+}
+
+/* C of a join: enter the container's namespaces, then fork G into its pid namespace as
+ * a child of P (CLONE_PARENT), report G's pid to P through the error pipe (a record with
+ * step IB_STEP_JOINED) and exit.  G finishes like a container's first process. */
+__attribute__((noreturn)) static void join_main(const struct ib_spec *spec, const int *ns_fds, int n_fds,
+                                                int sync_fd, int err_fd)
+{
+    child_err_fd = err_fd;
+    reset_signals();
+    /* Before entering: the container must not reach our memory or /proc/self/exe (the
+     * host's interpreter) through /proc while we are in its pid namespace (CVE-2019-5736;
+     * runc clones its binary for the same reason).  execve makes the command dumpable. */
+    TRY(IB_STEP_DUMPABLE, prctl(PR_SET_DUMPABLE, 0, 0, 0, 0));
+    wait_for_go(sync_fd);
+    /* Namespace fds the parent opened while the container's first process was still
+     * dumpable (a non-dumpable init's /proc/1/ns cannot be opened later, nor can a pidfd
+     * join it without CAP_SYS_PTRACE).  The user namespace comes first: it grants the
+     * capabilities to join the others (setns(2)). */
+    for (int i = 0; i < n_fds; i++)
+        TRY(IB_STEP_SETNS, (int)syscall(SYS_setns, ns_fds[i], 0));
+
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = CLONE_PARENT;
+    long pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0)
+        fail(IB_STEP_JOIN_FORK, errno);
+    if (pid > 0) {
+        struct ib_fail rec = {.step = IB_STEP_JOINED, .err = (int32_t)pid};
+        if (write(err_fd, &rec, sizeof rec) != (ssize_t)sizeof rec)
+            _exit(1);
+        _exit(0);
+    }
+    TRY(IB_STEP_SETSID, setsid());
+    umask(0);
+    run_plan(spec);
+    finish_and_exec(spec, sync_fd, err_fd);
+}
+
 /* ---- the parent side ------------------------------------------------------------------- */
 
-/* Starts the child, blocked until the caller writes the go byte to out->sync_fd.
- * Returns 0, or -errno; never exits. */
-int ib_spawn(const struct ib_spec *spec, struct ib_child *out)
+/* Clones a child that runs main_fn once released; returns its pid or -errno. */
+static int start_child(const struct ib_spec *spec, unsigned long long flags, int want_pidfd,
+                       const int *ns_fds, int n_fds, struct ib_child *out)
 {
     int sync_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1};
-    int pidfd = -1, saved;
+    int pidfd = -1, saved = 0;
     sigset_t all, old;
     long pid;
 
@@ -596,7 +765,7 @@ int ib_spawn(const struct ib_spec *spec, struct ib_child *out)
 
     struct clone_args args;
     memset(&args, 0, sizeof args);
-    args.flags = spec->clone_flags | CLONE_PIDFD;
+    args.flags = flags | (want_pidfd ? CLONE_PIDFD : 0);
     args.pidfd = (uint64_t)(uintptr_t)&pidfd;
     args.exit_signal = SIGCHLD;
 
@@ -607,11 +776,13 @@ int ib_spawn(const struct ib_spec *spec, struct ib_child *out)
     if (pid < 0 && errno == ENOSYS) {
         /* Linux < 5.3: clone(2) with fork semantics (stack NULL). */
         pidfd = -1;
-        pid = syscall(SYS_clone, (unsigned long)(spec->clone_flags | SIGCHLD), NULL, NULL, NULL, 0);
+        pid = syscall(SYS_clone, (unsigned long)(flags | SIGCHLD), NULL, NULL, NULL, 0);
     }
     if (pid == 0) {
         close(sync_pipe[1]);
         close(err_pipe[0]);
+        if (ns_fds)
+            join_main(spec, ns_fds, n_fds, sync_pipe[0], err_pipe[1]);
         child_main(spec, sync_pipe[0], err_pipe[1]);
     }
     saved = errno;
@@ -635,4 +806,19 @@ fail:
             close(err_pipe[i]);
     }
     return -saved;
+}
+
+/* Starts a container's first process in new namespaces, blocked until the caller writes
+ * the go byte to out->sync_fd (after the id maps).  Returns 0, or -errno; never exits. */
+int ib_spawn(const struct ib_spec *spec, struct ib_child *out)
+{
+    return start_child(spec, spec->clone_flags, 1, NULL, 0, out);
+}
+
+/* Starts a process inside the namespaces behind ns_fds, in order (exec).
+ * out->pid is the helper C; the first record on out->err_fd carries the pid of the
+ * joined process G (a child of the caller), then G's failure record or EOF on execve. */
+int ib_join(const struct ib_spec *spec, const int *ns_fds, int n_fds, struct ib_child *out)
+{
+    return start_child(spec, 0, 0, ns_fds, n_fds, out);
 }

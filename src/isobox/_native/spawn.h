@@ -34,6 +34,11 @@ enum {
     IB_STEP_REARM_PDEATHSIG,
     IB_STEP_INIT_FORK,    /* fork the command under the minimal init */
     IB_STEP_EXEC,
+    IB_STEP_CONSOLE,      /* allocate the pty and send its master to the parent */
+    IB_STEP_DUMPABLE,     /* make the joining process non-dumpable */
+    IB_STEP_SETNS,        /* join the container's namespaces (exec) */
+    IB_STEP_JOIN_FORK,    /* fork into the joined pid namespace (exec) */
+    IB_STEP_JOINED,       /* not a failure: the record carries the new process's pid */
     IB_STEP_PLAN = 1000,
 };
 
@@ -50,6 +55,9 @@ enum {
     IB_OP_MASK,        /* hide target: /dev/null over a file, empty read-only tmpfs over a dir */
     IB_OP_RMTREE,      /* remove target recursively (used alone, to clean up inside a userns) */
     IB_OP_PIVOT,       /* pivot_root into target, detach the old root */
+    IB_OP_OPEN_TREE,   /* clone the mount tree at source (before pivot_root), keep its fd */
+    IB_OP_ATTACH,      /* attach op[ref]'s tree at target (after pivot_root); remount flags */
+    IB_OP_MKDIR_P,     /* mkdir -p target (after pivot_root symlinks resolve in the container) */
 };
 
 /* op flags beyond mount(2)'s */
@@ -67,6 +75,7 @@ struct ib_op {
     const char *const *strv;
     const char *upper;        /* overlay only */
     const char *work;         /* overlay only */
+    int ref;                  /* IB_OP_ATTACH: index of the IB_OP_OPEN_TREE op */
     unsigned int mode;
     unsigned long long dev;
 };
@@ -100,6 +109,7 @@ struct ib_spec {
     const char *const *envp;
     const char *path;                /* PATH used to look file up when it has no '/' */
     int init;                        /* run a minimal init as pid 1 */
+    int console_sock;                /* >= 0: make a pty, send its master over this socket */
 };
 
 struct ib_child {
@@ -110,5 +120,6 @@ struct ib_child {
 };
 
 int ib_spawn(const struct ib_spec *spec, struct ib_child *out);
+int ib_join(const struct ib_spec *spec, const int *ns_fds, int n_fds, struct ib_child *out);
 
 #endif
