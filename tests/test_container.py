@@ -315,3 +315,20 @@ def test_container_started_in_a_worker_thread_outlives_the_thread(busybox_image,
         assert c.status == "running"
     finally:
         c.remove(force=True)
+
+
+def test_more_layers_than_one_mount_option_can_hold(busybox_rootfs, store_root, tmp_path):
+    """overlayfs's legacy option string is limited to a page; isobox adds layers one by
+    one (fsconfig "lowerdir+") so long layer lists still mount."""
+    layers = [busybox_rootfs]
+    deep = tmp_path / ("long-directory-name-" * 8)
+    for i in range(60):
+        layer = deep / f"layer-{i:03d}"
+        (layer / "layers").mkdir(parents=True)
+        (layer / "layers" / f"{i:03d}").write_text(str(i))
+        layers.append(layer)
+    total = sum(len(str(p)) + 1 for p in layers)
+    assert total > 4096
+    image = isobox.Image(config=isobox.ImageConfig(cmd=["sh"]), layers=layers)
+    result = isobox.run(image, ["sh", "-c", "ls /layers | wc -l; cat /layers/059"])
+    assert result.stdout == b"60\n59"
