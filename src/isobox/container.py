@@ -13,7 +13,6 @@ state.json, and lock, which the owner holds (flock) as long as it owns the conta
 from __future__ import annotations
 
 import enum
-import errno
 import fcntl
 import json
 import os
@@ -22,7 +21,6 @@ import re
 import secrets
 import select
 import shlex
-import shutil
 import signal as _signal
 import socket
 import threading
@@ -36,10 +34,9 @@ from . import idmap as _idmap
 from . import native
 from .errors import (
     ContainerError,
-    ContainerNotFound,
     InvalidOption,
+    IsoboxError,
     NameConflict,
-    SetupError,
     Timeout,
 )
 from .image import Image
@@ -48,6 +45,8 @@ from .rootfs import RootfsPlan
 from .store import Store
 from .result import RunResult
 from .users import ResolvedUser, resolve_user
+
+remove_tree = _idmap.remove_tree
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -247,52 +246,6 @@ def _write_json(path: pathlib.Path, doc: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def remove_tree(path: pathlib.Path, ids: Optional[_idmap.IdMap] = None) -> None:
-    """Remove a container's directory; files the container created under other subuids
-    are removed from inside a user namespace with the same map (the caller cannot)."""
-    if not os.path.lexists(path):
-        return
-    try:
-        shutil.rmtree(path)
-        return
-    except PermissionError:
-        pass
-    # overlayfs leaves work/work with mode 000: make every directory ours to empty
-    for top, dirs, _ in os.walk(path):
-        for d in dirs:
-            p = os.path.join(top, d)
-            if not os.path.islink(p):
-                try:
-                    os.chmod(p, 0o700)
-                except OSError:
-                    pass
-    try:
-        shutil.rmtree(path)
-        return
-    except OSError as exc:
-        if os.geteuid() == 0 or exc.errno not in (errno.EPERM, errno.EACCES):
-            raise
-    ids = ids or _idmap.for_caller()
-    if not ids.helpers:
-        raise ContainerError(f"cannot remove {path}: permission denied")
-    spec = native.Spec(
-        clone_flags=native.CLONE_NEWUSER,
-        ops=(native.Op(native.lib.IB_OP_RMTREE, f"remove {path}", str(path)),),
-        set_ids=False,
-        no_new_privs=True,
-    )
-    child = spawn_child(spec)
-    try:
-        ids.apply(child.pid)
-        child.release()
-    finally:
-        _, status = os.waitpid(child.pid, 0)
-        if child.pidfd >= 0:
-            os.close(child.pidfd)
-    if status != 0:
-        raise ContainerError(f"cannot remove {path} inside the user namespace (status {status})")
-
-
 def _owner_alive(cdir: pathlib.Path) -> bool:
     """The owner holds the lock file: if we can take it, nobody owns the container."""
     try:
@@ -332,7 +285,7 @@ def sweep_stale(store: Store) -> List[str]:
             name = None
         try:
             remove_tree(cdir)
-        except (OSError, ContainerError):
+        except (OSError, IsoboxError):
             continue
         if name:
             _unlink_name(names / name, entry.name)

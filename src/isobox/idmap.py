@@ -10,15 +10,17 @@ Two shapes, chosen once per container:
 
 from __future__ import annotations
 
+import errno
 import os
+import pathlib
 import pwd
 import shutil
 import subprocess
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import attrs
 
-from .errors import HostNotSupported
+from .errors import HostNotSupported, StoreError
 
 
 @attrs.frozen
@@ -123,3 +125,85 @@ def for_caller() -> IdMap:
             helpers=True,
         )
     return IdMap(uids=(IdRange(0, uid, 1),), gids=(IdRange(0, gid, 1),), helpers=False)
+
+
+def chown_in_userns(root: str, entries: "Sequence[Tuple[str, int, int, Optional[int]]]", ids: IdMap) -> None:
+    """Give files under root (a layer being unpacked without root) their archive owners:
+    (relative path, uid, gid, mode to restore or None), done by the native core as root of
+    a user namespace with the caller's subordinate ranges, so the host stores subuids.
+    Ids outside the ranges are left to the caller (the file stays the container's root's)."""
+    from . import native
+
+    ops = []
+    for rel, uid, gid, mode in entries:
+        if not (ids.maps_uid(uid) and ids.maps_gid(gid)):
+            continue
+        ops.append(native.Op(
+            native.lib.IB_OP_CHOWN_IN, f"chown {rel} to {uid}:{gid}", rel, source=root,
+            dev=(uid << 32) | gid, mode=mode or 0, chmod=mode is not None,
+        ))
+    if not ops:
+        return
+    spec = native.Spec(clone_flags=CLONE_NEWUSER, ops=tuple(ops), set_ids=False)
+    child = native.spawn(spec)
+    try:
+        ids.apply(child.pid)
+        child.release()
+    except BaseException:
+        child.abandon()
+        raise
+    finally:
+        os.waitpid(child.pid, 0)
+        if child.pidfd >= 0:
+            os.close(child.pidfd)
+
+
+CLONE_NEWUSER = 0x10000000
+
+
+def remove_tree(path: pathlib.Path, ids: Optional[IdMap] = None) -> None:
+    """Remove a tree we made (container state, a layer); files created under other subuids
+    are removed from inside a user namespace with the same map (the caller cannot)."""
+    if not os.path.lexists(path):
+        return
+    try:
+        shutil.rmtree(path)
+        return
+    except PermissionError:
+        pass
+    # overlayfs leaves work/work with mode 000: make every directory ours to empty
+    for top, dirs, _ in os.walk(path):
+        for d in dirs:
+            p = os.path.join(top, d)
+            if not os.path.islink(p):
+                try:
+                    os.chmod(p, 0o700)
+                except OSError:
+                    pass
+    try:
+        shutil.rmtree(path)
+        return
+    except OSError as exc:
+        if os.geteuid() == 0 or exc.errno not in (errno.EPERM, errno.EACCES):
+            raise
+    ids = ids or for_caller()
+    if not ids.helpers:
+        raise StoreError(f"cannot remove {path}: permission denied")
+    from . import native
+
+    spec = native.Spec(
+        clone_flags=native.CLONE_NEWUSER,
+        ops=(native.Op(native.lib.IB_OP_RMTREE, f"remove {path}", str(path)),),
+        set_ids=False,
+        no_new_privs=True,
+    )
+    child = native.spawn(spec)
+    try:
+        ids.apply(child.pid)
+        child.release()
+    finally:
+        _, status = os.waitpid(child.pid, 0)
+        if child.pidfd >= 0:
+            os.close(child.pidfd)
+    if status != 0:
+        raise StoreError(f"cannot remove {path} inside the user namespace (status {status})")

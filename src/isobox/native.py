@@ -92,6 +92,7 @@ class Op:
     optional: bool = False
     userxattr: bool = False
     ref: int = -1  # IB_OP_ATTACH: index of its IB_OP_OPEN_TREE op
+    chmod: bool = False  # IB_OP_CHOWN_IN: restore the mode after chown
 
 
 @attrs.frozen
@@ -197,9 +198,9 @@ def _pack(spec: Spec) -> Tuple[Any, List[Any]]:
     for i, op in enumerate(spec.ops):
         o = ops[i]
         o.kind = op.kind
-        o.opt = (lib.IB_OPT_OPTIONAL if op.optional else 0) | (
-            lib.IB_OPT_USERXATTR if op.userxattr else 0
-        )
+        o.opt = ((lib.IB_OPT_OPTIONAL if op.optional else 0)
+                 | (lib.IB_OPT_USERXATTR if op.userxattr else 0)
+                 | (lib.IB_OPT_CHMOD if op.chmod else 0))
         o.source = _cstr(keep, op.source)
         o.target = _cstr(keep, op.target)
         o.fstype = _cstr(keep, op.fstype)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from typing import Any, Optional, Sequence, Union
 
 from .container import Container
 from .errors import Timeout
 from .image import Image
-from .result import ExitStatusError, RunResult
+from .result import RunResult
 
 
 def _image(image: Union[Image, str], options: dict[str, Any]) -> Image:

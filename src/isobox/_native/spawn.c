@@ -297,6 +297,43 @@ static int mkdir_p(const char *path, mode_t mode)
     return 0;
 }
 
+/* Ownership inside a layer being unpacked without root: we are root of a user namespace
+ * that maps the caller's subordinate ids, so the kernel stores the host subuid.  The path
+ * is resolved with the layer as root (openat2 RESOLVE_IN_ROOT, Linux 5.6): an archive's
+ * symlink cannot send the chown outside it. */
+static int chown_in(const struct ib_op *op)
+{
+    struct open_how {
+        uint64_t flags, mode, resolve;
+    } how = {.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC, .mode = 0,
+             .resolve = 0x10 /* RESOLVE_IN_ROOT */ | 0x02 /* RESOLVE_NO_MAGICLINKS */};
+    cleanup_close int root = open(op->source, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0)
+        return -1;
+    cleanup_close int fd = (int)syscall(SYS_openat2, root, op->target, &how, sizeof how);
+    if (fd < 0)
+        return -1;
+    uid_t uid = (uid_t)(op->dev >> 32);
+    gid_t gid = (gid_t)(op->dev & 0xffffffffu);
+    if (fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+        return -1;
+    if (op->opt & IB_OPT_CHMOD) {
+        /* an O_PATH fd cannot fchmod; its /proc/self/fd link can (not a symlink here) */
+        char path[32] = "/proc/self/fd/";
+        char digits[12];
+        int n = 0, v = fd;
+        do
+            digits[n++] = (char)('0' + v % 10);
+        while ((v /= 10) > 0);
+        size_t len = strlen(path);
+        while (n > 0)
+            path[len++] = digits[--n];
+        path[len] = '\0';
+        return chmod(path, op->mode);
+    }
+    return 0;
+}
+
 /* Performs op i of the plan; fds[] holds the mount trees of IB_OP_OPEN_TREE ops. */
 static int run_op(const struct ib_op *ops, int i, int *fds)
 {
@@ -381,6 +418,8 @@ static int run_op(const struct ib_op *ops, int i, int *fds)
         return op->flags ? remount_bind(op->target, op->flags) : 0;
     case IB_OP_MKDIR_P:
         return mkdir_p(op->target, op->mode);
+    case IB_OP_CHOWN_IN:
+        return chown_in(op);
     }
     errno = EINVAL;
     return -1;

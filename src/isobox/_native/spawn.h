@@ -58,11 +58,14 @@ enum {
     IB_OP_OPEN_TREE,   /* clone the mount tree at source (before pivot_root), keep its fd */
     IB_OP_ATTACH,      /* attach op[ref]'s tree at target (after pivot_root); remount flags */
     IB_OP_MKDIR_P,     /* mkdir -p target (after pivot_root symlinks resolve in the container) */
+    IB_OP_CHOWN_IN,    /* chown source-relative target to dev = uid << 32 | gid, resolved
+                          inside source (RESOLVE_IN_ROOT); then chmod to mode with IB_OPT_CHMOD */
 };
 
 /* op flags beyond mount(2)'s */
 #define IB_OPT_OPTIONAL 0x1   /* ENOENT on the target is not an error */
 #define IB_OPT_USERXATTR 0x2  /* overlay: mount with userxattr (inside a user namespace) */
+#define IB_OPT_CHMOD 0x4      /* IB_OP_CHOWN_IN: chmod after chown (chown clears set-id bits) */
 
 struct ib_op {
     int kind;
