@@ -248,6 +248,26 @@ def test_remove_untags_and_collects_unshared_layers(store):
     assert not store.has_layer(digest_of("shared"))
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root removes any file; this is the rootless case")
+def test_prune_removes_a_layer_with_files_of_subordinate_uids(store):
+    from fixtures.host import require
+
+    from isobox import idmap
+
+    ids = idmap.for_caller()
+    require(ids.helpers, "the caller has no /etc/subuid range (or no newuidmap)")
+    path = store.new_layer_dir()
+    (path / "etc").mkdir()
+    (path / "etc/owned").write_text("by uid 1000 of the container")
+    idmap.chown_in_userns(str(path), [("etc/owned", 1000, 1000, None), ("etc", 1000, 1000, 0o755)],
+                          ids)
+    assert (path / "etc/owned").stat().st_uid == ids.host_uid(1000) != os.getuid()
+    diff_id = digest_of("subuids")
+    store.commit_layer(path, diff_id, size=1, entries=2)
+    assert store.prune().layers == (diff_id,)
+    assert not store.layer_path(diff_id).exists()
+
+
 def test_removing_a_layer_with_mode_000_directories_works(store):
     path = store.new_layer_dir()
     _locked_tree(path)

@@ -275,7 +275,8 @@ def _make_removable(path: str) -> None:
 
 
 def remove_tree(path: Union[str, pathlib.Path]) -> None:
-    """Remove a file or directory tree, including read-only and mode-000 directories."""
+    """Remove a file or directory tree, including read-only and mode-000 directories and,
+    without root, files owned by the caller's subordinate ids."""
     p = os.fspath(path)
     try:
         st = os.lstat(p)
@@ -291,8 +292,17 @@ def remove_tree(path: Union[str, pathlib.Path]) -> None:
         return
     except OSError:
         pass
-    _make_removable(p)
-    shutil.rmtree(p)
+    try:
+        _make_removable(p)
+        shutil.rmtree(p)
+    except PermissionError:
+        if os.geteuid() == 0:
+            raise
+        # Files a rootless unpack gave subordinate uids: only a user namespace with the
+        # same map may remove them (as containers' state is removed).
+        from .idmap import remove_tree as remove_in_userns
+
+        remove_in_userns(pathlib.Path(p))
 
 
 def _tree_size(path: pathlib.Path) -> int:
