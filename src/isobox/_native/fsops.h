@@ -1,0 +1,18 @@
+/* isobox native core: the file-system syscalls Python's os module lacks (see fsops.c). */
+#ifndef ISOBOX_FSOPS_H
+#define ISOBOX_FSOPS_H
+
+#include <stdint.h>
+
+/* openat2(2) resolve flags, as <linux/openat2.h> numbers them (kernel >= 5.6). */
+#define IB_RESOLVE_NO_XDEV 0x01
+#define IB_RESOLVE_NO_MAGICLINKS 0x02
+#define IB_RESOLVE_NO_SYMLINKS 0x04
+#define IB_RESOLVE_BENEATH 0x08
+#define IB_RESOLVE_IN_ROOT 0x10
+
+/* openat2(2) with the given open(2) flags, mode and RESOLVE_* flags.
+ * Returns the new fd, or -errno (never sets errno for the caller to read). */
+int ib_openat2(int dirfd, const char *path, int flags, unsigned int mode, uint64_t resolve);
+
+#endif
