@@ -194,7 +194,7 @@ class Contenders:
                   f"docker://{ref}", f"oci:{root}/oci:latest"]
         if IS_ROOT:  # skopeo's blob-info cache would go to /var/lib/containers: keep it on tmpfs
             skopeo = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-                      f'mount -t tmpfs tmpfs /var/lib && exec "$@"', "sh", *skopeo]
+                      'mount -t tmpfs tmpfs /var/lib && exec "$@"', "sh", *skopeo]
         run(skopeo, self.env)
         run(["umoci", "unpack", *([] if IS_ROOT else ["--rootless"]), "--image",
              f"{root}/oci:latest", str(root / "bundle")], self.env)

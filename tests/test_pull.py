@@ -22,7 +22,6 @@ import pytest
 
 from fixtures.images import (
     LAYER_GZIP,
-    LAYER_TAR,
     expected_hardlinks,
     hardlink_groups,
     is_opaque,
@@ -408,6 +407,17 @@ def test_concurrent_pulls_download_each_layer_once(images, store, registry_proxy
         assert registry_proxy.blob_gets(digest) == 1, digest
     assert_same_tree(Image.get(ref, store=store), images.layered.expected)
     assert list(store.tmp.iterdir()) == []
+
+
+def test_concurrent_pulls_from_threads_download_each_layer_once(images, store, registry_proxy):
+    from concurrent.futures import ThreadPoolExecutor
+
+    ref = registry_proxy.reference(images.layered_zstd)
+    with ThreadPoolExecutor(4) as pool:
+        pulled = list(pool.map(lambda _: Image.pull(ref, store=store), range(4)))
+    assert len({(p.digest, p.layers) for p in pulled}) == 1
+    for digest in images.layered_zstd.layer_digests:
+        assert registry_proxy.blob_gets(digest) == 1, digest
 
 
 def test_killed_pull_leaves_nothing_that_is_used(images, store, registry_proxy):
