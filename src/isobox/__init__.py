@@ -13,6 +13,7 @@ from .doctor import doctor
 from .errors import (
     AuthenticationError,
     CommandNotExecutable,
+    CredentialsError,
     CommandNotFound,
     ContainerError,
     ContainerNotFound,
@@ -32,11 +33,14 @@ from .errors import (
     Timeout,
     UnsupportedManifest,
 )
-from .image import Image, ImageConfig
+from .auth import Credentials, lookup_credentials
+from .image import Image, ImageConfig, ProgressCallback
 from .mounts import Bind, Tmpfs, Volume, VolumeInfo, remove_volume, volumes
 from .result import ExitStatusError, RunResult
 from .run import run
-from .store import Store
+from .platform import Platform
+from .reference import Reference
+from .store import PruneReport, Store, prune
 
 __version__ = "0.1.0"
 
@@ -47,6 +51,13 @@ __all__ = [
     "ImageConfig",
     "RunResult",
     "Store",
+    "Reference",
+    "Platform",
+    "Credentials",
+    "lookup_credentials",
+    "ProgressCallback",
+    "PruneReport",
+    "prune",
     "run",
     "doctor",
     "Bind",
@@ -58,6 +69,7 @@ __all__ = [
     "AuthenticationError",
     "CommandNotExecutable",
     "CommandNotFound",
+    "CredentialsError",
     "ContainerError",
     "ContainerNotFound",
     "DigestMismatch",
