@@ -671,6 +671,8 @@ def test_dest_must_be_empty(tmp_path: Path) -> None:
     (dest / "x").write_text("")
     with pytest.raises(LayerError, match="not empty"):
         apply(make_tar([member("f")]), dest)
+    with pytest.raises(LayerError):
+        apply(make_tar([member("f")]), tmp_path / "missing")
 
 
 def test_options_are_checked_before_anything_happens(tmp_path: Path) -> None:
@@ -845,6 +847,20 @@ def test_malformed_whiteout_names_are_refused(tmp_path: Path, name: str) -> None
 def test_whiteout_used_as_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LayerError, match="whiteout"):
         apply(make_tar([member(".wh.d/x", data=b"1")]), new_dir(tmp_path))
+
+
+@pytest.mark.parametrize("marker", [".wh.x", ".wh..wh..opq"])
+@pytest.mark.parametrize("blocker", [member("f", data=b"1"), member("f", tarfile.SYMTYPE, link="/nowhere"),
+                                     member("f", tarfile.SYMTYPE, link="g")])
+def test_whiteouts_below_a_non_directory_of_the_layer_are_dropped(
+    tmp_path: Path, marker: str, blocker: Tuple[tarfile.TarInfo, bytes]
+) -> None:
+    # umoci writes a directory replaced by a file as "f" then "f/.wh.x"
+    dest = new_dir(tmp_path)
+    stats = apply(make_tar([member("g", data=b"2"), blocker, member("f/" + marker)]), dest)
+    assert stats.entries == 3
+    assert sorted(os.listdir(dest)) == ["f", "g"]
+    assert stat.S_ISDIR(os.lstat(dest / "f").st_mode) is False
 
 
 def test_aufs_metadata_entries_are_skipped(tmp_path: Path) -> None:

@@ -202,6 +202,12 @@ def test_member_name_with_a_nul_byte_is_refused(box: Box) -> None:
     assert err is not None
 
 
+@pytest.mark.parametrize("name", ["n" * 256, "/".join(["d" * 200] * 30) + "/f"])
+def test_names_the_kernel_cannot_hold_are_layer_errors(box: Box, name: str) -> None:
+    err = box.apply(make_tar([member(name, data=b"x")]))
+    assert err is not None and isinstance(err.__cause__, OSError)
+
+
 def test_symlink_loop_in_a_parent_is_an_error_not_a_hang(box: Box) -> None:
     err = box.apply(make_tar([member("a", tarfile.SYMTYPE, link="b"), member("b", tarfile.SYMTYPE, link="a"),
                               member("a/x", data=b"")]))

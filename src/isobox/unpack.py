@@ -124,9 +124,9 @@ class LayerStats:
     """What applying a layer found: its diff_id (sha256 of the uncompressed tar, as the
     image config lists it), size and entry count."""
 
-    diff_id: str
-    size: int
-    entries: int
+    diff_id: str = attrs.field(validator=attrs.validators.matches_re(r"sha256:[0-9a-f]{64}"))
+    size: int = attrs.field(validator=attrs.validators.ge(0))
+    entries: int = attrs.field(validator=attrs.validators.ge(0))
     #: "path: reason" for each entry or xattr not applied for want of privilege
     skipped: Tuple[str, ...] = ()
     #: True when the result depends on ``lower_dirs`` (a hard link to a lower file, an
@@ -367,15 +367,27 @@ class _Inflater:
         self._thread.start()
 
     def _run(self) -> None:
+        pending: List[bytes] = []  # small chunks are handed over together: each handover
+        pending_size = 0  # costs two GIL switches
         try:
             for out in _inflate(_guarded(self._chunks)):
-                self.sha256.update(out)
                 self.size += len(out)
                 if self.size > self._limit:
                     raise LayerError(
                         f"layer is larger than {self._limit} bytes uncompressed "
                         "(Limits.max_total_size)"
                     )
+                pending.append(out)
+                pending_size += len(out)
+                if pending_size >= _OUT:
+                    out = pending[0] if len(pending) == 1 else b"".join(pending)
+                    pending, pending_size = [], 0
+                    self.sha256.update(out)
+                    if not self._put(out):
+                        return
+            if pending:
+                out = b"".join(pending)
+                self.sha256.update(out)
                 if not self._put(out):
                     return
             self._put(_END)
@@ -745,7 +757,7 @@ class _TarReader:
 
 # --------------------------------------------------------------------------- files
 
-_DIRFD_CACHE = 128
+_DIRFD_CACHE = 32  # walk-ordered archives need few; pulls apply several layers at once
 _O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _O_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_DIR_FD = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -1010,17 +1022,24 @@ class _Layer:
 
     def _whiteout(self, parts: Tuple[bytes, ...]) -> None:
         name = parts[-1]
-        if name == _OPAQUE_MARKER:
-            _, canon = self.dirfd(parts[:-1])
-            self._opaque.add(canon)
-            return
-        if name.startswith(_AUFS_META):
+        if name.startswith(_AUFS_META) and name != _OPAQUE_MARKER:
             return
         target = name[len(_WHITEOUT_PREFIX) :]
         if target in (b"", b".", b".."):
             raise LayerError(f"malformed whiteout {_show(parts)}")
-        _, canon = self.dirfd(parts[:-1])
-        self._whiteouts.setdefault(canon, set()).add(target)
+        try:
+            _, canon = self.dirfd(parts[:-1])
+        except LayerError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError) and cause.errno == errno.ENOTDIR:
+                # below a non-directory this layer made (umoci writes "f" then
+                # "f/.wh.x"): that entry already hides everything below it
+                return
+            raise
+        if name == _OPAQUE_MARKER:
+            self._opaque.add(canon)
+        else:
+            self._whiteouts.setdefault(canon, set()).add(target)
 
     def _file(self, pfd: int, name: bytes, e: _Entry, reader: _TarReader) -> None:
         # Plain modes are given to open(2) directly (saving a fchmod) when the umask
@@ -1536,14 +1555,17 @@ def apply_layer(
         userxattr = not privileged
     if not userxattr and not privileged:
         raise InvalidOption("trusted.overlay.* xattrs need root: pass userxattr=True")
-    layer = _Layer(
-        os.fspath(dest),
-        [os.fspath(d) for d in lower_dirs],
-        whiteout_format or "device",
-        whiteout_format is None,
-        "user" if userxattr else "trusted",
-        limits,
-    )
+    try:
+        layer = _Layer(
+            os.fspath(dest),
+            [os.fspath(d) for d in lower_dirs],
+            whiteout_format or "device",
+            whiteout_format is None,
+            "user" if userxattr else "trusted",
+            limits,
+        )
+    except OSError as exc:
+        raise LayerError(f"cannot apply a layer to {os.fspath(dest)!r}: {exc.strerror}") from exc
     inflater = _Inflater(chunks, limits)
     inflater.start()
     source_error: Optional[Exception] = None
