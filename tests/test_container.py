@@ -332,3 +332,18 @@ def test_more_layers_than_one_mount_option_can_hold(busybox_rootfs, store_root, 
     image = isobox.Image(config=isobox.ImageConfig(cmd=["sh"]), layers=layers)
     result = isobox.run(image, ["sh", "-c", "ls /layers | wc -l; cat /layers/059"])
     assert result.stdout == b"60\n59"
+
+
+def test_read_only_root_cannot_be_written_through_dotdot(busybox_image, store_root):
+    out = sh(busybox_image, "for f in /x /../x /../../x; do touch $f 2>/dev/null && echo wrote $f; done; true",
+             read_only=True)
+    assert out.stdout == b""
+
+
+def test_init_holds_no_capabilities_and_no_host_command_line(busybox_image, store_root):
+    with isobox.Container(busybox_image, ["sleep", "30"], init=True) as c:
+        out = c.exec(["sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo; grep -E 'Cap(Eff|Prm)' /proc/1/status"])
+        text = out.stdout.decode()
+        assert text.split()[0] == "init"
+        assert "python" not in text and "pytest" not in text
+        assert "CapPrm:\t0000000000000000" in text and "CapEff:\t0000000000000000" in text

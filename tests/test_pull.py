@@ -136,10 +136,6 @@ def test_pulled_config_is_the_images(images, store):
     assert img.config.cmd == ("sh",)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "unpack.py: a whiteout below a path the same layer makes a non-directory "
-    "(umoci writes data/will-be-file then data/will-be-file/.wh.x) raises LayerError "
-    "instead of being dropped as redundant"))
 def test_directory_replaced_by_a_file(images, store):
     img = Image.pull(images.replaced.reference, store=store)
     assert_same_tree(img, images.replaced.expected)

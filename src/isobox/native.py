@@ -93,6 +93,7 @@ class Op:
     userxattr: bool = False
     ref: int = -1  # IB_OP_ATTACH: index of its IB_OP_OPEN_TREE op
     chmod: bool = False  # IB_OP_CHOWN_IN: restore the mode after chown
+    in_place: bool = False  # IB_OP_REMOUNT: the target is already a mount point
 
 
 @attrs.frozen
@@ -170,6 +171,16 @@ def failure(spec: Spec, step: int, err: int) -> SetupError:
     return SetupError(STEP_NAMES.get(step, f"step {step}"), err)
 
 
+def _argv_area() -> Tuple[int, int]:
+    """Where our command line lives (proc(5): /proc/self/stat fields 48 and 49)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[45]), int(fields[46])  # fields 48, 49 counted from pid as 1
+    except (OSError, IndexError, ValueError):
+        return 0, 0
+
+
 def _cstr(keep: List[Any], value: Optional[str]) -> Any:
     if value is None:
         return ffi.NULL
@@ -200,7 +211,8 @@ def _pack(spec: Spec) -> Tuple[Any, List[Any]]:
         o.kind = op.kind
         o.opt = ((lib.IB_OPT_OPTIONAL if op.optional else 0)
                  | (lib.IB_OPT_USERXATTR if op.userxattr else 0)
-                 | (lib.IB_OPT_CHMOD if op.chmod else 0))
+                 | (lib.IB_OPT_CHMOD if op.chmod else 0)
+                 | (lib.IB_OPT_IN_PLACE if op.in_place else 0))
         o.source = _cstr(keep, op.source)
         o.target = _cstr(keep, op.target)
         o.fstype = _cstr(keep, op.fstype)
@@ -242,6 +254,8 @@ def _pack(spec: Spec) -> Tuple[Any, List[Any]]:
     c.path = _cstr(keep, spec.path)
     c.init = int(spec.init)
     c.console_sock = spec.console_sock
+    if spec.init:
+        c.argv_start, c.argv_end = _argv_area()
     return c, keep
 
 

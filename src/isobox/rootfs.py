@@ -85,7 +85,8 @@ class RootfsPlan:
             ops.append(Op(lib.IB_OP_MKDIR_P, f"create the working directory {workdir}", workdir, mode=0o755))
         ops += extra.after
         if self.read_only:
-            ops.append(Op(lib.IB_OP_REMOUNT, "make / read-only", "/", flags=native.MS_RDONLY))
+            ops.append(Op(lib.IB_OP_REMOUNT, "make / read-only", "/", flags=native.MS_RDONLY,
+                          in_place=True))
         return ops
 
     def _before_pivot(self) -> List[Op]:

@@ -360,7 +360,11 @@ static int run_op(const struct ib_op *ops, int i, int *fds)
             return -1;
         return op->flags ? remount_bind(op->target, op->flags) : 0;
     case IB_OP_REMOUNT:
-        if (mount(op->target, op->target, NULL, MS_BIND | MS_REC, NULL) < 0)
+        /* A path that is not a mount point (/proc/sys) must first become one.  A mount
+         * point is remounted as it is: binding "/" onto itself would stack a writable
+         * copy that "/.." reaches, since our root stays the mount below. */
+        if (!(op->opt & IB_OPT_IN_PLACE) &&
+            mount(op->target, op->target, NULL, MS_BIND | MS_REC, NULL) < 0)
             return -1;
         return remount_bind(op->target, op->flags);
     case IB_OP_OVERLAY:
@@ -595,6 +599,27 @@ static void exec_command(const struct ib_spec *spec)
     fail(IB_STEP_EXEC, seen_eacces ? EACCES : ENOENT);
 }
 
+static void drop_all_capabilities(void)
+{
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    syscall(SYS_capset, &hdr, data);
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+}
+
+/* /proc/1/cmdline shows [argv_start, argv_end) of our memory: the Python process's own
+ * command line.  Overwrite it in place, as setproctitle does. */
+static void hide_command_line(const struct ib_spec *spec)
+{
+    char *start = (char *)(uintptr_t)spec->argv_start, *end = (char *)(uintptr_t)spec->argv_end;
+    static const char name[] = "init";
+    if (!start || end <= start || (size_t)(end - start) < sizeof name)
+        return;
+    memset(start, 0, (size_t)(end - start));
+    memcpy(start, name, sizeof name);
+}
+
 /* pid 1 for init=1: forwards every signal to the command and reaps every zombie, like
  * `docker run --init` (tini).  Exits with the command's status, 128+N for a signal. */
 __attribute__((noreturn)) static void init_loop(pid_t child, const sigset_t *all)
@@ -709,9 +734,13 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
         if (child < 0)
             fail(IB_STEP_INIT_FORK, errno);
         if (child > 0) {
-            /* The init is a copy of the Python process: keep its memory and /proc/1/exe
-             * (the host's interpreter) out of the container's reach (CVE-2019-5736). */
+            /* The init is a copy of the Python process that never execs: keep its memory
+             * and /proc/1/exe (the host's interpreter) out of the container's reach
+             * (CVE-2019-5736), drop every capability (signalling its own child needs
+             * none), and hide the host's command line it still carries. */
             prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+            drop_all_capabilities();
+            hide_command_line(spec);
             prctl(PR_SET_NAME, (unsigned long)"init", 0, 0, 0);
             close(err_fd);
             for (int fd = 0; fd < 3; fd++)

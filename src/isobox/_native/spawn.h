@@ -66,6 +66,7 @@ enum {
 #define IB_OPT_OPTIONAL 0x1   /* ENOENT on the target is not an error */
 #define IB_OPT_USERXATTR 0x2  /* overlay: mount with userxattr (inside a user namespace) */
 #define IB_OPT_CHMOD 0x4      /* IB_OP_CHOWN_IN: chmod after chown (chown clears set-id bits) */
+#define IB_OPT_IN_PLACE 0x8   /* IB_OP_REMOUNT: target is a mount point: no self-bind first */
 
 struct ib_op {
     int kind;
@@ -113,6 +114,8 @@ struct ib_spec {
     const char *path;                /* PATH used to look file up when it has no '/' */
     int init;                        /* run a minimal init as pid 1 */
     int console_sock;                /* >= 0: make a pty, send its master over this socket */
+    unsigned long long argv_start;   /* our argv memory, overwritten in the init process */
+    unsigned long long argv_end;
 };
 
 struct ib_child {
