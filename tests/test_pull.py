@@ -40,6 +40,15 @@ def assert_same_tree(image: Image, expected: Path) -> Dict[str, Tuple[object, Pa
     view = merged_view(image.layers)
     got = {rel: entry for rel, (entry, _) in view.items()}
     want = tree(expected)
+    if os.geteuid() != 0:
+        # Rootless pulls give files their archive owners through the caller's subordinate
+        # ids: a directory of another (sub)uid may then be closed to the caller, as in
+        # rootless podman. What is inside is checked from a container (test_run_pulled).
+        closed = [rel for rel, (entry, path) in view.items() if entry.kind == "dir"
+                  and os.lstat(path).st_uid != os.geteuid() and not os.access(path, os.R_OK | os.X_OK)]
+        for rel in closed:
+            for key in [k for k in want if k.startswith(rel + "/")]:
+                del want[key]
     diff = {k: (want.get(k), got.get(k)) for k in set(want) | set(got) if want.get(k) != got.get(k)}
     assert not diff, f"differs from umoci's unpack: {sorted(diff.items())[:10]}"
     return view

@@ -141,6 +141,7 @@ def chown_in_userns(root: str, entries: "Sequence[Tuple[str, int, int, Optional[
         ops.append(native.Op(
             native.lib.IB_OP_CHOWN_IN, f"chown {rel} to {uid}:{gid}", rel, source=root,
             dev=(uid << 32) | gid, mode=mode or 0, chmod=mode is not None,
+            optional=True,  # a later entry of the layer may have removed it
         ))
     if not ops:
         return

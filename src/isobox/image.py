@@ -419,6 +419,16 @@ def _install(
     return Image.from_record(record, str(reference), st)
 
 
+def _own(path: pathlib.Path, owners: Sequence[Tuple[str, int, int, Optional[int]]]) -> None:
+    """Without root, give files their archive owners through the caller's subordinate
+    ids (a user namespace of the native core); with no ranges they stay the caller's."""
+    from . import idmap
+
+    ids = idmap.for_caller()
+    if ids.helpers:
+        idmap.chown_in_userns(str(path), owners, ids)
+
+
 class _Cancelled(Exception):
     """Raised inside a layer download when another layer of the same pull failed."""
 
@@ -549,6 +559,8 @@ class _Layers:
                     f"{self.reference}: layer {desc.digest} unpacks to {stats.diff_id}, but the "
                     f"image config says {diff_id}"
                 )
+            if stats.owners:
+                _own(path, stats.owners)
             if stats.depends_on_lower and i > 0:
                 if not lowers:
                     raise _NeedsLowers()

@@ -133,6 +133,10 @@ class LayerStats:
     #: opaque marker at the root): such a directory is only valid on top of those layers,
     #: so a store must key it by chain ID rather than diff_id.
     depends_on_lower: bool = False
+    #: Without root: (path, uid, gid, mode to restore or None) of entries the archive gives
+    #: another owner than root; the caller may apply them inside a user namespace with
+    #: subordinate ids (idmap.chown_in_userns), else they stay the caller's.
+    owners: Tuple[Tuple[str, int, int, Optional[int]], ...] = ()
 
 
 # --------------------------------------------------------------------------- streams
@@ -825,6 +829,7 @@ class _Layer:
         self.lower_dirs = list(lower_dirs)
         self.root_fd = os.open(dest, _O_PATH_DIR)
         self.skipped: List[str] = []
+        self.owners: Dict[bytes, Tuple[int, int, Optional[int]]] = {}
         self.depends_on_lower = False
         self.copied = 0
         self._dirfds: Dict[Tuple[bytes, ...], Tuple[int, Tuple[bytes, ...]]] = {}
@@ -1016,6 +1021,10 @@ class _Layer:
             self._node(pfd, parts, e, stat.S_IFCHR)
         else:
             self._node(pfd, parts, e, stat.S_IFBLK)
+        if not self.privileged and (e.uid or e.gid) and kind in (REG, DIR, SYM, FIFO):
+            # chown(2) clears set-id bits of files: remember the mode to put back
+            setid = kind == REG and e.mode & (stat.S_ISUID | stat.S_ISGID)
+            self.owners[b"/".join(parts)] = (e.uid, e.gid, e.mode if setid else None)
 
     def _meta_for(self, e: _Entry, ident: Tuple[int, int]) -> _DirMeta:
         return _DirMeta(ident, e.mode, e.uid, e.gid, e.atime_ns, e.mtime_ns, e.xattrs)
@@ -1609,4 +1618,5 @@ def apply_layer(
         entries=reader.entries,
         skipped=tuple(layer.skipped),
         depends_on_lower=layer.depends_on_lower,
+        owners=tuple((os.fsdecode(p), u, g, m) for p, (u, g, m) in layer.owners.items()),
     )
