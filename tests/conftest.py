@@ -16,3 +16,41 @@ settings.register_profile(
     "isobox", database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("isobox")
+
+
+def pytest_sessionfinish(session: object, exitstatus: int) -> None:
+    """Without root, rootless pulls and containers leave files owned by the caller's
+    subordinate ids in pytest's temp dirs, which pytest itself cannot delete: remove those
+    trees through isobox's own user-namespace removal, so no test run leaks them."""
+    import getpass
+    import os
+    import pathlib
+    import tempfile
+
+    if os.geteuid() == 0:
+        return
+    from isobox.idmap import remove_tree
+
+    base = pathlib.Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"
+    if not base.is_dir():
+        return
+    me = os.geteuid()
+    for top in base.iterdir():
+        if top.is_symlink() or not top.is_dir():
+            continue
+        foreign = False
+        for dirpath, dirnames, filenames in os.walk(top):
+            for name in dirnames + filenames:
+                try:
+                    if os.lstat(os.path.join(dirpath, name)).st_uid != me:
+                        foreign = True
+                        break
+                except OSError:
+                    pass
+            if foreign:
+                break
+        if foreign:
+            try:
+                remove_tree(top)
+            except Exception:  # best effort: never turn a green run red at teardown
+                pass

@@ -32,6 +32,7 @@ import attrs
 
 from . import idmap as _idmap
 from . import native
+from . import seccomp as _seccomp
 from .errors import (
     ContainerError,
     InvalidOption,
@@ -168,6 +169,7 @@ class ContainerConfig:
     rlimits: Tuple[Tuple[int, int, int], ...] = attrs.field(default=(), converter=_rlimits)
     mounts: Tuple[Mount, ...] = attrs.field(default=(), converter=_mounts)
     tty: bool = False
+    seccomp: bool = True
 
 
 class Status(str, enum.Enum):
@@ -247,7 +249,11 @@ def _write_json(path: pathlib.Path, doc: Mapping[str, Any]) -> None:
 
 
 def _owner_alive(cdir: pathlib.Path) -> bool:
-    """The owner holds the lock file: if we can take it, nobody owns the container."""
+    """The owner holds the lock file: if we can take it, nobody owns the container.
+    A container its owner marked ``kept`` after it exited (the isobox command does so
+    unless --rm, as Docker keeps exited containers) stays until it is removed."""
+    if os.path.lexists(cdir / "kept"):
+        return True
     try:
         fd = os.open(cdir / "lock", os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -331,6 +337,7 @@ class Container:
         rlimits: Optional[Mapping[str, Any]] = None,
         mounts: Optional[Sequence[Mount]] = None,
         tty: bool = False,
+        seccomp: bool = True,
         stdin: Union[None, bool, int, IO[Any]] = None,
         store: Union[Store, str, "os.PathLike[str]", None] = None,
     ) -> None:
@@ -340,7 +347,7 @@ class Container:
         self.config = ContainerConfig(
             command=command, entrypoint=entrypoint, name=name, env=env, workdir=workdir,
             user=user, hostname=hostname, init=init, read_only=read_only, network=network,
-            userns=userns, rlimits=rlimits, mounts=mounts, tty=tty,
+            userns=userns, rlimits=rlimits, mounts=mounts, tty=tty, seccomp=seccomp,
         )
         if not (stdin is None or isinstance(stdin, (bool, int)) or hasattr(stdin, "fileno")):
             raise InvalidOption("stdin must be None, True (a pipe), a file descriptor or a file object")
@@ -359,6 +366,8 @@ class Container:
         self._lock_fd = -1
         self._status = Status.CREATED
         self._exit_code: Optional[int] = None
+        self._reap_lock = threading.Lock()
+        self._created: Optional[float] = None
         self._store: Optional[Store] = None
         self._ids: Optional[_idmap.IdMap] = None
         self.argv = self._argv()
@@ -440,7 +449,9 @@ class Container:
         fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
         try:
             self._claim_name(store)
-            self._spawn(cdir, user.home, user.uid, user.gid, groups, ids, in_userns)
+            # prune and rmi wait until state.json lists the layers we are about to use
+            with store.in_use():
+                self._spawn(cdir, user.home, user.uid, user.gid, groups, ids, in_userns)
         except BaseException:
             self._cleanup()
             raise
@@ -523,6 +534,7 @@ class Container:
                 path=env.get("PATH", DEFAULT_PATH),
                 init=cfg.init,
                 console_sock=console_child.fileno() if console_child else -1,
+                seccomp=_seccomp.default_filter() if cfg.seccomp else None,
             )
             self._write_state(Status.CREATED)
             child = spawn_child(spec)
@@ -599,6 +611,8 @@ class Container:
         return env
 
     def _write_state(self, status: Status) -> None:
+        if self._created is None:
+            self._created = time.time()
         _write_json(self.dir / "state.json", {
             "id": self.id,
             "name": self.name,
@@ -609,14 +623,29 @@ class Container:
             "status": status.value,
             "pid": self.pid,
             "owner_pid": os.getpid(),
-            "created": time.time(),
+            "created": self._created or time.time(),
             "exit_code": self._exit_code,
         })
 
     # -- waiting and signals --------------------------------------------------------------------
 
     def _reap(self, block: bool) -> bool:
-        """Collect the exit status if the process has exited; True when it has."""
+        """Collect the exit status if the process has exited; True when it has.
+
+        Threads may call this at once (one waits while others exec, kill or stop): the
+        status is collected under a lock, and a blocking wait happens before it, without
+        reaping (WNOWAIT), so it never holds the lock while the container runs."""
+        if self.pid is None or self._exit_code is not None:
+            return True
+        if block:
+            try:
+                os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+            except ChildProcessError:
+                pass
+        with self._reap_lock:
+            return self._reap_locked(block)
+
+    def _reap_locked(self, block: bool) -> bool:
         if self.pid is None or self._exit_code is not None:
             return True
         try:
@@ -766,13 +795,6 @@ class Container:
         extra_env = _env(env)
         if self._status is not Status.RUNNING or self._reap(block=False):
             raise ContainerError(f"container {self.name} is not running")
-        if self._pidfd < 0:
-            raise ContainerError("exec needs pidfd support (Linux 5.3)")
-        resolved = self._resolve_exec_user(user)
-        env_map = dict(self._env)
-        env_map.update(extra_env)
-        if tty:
-            env_map.setdefault("TERM", "xterm")
         cdir = self.dir
         tag = secrets.token_hex(6)
         out_path, err_path = cdir / f"exec-{tag}.out", cdir / f"exec-{tag}.err"
@@ -790,33 +812,10 @@ class Container:
             in_fd = in_file.fileno()
         else:
             in_fd = stdin if isinstance(stdin, int) else int(stdin.fileno())
-        console_parent, console_child = _socketpair() if tty else (None, None)
         master = -1
         try:
-            spec = native.Spec(
-                clone_flags=0,
-                set_ids=True,
-                set_groups=self._ids is None or self._ids.helpers,
-                uid=resolved.uid,
-                gid=resolved.gid,
-                groups=resolved.groups,
-                caps=tuple(DEFAULT_CAPABILITIES.values()),
-                no_new_privs=True,
-                stdio=(in_fd, out_fd, err_fd),
-                workdir=cfg_workdir or self.config.workdir or self.image.config.working_dir or "/",
-                argv=argv,
-                env=tuple(f"{k}={v}" for k, v in env_map.items()),
-                path=env_map.get("PATH", DEFAULT_PATH),
-                console_sock=console_child.fileno() if console_child else -1,
-            )
-            ns_fds = self._ns_fds
-            joined = in_spawner(lambda: native.join(spec, ns_fds))
-            if console_child is not None:
-                console_child.close()
-                console_child = None
-            if console_parent is not None:
-                master = _receive_fd(console_parent)
-            code, tty_out = _wait_exec(joined.pid, master, timeout)
+            pid, master = self._exec_spawn(argv, extra_env, cfg_workdir, user, tty, (in_fd, out_fd, err_fd))
+            code, tty_out = _wait_exec(pid, master, timeout)
             stdout = tty_out if tty else os.pread(out_fd, 1 << 30, 0)
             stderr = os.pread(err_fd, 1 << 30, 0)
             if code is None:
@@ -832,14 +831,64 @@ class Container:
                 os.close(in_fd)
             if in_file is not None:
                 in_file.close()
-            for sock in (console_parent, console_child):
-                if sock is not None:
-                    sock.close()
             for path in (out_path, err_path):
                 try:
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
+
+    def _exec_spawn(
+        self, argv: Tuple[str, ...], extra_env: Tuple[Tuple[str, str], ...], workdir: Optional[str],
+        user: Optional[str], tty: bool, stdio: Tuple[int, int, int],
+    ) -> Tuple[int, int]:
+        """Start ``argv`` in the running container with ``stdio`` (with ``tty``: a new
+        terminal instead): (pid, the terminal's master fd or -1), once it has exec'd.
+        The caller waits for the pid (our child) and closes the master. `exec` uses it,
+        and so does the isobox command's exec, which streams (supervisor.py)."""
+        if self._status is not Status.RUNNING or self._reap(block=False):
+            raise ContainerError(f"container {self.name} is not running")
+        if self._pidfd < 0:
+            raise ContainerError("exec needs pidfd support (Linux 5.3)")
+        resolved = self._resolve_exec_user(user)
+        env_map = dict(self._env)
+        env_map.update(extra_env)
+        if tty:
+            env_map.setdefault("TERM", "xterm")
+        console_parent, console_child = _socketpair() if tty else (None, None)
+        try:
+            spec = native.Spec(
+                clone_flags=0,
+                set_ids=True,
+                set_groups=self._ids is None or self._ids.helpers,
+                uid=resolved.uid,
+                gid=resolved.gid,
+                groups=resolved.groups,
+                caps=tuple(DEFAULT_CAPABILITIES.values()),
+                no_new_privs=True,
+                stdio=stdio,
+                workdir=workdir or self.config.workdir or self.image.config.working_dir or "/",
+                argv=argv,
+                env=tuple(f"{k}={v}" for k, v in env_map.items()),
+                path=env_map.get("PATH", DEFAULT_PATH),
+                console_sock=console_child.fileno() if console_child else -1,
+                seccomp=_seccomp.default_filter() if self.config.seccomp else None,
+            )
+            ns_fds = self._ns_fds
+            joined = in_spawner(lambda: native.join(spec, ns_fds))
+            if console_child is not None:
+                console_child.close()
+                console_child = None
+            try:
+                master = _receive_fd(console_parent) if console_parent is not None else -1
+            except BaseException:
+                os.kill(joined.pid, _signal.SIGKILL)
+                os.waitpid(joined.pid, 0)
+                raise
+            return joined.pid, master
+        finally:
+            for sock in (console_parent, console_child):
+                if sock is not None:
+                    sock.close()
 
     def _resolve_exec_user(self, user: Optional[str]) -> ResolvedUser:
         spec = user if user is not None else (

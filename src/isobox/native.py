@@ -70,6 +70,7 @@ STEP_NAMES = {
     lib.IB_STEP_DUMPABLE: "make the process non-dumpable",
     lib.IB_STEP_SETNS: "join the container's namespaces",
     lib.IB_STEP_JOIN_FORK: "fork into the container",
+    lib.IB_STEP_SECCOMP: "install the seccomp filter",
 }
 
 
@@ -119,6 +120,7 @@ class Spec:
     path: str = ""
     init: bool = False
     console_sock: int = -1
+    seccomp: Optional[bytes] = None  # packed struct sock_filter[] (seccomp.py)
 
 
 @attrs.define
@@ -254,6 +256,11 @@ def _pack(spec: Spec) -> Tuple[Any, List[Any]]:
     c.path = _cstr(keep, spec.path)
     c.init = int(spec.init)
     c.console_sock = spec.console_sock
+    if spec.seccomp:
+        filt = ffi.new("char[]", spec.seccomp)
+        keep.append(filt)
+        c.seccomp_filter = filt
+        c.seccomp_len = len(spec.seccomp) // 8
     if spec.init:
         c.argv_start, c.argv_end = _argv_area()
     return c, keep

@@ -32,6 +32,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <linux/sched.h>
 #include <net/if.h>
 #include <poll.h>
@@ -727,6 +729,15 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
 
     if (!spec->file)
         _exit(0);
+
+    /* Last, so the filter needs to allow nothing of the setup above (bubblewrap's order);
+     * no_new_privs makes it installable without CAP_SYS_ADMIN.  Before the init fork:
+     * the init is filtered too. */
+    if (spec->seccomp_filter) {
+        struct sock_fprog prog = {.len = (unsigned short)spec->seccomp_len,
+                                  .filter = (struct sock_filter *)spec->seccomp_filter};
+        TRY(IB_STEP_SECCOMP, prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0));
+    }
 
     if (spec->init) {
         sigfillset(&all);

@@ -39,6 +39,7 @@ enum {
     IB_STEP_SETNS,        /* join the container's namespaces (exec) */
     IB_STEP_JOIN_FORK,    /* fork into the joined pid namespace (exec) */
     IB_STEP_JOINED,       /* not a failure: the record carries the new process's pid */
+    IB_STEP_SECCOMP,      /* install the seccomp filter */
     IB_STEP_PLAN = 1000,
 };
 
@@ -114,6 +115,8 @@ struct ib_spec {
     const char *path;                /* PATH used to look file up when it has no '/' */
     int init;                        /* run a minimal init as pid 1 */
     int console_sock;                /* >= 0: make a pty, send its master over this socket */
+    const void *seccomp_filter;      /* struct sock_filter[], prepared by seccomp.py; NULL: none */
+    int seccomp_len;                 /* number of instructions */
     unsigned long long argv_start;   /* our argv memory, overwritten in the init process */
     unsigned long long argv_end;
 };
