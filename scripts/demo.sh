@@ -4,4 +4,6 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${ISOBOX_VENV:-/opt/isobox-venv}
 "$here/scripts/setup.sh"
-exec "$venv/bin/python" "$here/examples/quickstart.py" "$@"
+# --local: a local registry stands in for Docker Hub (this machine may have no internet);
+# run examples/quickstart.py without it to pull from Docker Hub itself.
+exec "$venv/bin/python" "$here/examples/quickstart.py" --local "$@"

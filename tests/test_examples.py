@@ -121,3 +121,20 @@ def test_service_answers_the_host_and_stops(images: TestImages, tmp_path: Path) 
     with pytest.raises(OSError):  # the server is gone with its container
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     assert_nothing_left(store)
+
+
+def test_quickstart_pulls_busybox_from_a_local_hub_and_runs_it(tmp_path: Path) -> None:
+    """What scripts/demo.sh runs: a local registry (built by umoci from busybox-static)
+    stands in for Docker Hub; the example pulls "busybox", runs it, execs into it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ISOBOX_REGISTRY_MIRROR", "ISOBOX_ROOT")}
+    env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "quickstart.py"), "--local"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("pulled docker.io/library/busybox:latest sha256:")
+    assert lines[1].startswith("hello from ")
+    assert lines[2] == "uid=0(root) gid=0(root) groups=0(root)"
+    assert "quickstart is running; it has logged b'serving\\n'" in lines
+    assert lines[-1] == "done: nothing is left running or mounted"
+    assert list(tmp_path.iterdir()) == [], "the example left temporary files"
