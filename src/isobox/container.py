@@ -25,7 +25,7 @@ import signal as _signal
 import socket
 import threading
 import time
-from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union, overload
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union, overload
 from typing import Literal
 
 import attrs
@@ -889,6 +889,37 @@ class Container:
             for sock in (console_parent, console_child):
                 if sock is not None:
                     sock.close()
+
+    # -- copies (docker cp) ---------------------------------------------------------------------
+
+    def copy_to(self, host_path: Union[str, "os.PathLike[str]"], path: str) -> None:
+        """Copy a host file or directory into the running container (see copy.py)."""
+        from . import copy
+
+        copy.copy_to(self, host_path, path)
+
+    def copy_from(self, path: str, host_path: Union[str, "os.PathLike[str]"]) -> None:
+        """Copy a file or directory out of the running container (see copy.py)."""
+        from . import copy
+
+        copy.copy_from(self, path, host_path)
+
+    def put_archive(self, path: str, data: Union[bytes, Iterable[bytes]]) -> None:
+        """Extract a tar stream into the container's directory ``path`` (docker-py's name)."""
+        from . import copy
+
+        copy.put_archive(self, path, data)
+
+    def get_archive(self, path: str) -> bytes:
+        """A tar stream of ``path`` in the container (docker-py's name)."""
+        from . import copy
+
+        return copy.get_archive(self, path)
+
+    def _namespace_fds(self) -> Tuple[int, ...]:
+        if self._status is not Status.RUNNING or self._reap(block=False) or not self._ns_fds:
+            raise ContainerError(f"container {self.name} is not running")
+        return self._ns_fds
 
     def _resolve_exec_user(self, user: Optional[str]) -> ResolvedUser:
         spec = user if user is not None else (

@@ -71,6 +71,7 @@ STEP_NAMES = {
     lib.IB_STEP_SETNS: "join the container's namespaces",
     lib.IB_STEP_JOIN_FORK: "fork into the container",
     lib.IB_STEP_SECCOMP: "install the seccomp filter",
+    lib.IB_STEP_SEND_ROOT: "send the container's root directory",
 }
 
 
@@ -121,6 +122,7 @@ class Spec:
     init: bool = False
     console_sock: int = -1
     seccomp: Optional[bytes] = None  # packed struct sock_filter[] (seccomp.py)
+    root_sock: int = -1  # join only: send the container's root instead of running argv
 
 
 @attrs.define
@@ -256,6 +258,7 @@ def _pack(spec: Spec) -> Tuple[Any, List[Any]]:
     c.path = _cstr(keep, spec.path)
     c.init = int(spec.init)
     c.console_sock = spec.console_sock
+    c.root_sock = spec.root_sock
     if spec.seccomp:
         filt = ffi.new("char[]", spec.seccomp)
         keep.append(filt)
@@ -333,6 +336,38 @@ def join(spec: Spec, ns_fds: Sequence[int]) -> "Joined":
         helper.abandon()
         os.waitpid(helper.pid, 0)
     return Joined(pid)
+
+
+def container_root(ns_fds: Sequence[int]) -> int:
+    """An O_PATH fd of the container's root directory as its processes see it (with its
+    mounts), for copies into and out of it; resolve below it with RESOLVE_IN_ROOT."""
+    import socket
+
+    parent, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        spec = Spec(clone_flags=0, set_ids=False, root_sock=child_sock.fileno())
+        c, keep = _pack(spec)
+        out = ffi.new("struct ib_child *")
+        fds = ffi.new("int[]", list(ns_fds) or [-1])
+        keep.append(fds)
+        rc = lib.ib_join(c, fds, len(ns_fds), out)
+        if rc < 0:
+            raise SetupError("clone", -rc)
+        helper = Child(out.pid, -1, out.sync_fd, out.err_fd, spec, keep)
+        try:
+            helper.release()
+        finally:
+            os.waitpid(helper.pid, 0)
+        child_sock.close()
+        _, received, _, _ = socket.recv_fds(parent, 1, 1)
+        if not received:
+            raise SetupError("send the container's root directory", _errno.EPROTO)
+        os.set_inheritable(received[0], False)
+        return received[0]
+    finally:
+        parent.close()
+        if child_sock.fileno() >= 0:
+            child_sock.close()
 
 
 @attrs.frozen

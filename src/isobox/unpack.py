@@ -820,8 +820,10 @@ class _Layer:
         format_is_default: bool,
         namespace: str,
         limits: Limits,
+        existing: bool = False,
     ) -> None:
         self.privileged = os.geteuid() == 0
+        self.existing = existing
         self.whiteout_format = whiteout_format
         self.format_is_default = format_is_default
         self.ns = namespace
@@ -840,7 +842,7 @@ class _Layer:
         self._skipped_paths: Set[Tuple[bytes, ...]] = set()
         self._lower_copies: Dict[Tuple[bytes, ...], Tuple[bytes, ...]] = {}
         try:
-            if os.listdir(dest):
+            if not existing and os.listdir(dest):
                 raise LayerError(f"{dest} is not empty: apply a layer to a new directory")
             self._root_path = os.readlink(f"/proc/self/fd/{self.root_fd}".encode())
             st = os.fstat(self.root_fd)
@@ -848,7 +850,9 @@ class _Layer:
             self.owner = (-1, -1) if st.st_mode & stat.S_ISGID else (os.geteuid(), os.getegid())
             self.umask_keeps = 0o777 & ~_umask()
             # dest gets 0755 (as Docker's layer directories) unless the archive says otherwise
-            self._dirs[()] = _DirMeta((st.st_dev, st.st_ino), 0o755, None, None, None, None, None)
+            self._dirs[()] = _DirMeta((st.st_dev, st.st_ino),
+                                      stat.S_IMODE(st.st_mode) if existing else 0o755,
+                                      None, None, None, None, None)
         except BaseException:
             os.close(self.root_fd)
             raise
@@ -1031,6 +1035,8 @@ class _Layer:
 
     def _whiteout(self, parts: Tuple[bytes, ...]) -> None:
         name = parts[-1]
+        if self.existing:
+            raise LayerError(f"{_show(parts)}: whiteout names are not copied into a container")
         if name.startswith(_AUFS_META) and name != _OPAQUE_MARKER:
             return
         target = name[len(_WHITEOUT_PREFIX) :]
@@ -1532,6 +1538,7 @@ def apply_layer(
     lower_dirs: Sequence[Union[str, "os.PathLike[str]"]] = (),
     whiteout_format: Optional[str] = None,
     userxattr: Optional[bool] = None,
+    existing: bool = False,
 ) -> LayerStats:
     """Applies one layer stream to ``dest``, an existing empty directory (a temporary name
     the caller renames once this returns; after an exception the caller removes it with
@@ -1550,6 +1557,10 @@ def apply_layer(
     (overlayfs >= 6.7 xattr whiteouts).  ``userxattr``: the layer will be mounted with
     ``-o userxattr`` in a user namespace, so overlay metadata goes to ``user.overlay.*``
     instead of ``trusted.overlay.*``; default True unless running as root.
+
+    ``existing=True`` applies a plain tar stream into a directory that already has content
+    (copies into a container, `docker cp`): its mode is kept, and whiteout names are refused
+    rather than applied.
 
     Raises LayerError for malformed or hostile input, and never writes outside ``dest``.
     """
@@ -1572,6 +1583,7 @@ def apply_layer(
             whiteout_format is None,
             "user" if userxattr else "trusted",
             limits,
+            existing,
         )
     except OSError as exc:
         raise LayerError(f"cannot apply a layer to {os.fspath(dest)!r}: {exc.strerror}") from exc

@@ -492,6 +492,30 @@ static int clear_inheritable_and_ambient(void)
     return 0;
 }
 
+/* Sends fd over a unix socket (SCM_RIGHTS) with one byte of data. */
+static int send_fd(int sock, int fd)
+{
+    char byte = 'F';
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctrl;
+    memset(&ctrl, 0, sizeof ctrl);
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl.buf,
+                         .msg_controllen = sizeof ctrl.buf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    ssize_t n;
+    do
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n < 0 ? -1 : 0;
+}
+
 /* A pty for the container, allocated in its own devpts (so `tty` shows /dev/pts/0 there)
  * and owned by its user; the master goes to the parent over console_sock (SCM_RIGHTS), as
  * runc's --console-socket does.  TIOCGPTPEER (Linux 4.13) opens the slave without a path
@@ -508,25 +532,7 @@ static int setup_console(int sock, uint32_t uid)
     /* EINVAL/EPERM: the uid is not mapped for chown here; the tty stays root's. */
     if (fchown(slave, uid, (gid_t)-1) < 0 && errno != EINVAL && errno != EPERM)
         return -1;
-    char byte = 'T';
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } ctrl;
-    memset(&ctrl, 0, sizeof ctrl);
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl.buf,
-                         .msg_controllen = sizeof ctrl.buf};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &master, sizeof(int));
-    ssize_t n;
-    do
-        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    if (n < 0) {
+    if (send_fd(sock, master) < 0) {
         close(slave);
         return -1;
     }
@@ -807,6 +813,16 @@ __attribute__((noreturn)) static void join_main(const struct ib_spec *spec, cons
      * capabilities to join the others (setns(2)). */
     for (int i = 0; i < n_fds; i++)
         TRY(IB_STEP_SETNS, (int)syscall(SYS_setns, ns_fds[i], 0));
+
+    if (spec->root_sock >= 0) {
+        /* For copies (docker cp): the container's root as seen from inside its mount
+         * namespace (setns moved our root there), handed to the parent, which resolves
+         * every path below it with RESOLVE_IN_ROOT. */
+        int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root < 0 || send_fd(spec->root_sock, root) < 0)
+            fail(IB_STEP_SEND_ROOT, errno);
+        _exit(0);
+    }
 
     struct clone_args args;
     memset(&args, 0, sizeof args);

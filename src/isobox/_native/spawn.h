@@ -40,6 +40,7 @@ enum {
     IB_STEP_JOIN_FORK,    /* fork into the joined pid namespace (exec) */
     IB_STEP_JOINED,       /* not a failure: the record carries the new process's pid */
     IB_STEP_SECCOMP,      /* install the seccomp filter */
+    IB_STEP_SEND_ROOT,    /* send the container's root directory to the parent (copy) */
     IB_STEP_PLAN = 1000,
 };
 
@@ -115,6 +116,8 @@ struct ib_spec {
     const char *path;                /* PATH used to look file up when it has no '/' */
     int init;                        /* run a minimal init as pid 1 */
     int console_sock;                /* >= 0: make a pty, send its master over this socket */
+    int root_sock;                   /* ib_join: >= 0: send an O_PATH fd of the container's
+                                        root over this socket instead of starting a process */
     const void *seccomp_filter;      /* struct sock_filter[], prepared by seccomp.py; NULL: none */
     int seccomp_len;                 /* number of instructions */
     unsigned long long argv_start;   /* our argv memory, overwritten in the init process */

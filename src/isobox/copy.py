@@ -1,0 +1,170 @@
+"""Copying into and out of a running container (`docker cp`), as tar streams.
+
+The container's root comes from inside its mount namespace (native.container_root: a
+helper joins it and hands back an O_PATH fd of "/"), so its own mounts (volumes, tmpfs)
+are seen as its processes see them. Every path below it is resolved by the kernel with
+the container's root as root (openat2 RESOLVE_IN_ROOT): a symlink in the container,
+absolute or `..`, never leads to the host. Walking for `get_archive` goes one component
+at a time with O_NOFOLLOW; `put_archive` applies the stream with unpack.apply_layer,
+which resolves the same way.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import stat
+import tarfile
+from typing import TYPE_CHECKING, Iterable, Iterator, List, Union
+
+from . import native
+from .errors import ContainerError, InvalidOption
+
+if TYPE_CHECKING:
+    from .container import Container
+
+RESOLVE_IN_ROOT = 0x10
+RESOLVE_NO_MAGICLINKS = 0x02
+
+
+def _open_in(root_fd: int, path: str, flags: int) -> int:
+    from ._native._core import lib
+
+    rel = path.lstrip("/") or "."
+    fd = int(lib.ib_openat2(root_fd, os.fsencode(rel), flags | os.O_CLOEXEC, 0,
+                            RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS))
+    if fd < 0:
+        raise ContainerError(f"{path}: {os.strerror(-fd)} in the container") from OSError(-fd, os.strerror(-fd))
+    return fd
+
+
+def _root(container: "Container") -> int:
+    fds = container._namespace_fds()
+    return native.container_root(fds)
+
+
+def put_archive(container: "Container", path: str, data: Union[bytes, Iterable[bytes]]) -> None:
+    """Extract a tar stream into the directory ``path`` of the running container, with
+    unpack.apply_layer's safety (whiteout names are refused, not applied)."""
+    from .unpack import apply_layer
+
+    _check_path(path)
+    root = _root(container)
+    try:
+        target = _open_in(root, path, os.O_PATH | os.O_DIRECTORY)
+    finally:
+        os.close(root)
+    try:
+        chunks = _chunks(data) if isinstance(data, bytes) else iter(data)
+        apply_layer(chunks, f"/proc/self/fd/{target}", existing=True)
+    finally:
+        os.close(target)
+
+
+def get_archive(container: "Container", path: str, arcname: "str | None" = None) -> bytes:
+    """A tar stream of ``path`` (a file, or a directory and everything below it) in the
+    running container, named ``arcname`` (default: its last component), as `docker cp`
+    makes it."""
+    _check_path(path)
+    root = _root(container)
+    try:
+        parent = _open_in(root, posixpath.dirname(path.rstrip("/")) or "/", os.O_PATH | os.O_DIRECTORY)
+    finally:
+        os.close(root)
+    name = posixpath.basename(path.rstrip("/")) or "."
+    out = io.BytesIO()
+    try:
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            _add(tar, parent, name, arcname or name)
+    except FileNotFoundError as exc:
+        raise ContainerError(f"{path}: no such file or directory in the container") from exc
+    finally:
+        os.close(parent)
+    return out.getvalue()
+
+
+def _add(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str) -> None:
+    """Add dirfd/name (never following a symlink) and, for a directory, what is below."""
+    st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    info = tarfile.TarInfo(arcname)
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.uid, info.gid = st.st_uid, st.st_gid
+    info.mtime = int(st.st_mtime)
+    if stat.S_ISLNK(st.st_mode):
+        info.type = tarfile.SYMTYPE
+        info.linkname = os.readlink(name, dir_fd=dirfd)
+        tar.addfile(info)
+    elif stat.S_ISREG(st.st_mode):
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        with os.fdopen(fd, "rb") as f:
+            info.size = os.fstat(f.fileno()).st_size
+            tar.addfile(info, f)
+    elif stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+        sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        try:
+            for child in sorted(os.listdir(sub)):
+                _add(tar, sub, child, f"{arcname}/{child}")
+        finally:
+            os.close(sub)
+    elif stat.S_ISFIFO(st.st_mode):
+        info.type = tarfile.FIFOTYPE
+        tar.addfile(info)
+    # sockets and devices are left out, as docker cp leaves out sockets
+
+
+def copy_to(container: "Container", host_path: Union[str, "os.PathLike[str]"], path: str) -> None:
+    """Copy a host file or directory into the container (`docker cp SRC CONTAINER:DEST`):
+    into ``path`` when it is an existing directory, else to ``path`` itself."""
+    src = os.fspath(host_path)
+    if not os.path.lexists(src):
+        raise InvalidOption(f"no such file or directory on the host: {src}")
+    _check_path(path)
+    into_dir = _is_dir(container, path)
+    dest_dir = path if into_dir else (posixpath.dirname(path.rstrip("/")) or "/")
+    arcname = os.path.basename(src.rstrip("/")) if into_dir else posixpath.basename(path.rstrip("/"))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(src, arcname=arcname)
+    put_archive(container, dest_dir, buf.getvalue())
+
+
+def copy_from(container: "Container", path: str, host_path: Union[str, "os.PathLike[str]"]) -> None:
+    """Copy a file or directory out of the container (`docker cp CONTAINER:SRC DEST`):
+    into ``host_path`` when it is an existing directory, else to ``host_path`` itself.
+    Symlinks are copied as symlinks; the stream is applied with the same kernel-resolved
+    safety as image layers, so nothing lands outside the destination."""
+    from .unpack import apply_layer
+
+    dest = os.path.abspath(os.fspath(host_path))
+    into_dir = os.path.isdir(dest)
+    target_dir = dest if into_dir else os.path.dirname(dest)
+    arcname = (posixpath.basename(path.rstrip("/")) or ".") if into_dir else os.path.basename(dest)
+    data = get_archive(container, path, arcname)
+    apply_layer(_chunks(data), target_dir, existing=True)
+
+
+def _is_dir(container: "Container", path: str) -> bool:
+    root = _root(container)
+    try:
+        fd = _open_in(root, path, os.O_PATH)
+    except ContainerError:
+        return False
+    finally:
+        os.close(root)
+    try:
+        return stat.S_ISDIR(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+
+
+def _check_path(path: str) -> None:
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+        raise InvalidOption(f"container path must be absolute, got {path!r}")
+
+
+def _chunks(data: bytes, size: int = 1 << 20) -> Iterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
