@@ -32,6 +32,7 @@ import attrs
 
 from . import idmap as _idmap
 from . import native
+from . import cgroups as _cgroups
 from . import seccomp as _seccomp
 from .errors import (
     ContainerError,
@@ -170,6 +171,7 @@ class ContainerConfig:
     mounts: Tuple[Mount, ...] = attrs.field(default=(), converter=_mounts)
     tty: bool = False
     seccomp: bool = True
+    limits: _cgroups.Limits = attrs.field(factory=_cgroups.Limits)
 
 
 class Status(str, enum.Enum):
@@ -295,6 +297,7 @@ def sweep_stale(store: Store) -> List[str]:
             continue
         if name:
             _unlink_name(names / name, entry.name)
+        _cgroups.sweep(f"isobox-{entry.name}")
         removed.append(entry.name)
     return removed
 
@@ -338,6 +341,9 @@ class Container:
         mounts: Optional[Sequence[Mount]] = None,
         tty: bool = False,
         seccomp: bool = True,
+        memory: Union[int, str, None] = None,
+        pids_limit: Optional[int] = None,
+        cpus: Optional[float] = None,
         stdin: Union[None, bool, int, IO[Any]] = None,
         store: Union[Store, str, "os.PathLike[str]", None] = None,
     ) -> None:
@@ -348,7 +354,10 @@ class Container:
             command=command, entrypoint=entrypoint, name=name, env=env, workdir=workdir,
             user=user, hostname=hostname, init=init, read_only=read_only, network=network,
             userns=userns, rlimits=rlimits, mounts=mounts, tty=tty, seccomp=seccomp,
+            limits=_cgroups.Limits(memory=memory, pids=pids_limit, cpus=cpus),
         )
+        self._cgroup: Optional[_cgroups.Group] = None
+        self.oom_killed = False  # set when the kernel's OOM killer ended it (memory=...)
         if not (stdin is None or isinstance(stdin, (bool, int)) or hasattr(stdin, "fileno")):
             raise InvalidOption("stdin must be None, True (a pipe), a file descriptor or a file object")
         self._stdin = stdin
@@ -547,6 +556,10 @@ class Container:
                 console_child.close()
         self.pid, self._pidfd = child.pid, child.pidfd
         try:
+            if cfg.limits.any:
+                # moved in while it waits for its go byte: nothing has run in it yet
+                self._cgroup = _cgroups.Group.create(f"isobox-{self.id}", cfg.limits)
+                self._cgroup.add(child.pid)
             if ids is not None:
                 ids.apply(child.pid)
             # for exec, while the child is still dumpable (see native.open_namespaces)
@@ -662,6 +675,13 @@ class Container:
         for fd in self._ns_fds:
             os.close(fd)
         self._ns_fds = ()
+        if self._cgroup is not None:
+            self.oom_killed = self._cgroup.oom_killed()
+            try:
+                self._cgroup.remove()
+            except OSError:
+                pass  # still busy (a process escaped to it?): the next sweep retries
+            self._cgroup = None
         if self._status is Status.RUNNING:
             self._status = Status.EXITED
             try:
@@ -855,6 +875,7 @@ class Container:
         if tty:
             env_map.setdefault("TERM", "xterm")
         console_parent, console_child = _socketpair() if tty else (None, None)
+        cgroup_fds: List[int] = self._cgroup.open_procs() if self._cgroup is not None else []
         try:
             spec = native.Spec(
                 clone_flags=0,
@@ -872,6 +893,7 @@ class Container:
                 path=env_map.get("PATH", DEFAULT_PATH),
                 console_sock=console_child.fileno() if console_child else -1,
                 seccomp=_seccomp.default_filter() if self.config.seccomp else None,
+                cgroup_procs=tuple(cgroup_fds),
             )
             ns_fds = self._ns_fds
             joined = in_spawner(lambda: native.join(spec, ns_fds))
@@ -889,6 +911,8 @@ class Container:
             for sock in (console_parent, console_child):
                 if sock is not None:
                     sock.close()
+            for fd in cgroup_fds:
+                os.close(fd)
 
     # -- copies (docker cp) ---------------------------------------------------------------------
 

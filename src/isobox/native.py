@@ -72,6 +72,7 @@ STEP_NAMES = {
     lib.IB_STEP_JOIN_FORK: "fork into the container",
     lib.IB_STEP_SECCOMP: "install the seccomp filter",
     lib.IB_STEP_SEND_ROOT: "send the container's root directory",
+    lib.IB_STEP_CGROUP: "enter the container's cgroups",
 }
 
 
@@ -123,6 +124,7 @@ class Spec:
     console_sock: int = -1
     seccomp: Optional[bytes] = None  # packed struct sock_filter[] (seccomp.py)
     root_sock: int = -1  # join only: send the container's root instead of running argv
+    cgroup_procs: Tuple[int, ...] = ()  # join only: open cgroup.procs files to enter first
 
 
 @attrs.define
@@ -259,6 +261,10 @@ def _pack(spec: Spec) -> Tuple[Any, List[Any]]:
     c.init = int(spec.init)
     c.console_sock = spec.console_sock
     c.root_sock = spec.root_sock
+    procs = ffi.new("int[]", list(spec.cgroup_procs) or [-1])
+    keep.append(procs)
+    c.cgroup_procs = procs
+    c.n_cgroup_procs = len(spec.cgroup_procs)
     if spec.seccomp:
         filt = ffi.new("char[]", spec.seccomp)
         keep.append(filt)

@@ -807,6 +807,16 @@ __attribute__((noreturn)) static void join_main(const struct ib_spec *spec, cons
      * runc clones its binary for the same reason).  execve makes the command dumpable. */
     TRY(IB_STEP_DUMPABLE, prctl(PR_SET_DUMPABLE, 0, 0, 0, 0));
     wait_for_go(sync_fd);
+    /* The container's cgroups, while we still see the host's cgroupfs: "0" moves the
+     * writer itself (cgroups(7)); the process forked below inherits them. */
+    for (int i = 0; i < spec->n_cgroup_procs; i++) {
+        ssize_t n;
+        do
+            n = write(spec->cgroup_procs[i], "0", 1);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+            fail(IB_STEP_CGROUP, errno);
+    }
     /* Namespace fds the parent opened while the container's first process was still
      * dumpable (a non-dumpable init's /proc/1/ns cannot be opened later, nor can a pidfd
      * join it without CAP_SYS_PTRACE).  The user namespace comes first: it grants the

@@ -41,6 +41,7 @@ enum {
     IB_STEP_JOINED,       /* not a failure: the record carries the new process's pid */
     IB_STEP_SECCOMP,      /* install the seccomp filter */
     IB_STEP_SEND_ROOT,    /* send the container's root directory to the parent (copy) */
+    IB_STEP_CGROUP,       /* enter the container's cgroups (exec) */
     IB_STEP_PLAN = 1000,
 };
 
@@ -116,6 +117,8 @@ struct ib_spec {
     const char *path;                /* PATH used to look file up when it has no '/' */
     int init;                        /* run a minimal init as pid 1 */
     int console_sock;                /* >= 0: make a pty, send its master over this socket */
+    const int *cgroup_procs;         /* ib_join: open cgroup.procs files to enter first */
+    int n_cgroup_procs;
     int root_sock;                   /* ib_join: >= 0: send an O_PATH fd of the container's
                                         root over this socket instead of starting a process */
     const void *seccomp_filter;      /* struct sock_filter[], prepared by seccomp.py; NULL: none */
