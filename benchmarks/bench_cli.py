@@ -2,15 +2,15 @@
 
 - ``isobox run --rm IMAGE true`` against ``podman run --rm --network=none IMAGE true`` and
   ``crun run`` (a bundle of the same root filesystem: crun does no image work at all);
-- ``isobox exec C true`` into a detached container against ``podman exec`` (and
-  ``crun exec``).
+- ``isobox exec C true`` into a detached container against ``podman exec``.
 
     sudo /opt/isobox-venv/bin/python benchmarks/bench_cli.py [--runs 100]
 
 The image (busybox from Debian's busybox-static, one uncompressed layer) is served by a
 local docker-registry, and every store (isobox's, podman's) lives on a tmpfs. Both
 commands pull it once before timing. Each tool runs as a user runs it: one process per
-command, from a shell loop. isobox runs with its bytecode cached (as an installed package
+command, from shell loops, the contenders interleaved batch by batch (the machine may be
+shared, and its load then hits all alike). isobox runs with its bytecode cached (as an installed package
 has it; the cache goes to a temporary PYTHONPYCACHEPREFIX). Podman gets private config
 files (see /work/shared/notes/this-machine.md: no systemd, host rlimits, runc).
 
@@ -64,17 +64,38 @@ def push_busybox(registry: Registry, rootfs: pathlib.Path) -> str:
     return f"{registry.host}/bench/busybox:latest"
 
 
-def shell_loop(command: str, runs: int, env: Dict[str, str], prefix: str = "",
-               wrapper: Sequence[str] = ()) -> Optional[float]:
-    """Median per-run time over batches of BATCH runs in one shell (a fork per run)."""
-    script = f"{prefix} for i in $(seq {BATCH}); do {command} >/dev/null 2>&1 || exit 1; done"
-    samples = []
-    for _ in range(max(1, runs // BATCH)):
+class Contender:
+    """One command timed in batches of BATCH runs in one shell (a fork per run)."""
+
+    def __init__(self, name: str, command: str, env: Dict[str, str], prefix: str = "",
+                 wrapper: Sequence[str] = ()) -> None:
+        self.name = name
+        self.script = f"{prefix} for i in $(seq {BATCH}); do {command} >/dev/null 2>&1 || exit 1; done"
+        self.env = env
+        self.wrapper = tuple(wrapper)
+        self.samples: List[float] = []
+        self.failed = False
+
+    def batch(self) -> None:
+        if self.failed:
+            return
         start = time.perf_counter()
-        if subprocess.run([*wrapper, "sh", "-c", script], env=env).returncode != 0:
-            return None
-        samples.append((time.perf_counter() - start) / BATCH)
-    return statistics.median(samples)
+        if subprocess.run([*self.wrapper, "sh", "-c", self.script], env=self.env).returncode != 0:
+            self.failed = True
+            return
+        self.samples.append((time.perf_counter() - start) / BATCH)
+
+    @property
+    def median(self) -> Optional[float]:
+        return None if self.failed or not self.samples else statistics.median(self.samples)
+
+
+def rounds(contenders: Sequence[Contender], runs: int) -> None:
+    """Batches interleaved round by round, so that a change of the machine's load (it is
+    shared) hits every contender alike."""
+    for _ in range(max(1, runs // BATCH)):
+        for c in contenders:
+            c.batch()
 
 
 def check(cmd: Sequence[str], env: Dict[str, str]) -> None:
@@ -121,36 +142,36 @@ def main() -> None:
         check([sys.executable, "-m", "isobox", "pull", "-q", ref], env)
         check([sys.executable, "-m", "isobox", "run", "--rm", ref, "true"], env)  # writes the bytecode
 
-        results: Dict[str, Optional[float]] = {}
-        results["isobox run --rm"] = shell_loop(f"{isobox} run --rm {ref} true", runs, env)
-
+        run_group = [Contender("isobox run --rm", f"{isobox} run --rm {ref} true", env)]
+        exec_group = [Contender("isobox exec", f"{isobox} exec bench true", env)]
         if root and shutil.which("crun"):
             for d in ("proc", "dev", "sys"):
                 (rootfs / d).mkdir(exist_ok=True)
             bundle = oci_bundle(tmp, rootfs)
             state = tmp / "crun-state"
-            results["crun run"] = shell_loop(
-                f"crun --root {state} run --bundle {bundle} c$i", runs, os.environ.copy(),
-                prefix=CRUN_HYBRID_FIX, wrapper=("unshare", "-m", "--propagation", "private"))
+            run_group.append(Contender(
+                "crun run", f"crun --root {state} run --bundle {bundle} c$i", os.environ.copy(),
+                prefix=CRUN_HYBRID_FIX, wrapper=("unshare", "-m", "--propagation", "private")))
         if root and shutil.which("podman"):
             podman = Podman(tmp, registry)
             check(["podman", "pull", "-q", ref], podman.env)
             check(["podman", "run", "--rm", "--network=none", ref, "true"], podman.env)
-            results["podman run --rm --network=none"] = shell_loop(
-                f"podman run --rm --network=none {ref} true", max(20, runs // 2), podman.env)
+            run_group.append(Contender("podman run --rm --network=none",
+                                       f"podman run --rm --network=none {ref} true", podman.env))
+            exec_group.append(Contender("podman exec", "podman exec bench true", podman.env))
+        rounds(run_group, runs)
 
         check([sys.executable, "-m", "isobox", "run", "-d", "--name", "bench", ref, "sleep", "600"], env)
-        try:
-            results["isobox exec"] = shell_loop(f"{isobox} exec bench true", runs, env)
-        finally:
-            check([sys.executable, "-m", "isobox", "rm", "-f", "bench"], env)
         if podman is not None:
             check(["podman", "run", "-d", "--name", "bench", "--network=none", ref, "sleep", "600"], podman.env)
-            try:
-                results["podman exec"] = shell_loop("podman exec bench true", max(20, runs // 2), podman.env)
-            finally:
+        try:
+            rounds(exec_group, runs)
+        finally:
+            check([sys.executable, "-m", "isobox", "rm", "-f", "bench"], env)
+            if podman is not None:
                 check(["podman", "rm", "-f", "-t", "0", "bench"], podman.env)
 
+        results: Dict[str, Optional[float]] = {c.name: c.median for c in run_group + exec_group}
         report(results, runs)
     finally:
         if podman is not None:
@@ -173,7 +194,7 @@ def oci_bundle(tmp: pathlib.Path, rootfs: pathlib.Path) -> pathlib.Path:
 
 
 def report(results: Dict[str, Optional[float]], runs: int) -> None:
-    print(f"the isobox command against its peers: median per run, batches of {BATCH} from sh "
+    print(f"the isobox command against its peers: median per run, interleaved batches of {BATCH} from sh "
           f"(tmpfs, {os.cpu_count()} cpus, {'root' if os.geteuid() == 0 else 'rootless'}, "
           f"{runs} runs)")
     rows: List[Tuple[str, str, str]] = []

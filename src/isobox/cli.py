@@ -902,7 +902,8 @@ def _ps(args: argparse.Namespace) -> int:
     for info in found:
         command = " ".join(info.command)
         if len(command) > 20:
-            command = command[:19] + "…"
+            utf8 = (sys.stdout.encoding or "").lower().replace("-", "") == "utf8"
+            command = command[:19] + "…" if utf8 else command[:17] + "..."
         image = str(info.options.get("image") or _familiar(info.image, info.image_digest))
         rows.append([info.id[:12], image, f'"{command}"',
                      human_duration(now - info.created) + " ago", _status_text(info, now), info.name])
