@@ -294,3 +294,22 @@ def test_wait_distinguishes_signal_death_from_exit_code(busybox_image, store_roo
     with isobox.Container(busybox_image, ["sleep", "30"]) as c:
         c.kill("KILL")
         assert c.wait(5) == -9
+
+
+def test_terminal_has_its_size_before_the_command_starts(busybox_image, store_root):
+    with isobox.Container(busybox_image, ["stty", "size"], tty=True, tty_size=(40, 120)) as c:
+        assert c.pty is not None
+        data = b""
+        while True:
+            try:
+                chunk = os.read(c.pty, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        assert c.wait(5) == 0
+    assert data.split() == [b"40", b"120"]
+    with isobox.Container(busybox_image, ["sleep", "30"]) as c:
+        assert c.exec(["stty", "size"], tty=True, tty_size=(25, 90)).stdout.split() == [b"25", b"90"]
+        assert c.exec(["stty", "size"], tty=True).stdout.split() == [b"24", b"80"]

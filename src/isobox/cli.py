@@ -736,7 +736,8 @@ def _run(args: argparse.Namespace) -> int:
         # a terminal is never handed to the container (it could read what is typed after
         # it ends): we copy from it into a pipe; a pipe or file is passed as it is
         stdin = True if os.isatty(0) else 0
-    container = Container(image, command, tty=args.tty, stdin=stdin, store=store, **options)
+    container = Container(image, command, tty=args.tty, tty_size=_terminal_size() if args.tty else None,
+                          stdin=stdin, store=store, **options)
     with store.in_use():
         container.start()
     server = Server(container, auto_remove=args.rm)
@@ -816,7 +817,8 @@ def _exec(args: argparse.Namespace) -> int:
     handle = get_container(args.container, _store(args))
     env = _environment(argparse.Namespace(env=args.env, env_file=[]))
     if args.tty:
-        proc = handle.exec_start(args.command, env=env, workdir=args.workdir, user=args.user, tty=True)
+        proc = handle.exec_start(args.command, env=env, workdir=args.workdir, user=args.user, tty=True,
+                                 tty_size=_terminal_size())
         with proc, _Signals() as signals:
             _set_winsize(proc.master, _terminal_size())
             with _RawTerminal(0, args.interactive and os.isatty(0)):

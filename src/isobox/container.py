@@ -130,6 +130,15 @@ def _mounts(value: Optional[Sequence[Mount]]) -> Tuple[Mount, ...]:
     return out
 
 
+def _tty_size(value: Optional[Sequence[int]]) -> Tuple[int, int]:
+    if value is None:
+        return (24, 80)
+    rows, cols = (int(v) for v in value)
+    if not (0 < rows < 65536 and 0 < cols < 65536):
+        raise InvalidOption(f"tty_size must be (rows, columns), got {value!r}")
+    return rows, cols
+
+
 def _check_name(inst: Any, attr: Any, value: Optional[str]) -> None:
     if value is not None and not NAME_RE.match(value):
         raise InvalidOption(f"invalid container name {value!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
@@ -170,6 +179,7 @@ class ContainerConfig:
     rlimits: Tuple[Tuple[int, int, int], ...] = attrs.field(default=(), converter=_rlimits)
     mounts: Tuple[Mount, ...] = attrs.field(default=(), converter=_mounts)
     tty: bool = False
+    tty_size: Tuple[int, int] = attrs.field(default=(24, 80), converter=_tty_size)
     seccomp: bool = True
     limits: _cgroups.Limits = attrs.field(factory=_cgroups.Limits)
 
@@ -340,6 +350,7 @@ class Container:
         rlimits: Optional[Mapping[str, Any]] = None,
         mounts: Optional[Sequence[Mount]] = None,
         tty: bool = False,
+        tty_size: Optional[Tuple[int, int]] = None,
         seccomp: bool = True,
         memory: Union[int, str, None] = None,
         pids_limit: Optional[int] = None,
@@ -353,7 +364,7 @@ class Container:
         self.config = ContainerConfig(
             command=command, entrypoint=entrypoint, name=name, env=env, workdir=workdir,
             user=user, hostname=hostname, init=init, read_only=read_only, network=network,
-            userns=userns, rlimits=rlimits, mounts=mounts, tty=tty, seccomp=seccomp,
+            userns=userns, rlimits=rlimits, mounts=mounts, tty=tty, tty_size=tty_size, seccomp=seccomp,
             limits=_cgroups.Limits(memory=memory, pids=pids_limit, cpus=cpus),
         )
         self._cgroup: Optional[_cgroups.Group] = None
@@ -543,6 +554,7 @@ class Container:
                 path=env.get("PATH", DEFAULT_PATH),
                 init=cfg.init,
                 console_sock=console_child.fileno() if console_child else -1,
+                tty_size=cfg.tty_size,
                 seccomp=_seccomp.default_filter() if cfg.seccomp else None,
             )
             self._write_state(Status.CREATED)
@@ -801,6 +813,7 @@ class Container:
         workdir: Optional[str] = None,
         user: Optional[str] = None,
         tty: bool = False,
+        tty_size: Optional[Tuple[int, int]] = None,
         stdin: Union[None, bytes, int, IO[Any]] = None,
         timeout: Optional[float] = None,
     ) -> RunResult:
@@ -834,7 +847,8 @@ class Container:
             in_fd = stdin if isinstance(stdin, int) else int(stdin.fileno())
         master = -1
         try:
-            pid, master = self._exec_spawn(argv, extra_env, cfg_workdir, user, tty, (in_fd, out_fd, err_fd))
+            pid, master = self._exec_spawn(argv, extra_env, cfg_workdir, user, tty, (in_fd, out_fd, err_fd),
+                                           tty_size)
             code, tty_out = _wait_exec(pid, master, timeout)
             stdout = tty_out if tty else os.pread(out_fd, 1 << 30, 0)
             stderr = os.pread(err_fd, 1 << 30, 0)
@@ -860,6 +874,7 @@ class Container:
     def _exec_spawn(
         self, argv: Tuple[str, ...], extra_env: Tuple[Tuple[str, str], ...], workdir: Optional[str],
         user: Optional[str], tty: bool, stdio: Tuple[int, int, int],
+        tty_size: Optional[Tuple[int, int]] = None,
     ) -> Tuple[int, int]:
         """Start ``argv`` in the running container with ``stdio`` (with ``tty``: a new
         terminal instead): (pid, the terminal's master fd or -1), once it has exec'd.
@@ -892,6 +907,7 @@ class Container:
                 env=tuple(f"{k}={v}" for k, v in env_map.items()),
                 path=env_map.get("PATH", DEFAULT_PATH),
                 console_sock=console_child.fileno() if console_child else -1,
+                tty_size=_tty_size(tty_size),
                 seccomp=_seccomp.default_filter() if self.config.seccomp else None,
                 cgroup_procs=tuple(cgroup_fds),
             )

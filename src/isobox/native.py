@@ -122,6 +122,7 @@ class Spec:
     path: str = ""
     init: bool = False
     console_sock: int = -1
+    tty_size: Tuple[int, int] = (24, 80)  # rows, columns of a new terminal
     seccomp: Optional[bytes] = None  # packed struct sock_filter[] (seccomp.py)
     root_sock: int = -1  # join only: send the container's root instead of running argv
     cgroup_procs: Tuple[int, ...] = ()  # join only: open cgroup.procs files to enter first
@@ -260,6 +261,7 @@ def _pack(spec: Spec) -> Tuple[Any, List[Any]]:
     c.path = _cstr(keep, spec.path)
     c.init = int(spec.init)
     c.console_sock = spec.console_sock
+    c.tty_rows, c.tty_cols = spec.tty_size
     c.root_sock = spec.root_sock
     procs = ffi.new("int[]", list(spec.cgroup_procs) or [-1])
     keep.append(procs)

@@ -589,6 +589,7 @@ class ContainerHandle:
         user: Optional[str] = None,
         tty: bool = False,
         stdio: Tuple[int, int, int] = (-1, -1, -1),
+        tty_size: Optional[Tuple[int, int]] = None,
     ) -> RemoteExec:
         """Start a process in the running container with these fds as its stdio (sent to
         the owner; -1: /dev/null), or with a new terminal (``tty``: its master comes back
@@ -598,7 +599,8 @@ class ContainerHandle:
         if not argv:
             raise InvalidOption("exec needs a command")
         doc = {"op": "exec", "argv": argv, "env": [f"{k}={v}" for k, v in _parse_env(env)],
-               "workdir": workdir, "user": user, "tty": tty}
+               "workdir": workdir, "user": user, "tty": tty,
+               "tty_size": list(tty_size) if tty_size else None}
         opened: List[int] = []
         fds: List[int] = []
         if not tty:
@@ -828,8 +830,10 @@ class Server:
             if self.removed:
                 raise ContainerError(f"container {self.container.name} is not running")
             stdio = (fds[0], fds[1], fds[2]) if not tty else (-1, -1, -1)
+            size = doc.get("tty_size")
             pid, master = self.container._exec_spawn(
-                argv, _parse_env(doc.get("env") or ()), workdir, doc.get("user"), tty, stdio)
+                argv, _parse_env(doc.get("env") or ()), workdir, doc.get("user"), tty, stdio,
+                (int(size[0]), int(size[1])) if size else None)
         finally:
             for fd in fds:
                 os.close(fd)

@@ -520,11 +520,15 @@ static int send_fd(int sock, int fd)
  * and owned by its user; the master goes to the parent over console_sock (SCM_RIGHTS), as
  * runc's --console-socket does.  TIOCGPTPEER (Linux 4.13) opens the slave without a path
  * lookup.  Returns the slave fd. */
-static int setup_console(int sock, uint32_t uid)
+static int setup_console(int sock, uint32_t uid, unsigned short rows, unsigned short cols)
 {
     cleanup_close int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
     int unlock = 0;
     if (master < 0 || ioctl(master, TIOCSPTLCK, &unlock) < 0)
+        return -1;
+    /* sized before the command starts, so its first `stty size` is right */
+    struct winsize ws = {.ws_row = rows, .ws_col = cols};
+    if (rows && cols && ioctl(master, TIOCSWINSZ, &ws) < 0)
         return -1;
     int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (slave < 0)
@@ -695,7 +699,8 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
         TRY(IB_STEP_RLIMITS, setrlimit(spec->rlimits[i].resource, &rl));
     }
     if (spec->console_sock >= 0) {
-        TRY(IB_STEP_CONSOLE, console = setup_console(spec->console_sock, spec->uid));
+        TRY(IB_STEP_CONSOLE, console = setup_console(spec->console_sock, spec->uid,
+                                                     spec->tty_rows, spec->tty_cols));
         stdio[0] = stdio[1] = stdio[2] = console;
     }
 

@@ -117,6 +117,7 @@ struct ib_spec {
     const char *path;                /* PATH used to look file up when it has no '/' */
     int init;                        /* run a minimal init as pid 1 */
     int console_sock;                /* >= 0: make a pty, send its master over this socket */
+    unsigned short tty_rows, tty_cols; /* its window size, set before anything runs */
     const int *cgroup_procs;         /* ib_join: open cgroup.procs files to enter first */
     int n_cgroup_procs;
     int root_sock;                   /* ib_join: >= 0: send an O_PATH fd of the container's
