@@ -23,7 +23,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 import zstandard
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fixtures.host import IS_ROOT, require, require_tool
@@ -344,6 +344,7 @@ REPLACE_PATHS = st.sampled_from(["a", "b", "a/x", "a/y", "b/z"])
 @given(ops=st.lists(st.tuples(st.sampled_from(["file", "dir", "hardlink"]), REPLACE_PATHS,
                               REPLACE_PATHS, st.binary(max_size=8)), max_size=8))
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(ops=[("file", "b/z", "a", b""), ("hardlink", "b", "b/z", b"")])  # found by hypothesis
 def test_later_entries_replace_earlier_ones_as_tar_does(
     tmp_path: Path, ops: List[Tuple[str, str, str, bytes]]
 ) -> None:

@@ -1171,6 +1171,14 @@ class _Layer:
                     return
                 if attempt == 2:
                     raise
+                if target[: len(parts)] == parts:
+                    # the target lives below the name being replaced: hold its inode
+                    # under a temporary name while the old tree goes, then rename
+                    tmp = b".isobox-link-" + os.urandom(8).hex().encode()
+                    os.link(target[-1], tmp, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+                    self._make_room(pfd, name)
+                    os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+                    return
                 self._make_room(pfd, name)
             except PermissionError as exc:  # a directory, or a host's protected_hardlinks
                 raise LayerError(f"cannot hard link {_show(parts)} to {_show(target)}") from exc
