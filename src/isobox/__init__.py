@@ -4,98 +4,104 @@ processes, daemonless and rootless.
     >>> import isobox
     >>> isobox.run("busybox", ["echo", "hi"]).stdout
     b'hi\\n'
+
+Names are loaded on first use (PEP 562), so `import isobox` and the `isobox` command
+pay only for what they touch: running a cached image never imports the registry client.
 """
 
 from __future__ import annotations
 
-from .container import Container, ContainerConfig
-from .doctor import doctor
-from .errors import (
-    AuthenticationError,
-    CommandNotExecutable,
-    CredentialsError,
-    CommandNotFound,
-    ContainerError,
-    ContainerNotFound,
-    DigestMismatch,
-    HostNotSupported,
-    ImageNotFound,
-    InvalidOption,
-    InvalidReference,
-    IsoboxError,
-    LayerError,
-    NameConflict,
-    NotFound,
-    RateLimited,
-    RegistryError,
-    SetupError,
-    StoreError,
-    Timeout,
-    UnsupportedManifest,
-)
-from .auth import Credentials, lookup_credentials
-from .image import Image, ImageConfig, ProgressCallback
-from .mounts import Bind, Tmpfs, Volume, VolumeInfo, remove_volume, volumes
-from .result import ExitStatusError, RunResult
-from .run import run
-from .platform import Platform
-from .reference import Reference
-from .store import PruneReport, Store, prune
+import importlib
+from typing import TYPE_CHECKING, Any, Dict, List
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Container",
-    "ContainerConfig",
-    "Image",
-    "ImageConfig",
-    "RunResult",
-    "Store",
-    "Reference",
-    "Platform",
-    "Credentials",
-    "lookup_credentials",
-    "ProgressCallback",
-    "PruneReport",
-    "prune",
-    "run",
-    "doctor",
-    "Bind",
-    "Tmpfs",
-    "Volume",
-    "VolumeInfo",
-    "volumes",
-    "remove_volume",
-    "AuthenticationError",
-    "CommandNotExecutable",
-    "CommandNotFound",
-    "CredentialsError",
-    "ContainerError",
-    "ContainerNotFound",
-    "DigestMismatch",
-    "ExitStatusError",
-    "HostNotSupported",
-    "ImageNotFound",
-    "InvalidOption",
-    "InvalidReference",
-    "IsoboxError",
-    "LayerError",
-    "NameConflict",
-    "NotFound",
-    "RateLimited",
-    "RegistryError",
-    "SetupError",
-    "StoreError",
-    "Timeout",
-    "UnsupportedManifest",
-]
+# public name -> the private module that defines it
+_EXPORTS: Dict[str, str] = {
+    # images
+    "Image": "image", "ImageConfig": "image", "ProgressCallback": "image",
+    "Reference": "reference", "Platform": "platform",
+    "Credentials": "auth", "lookup_credentials": "auth",
+    "Store": "store", "PruneReport": "store", "prune": "store",
+    # containers
+    "Container": "container", "ContainerConfig": "container",
+    "Bind": "mounts", "Tmpfs": "mounts", "Volume": "mounts", "VolumeInfo": "mounts",
+    "volumes": "mounts", "remove_volume": "mounts",
+    "RunResult": "result", "run": "oneshot", "doctor": "hostcheck",
+    "containers": "supervisor", "ContainerInfo": "supervisor", "get_container": "supervisor",
+    "ContainerHandle": "supervisor", "RemoteExec": "supervisor", "run_detached": "supervisor",
+    # errors
+    "IsoboxError": "errors", "InvalidReference": "errors", "InvalidOption": "errors",
+    "RegistryError": "errors", "AuthenticationError": "errors", "CredentialsError": "errors",
+    "NotFound": "errors", "DigestMismatch": "errors", "RateLimited": "errors",
+    "UnsupportedManifest": "errors", "StoreError": "errors", "ImageNotFound": "errors",
+    "LayerError": "errors", "ContainerError": "errors", "NameConflict": "errors",
+    "ContainerNotFound": "errors", "SetupError": "errors", "CommandNotFound": "errors",
+    "CommandNotExecutable": "errors", "Timeout": "errors", "HostNotSupported": "errors",
+    "ExitStatusError": "result",
+}
 
-# Public names belong to the package (as httpx does), so reprs and docs show isobox.X.
-for _name in __all__:
-    _obj = globals()[_name]
-    if hasattr(_obj, "__module__"):
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'isobox' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    # public names belong to the package (as httpx does), so reprs and docs show isobox.X
+    if isinstance(value, type) or callable(value):
         try:
-            _obj.__module__ = __name__
+            value.__module__ = __name__
         except (AttributeError, TypeError):
             pass
-del _name, _obj
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted([*__all__, "__version__"])
+
+
+if TYPE_CHECKING:  # what type checkers see: the same names, imported eagerly
+    from .auth import Credentials, lookup_credentials
+    from .container import Container, ContainerConfig
+    from .hostcheck import doctor
+    from .errors import (
+        AuthenticationError,
+        CommandNotExecutable,
+        CommandNotFound,
+        ContainerError,
+        ContainerNotFound,
+        CredentialsError,
+        DigestMismatch,
+        HostNotSupported,
+        ImageNotFound,
+        InvalidOption,
+        InvalidReference,
+        IsoboxError,
+        LayerError,
+        NameConflict,
+        NotFound,
+        RateLimited,
+        RegistryError,
+        SetupError,
+        StoreError,
+        Timeout,
+        UnsupportedManifest,
+    )
+    from .image import Image, ImageConfig, ProgressCallback
+    from .mounts import Bind, Tmpfs, Volume, VolumeInfo, remove_volume, volumes
+    from .platform import Platform
+    from .reference import Reference
+    from .result import ExitStatusError, RunResult
+    from .oneshot import run
+    from .store import PruneReport, Store, prune
+    from .supervisor import (
+        ContainerHandle,
+        ContainerInfo,
+        RemoteExec,
+        containers,
+        get_container,
+        run_detached,
+    )

@@ -1111,7 +1111,7 @@ def _add_doctor(sub: Any) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from .doctor import doctor
+    from .hostcheck import doctor
 
     report = doctor()
     print(report)

@@ -18,7 +18,6 @@ import json
 import os
 import pathlib
 import re
-import secrets
 import select
 import shlex
 import signal as _signal
@@ -379,7 +378,7 @@ class Container:
         self._ns_fds: Tuple[int, ...] = ()
         self._in_userns = False
         self._store_arg = store
-        self.id = secrets.token_hex(32)
+        self.id = os.urandom(32).hex()
         self.name = self.config.name or f"isobox_{self.id[:12]}"
         self.pid: Optional[int] = None
         self._pidfd = -1
@@ -829,7 +828,7 @@ class Container:
         if self._status is not Status.RUNNING or self._reap(block=False):
             raise ContainerError(f"container {self.name} is not running")
         cdir = self.dir
-        tag = secrets.token_hex(6)
+        tag = os.urandom(6).hex()
         out_path, err_path = cdir / f"exec-{tag}.out", cdir / f"exec-{tag}.err"
         out_fd = os.open(out_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         err_fd = os.open(err_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -1,4 +1,4 @@
-"""`doctor()`: what this host lets isobox do, and why not when it does not.
+"""`isobox.doctor()`: what this host lets isobox do, and why not when it does not.
 
 Each check tries the real thing where it is cheap (a user namespace, an overlay mount in
 one), so the report cannot disagree with what `Container.start` will meet.

@@ -14,7 +14,6 @@ The registry client (and with it ``requests``) is imported only when a pull need
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import json
 import os
@@ -469,6 +468,8 @@ class _Layers:
         self.cancel = threading.Event()
 
     def fetch(self) -> None:
+        import concurrent.futures  # here, not at import: running a cached image needs none
+
         first: Dict[str, int] = {}  # diff_id -> first position
         for i, diff_id in enumerate(self.diff_ids):
             first.setdefault(diff_id, i)

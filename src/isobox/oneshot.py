@@ -1,4 +1,4 @@
-"""`run`: start a container, wait for it, collect its output — `subprocess.run` for images."""
+"""`isobox.run`: start a container, wait for it, collect its output — `subprocess.run` for images."""
 
 from __future__ import annotations
 
