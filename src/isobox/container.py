@@ -282,6 +282,11 @@ def _owner_alive(cdir: pathlib.Path) -> bool:
         os.close(fd)
 
 
+# Store roots this process has swept (see Container.start): a fact about this process,
+# not a cache of the store's contents.
+_swept_stores: "set[pathlib.Path]" = set()
+
+
 def sweep_stale(store: Store) -> List[str]:
     """Remove what owners that died could not (their containers died with them)."""
     removed: List[str] = []
@@ -457,7 +462,12 @@ class Container:
 
         store = Store.open(self._store_arg)
         self._store = store
-        sweep_stale(store)
+        if store.root not in _swept_stores:
+            # once per process and store: what an owner that died left is swept by the next
+            # process to start a container; within a process it cannot appear unnoticed
+            # (our own containers are removed by us), and a sweep costs O(containers)
+            sweep_stale(store)
+            _swept_stores.add(store.root)
         cdir = store.containers / self.id
         for sub in ("upper", "work", "rootfs"):
             (cdir / sub).mkdir(parents=True, mode=0o700)
