@@ -774,3 +774,18 @@ def test_tmpfs_parser_only_raises_isobox_errors(text):
         parse_tmpfs(text)
     except isobox.IsoboxError:
         pass
+
+
+
+def test_run_limits_and_seccomp_flags(root):
+    """--security-opt seccomp=unconfined turns the filter off; --memory reaches the
+    container's cgroup (as root: the OOM killer ends it, exit 137)."""
+    assert ok("run", "--rm", "--security-opt", "seccomp=unconfined", "busybox",
+              "grep", "^Seccomp:", "/proc/self/status") == "Seccomp:\t0\n"
+    bad = isobox_cmd("run", "--rm", "--security-opt", "apparmor=x", "busybox", "true")
+    assert bad.returncode == 125 and b"seccomp=unconfined" in bad.stderr
+    if os.geteuid() == 0:
+        oom = isobox_cmd("run", "--rm", "-m", "16m", "--pids-limit", "20", "--cpus", "1",
+                         "busybox", "sh", "-c", "x=a; while true; do x=$x$x; done")
+        assert oom.returncode == 128 + 9, oom
+    assert container_dirs(root) == []

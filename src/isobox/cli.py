@@ -411,6 +411,14 @@ def _container_options(args: argparse.Namespace) -> Dict[str, Any]:
     if args.entrypoint is not None:
         # Docker's --entrypoint is one executable, never split; "" clears the image's
         options["entrypoint"] = [args.entrypoint] if args.entrypoint else []
+    for key in ("memory", "pids_limit", "cpus"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    for opt in args.security_opt:
+        if opt in ("seccomp=unconfined", "seccomp:unconfined"):
+            options["seccomp"] = False
+        else:
+            raise InvalidOption(f"--security-opt {opt}: isobox supports seccomp=unconfined only")
     return options
 
 
@@ -712,6 +720,11 @@ def _add_run(sub: Any) -> None:
                    help="none: loopback only (default); host: share the host's")
     p.add_argument("--stop-timeout", type=float, default=10, metavar="SECONDS",
                    help="after the stop signal, SIGKILL after this long (default 10)")
+    p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit (e.g. 256m, 1g)")
+    p.add_argument("--pids-limit", type=int, metavar="N", help="at most N processes")
+    p.add_argument("--cpus", type=float, metavar="N", help="CPU quota in CPUs (e.g. 0.5)")
+    p.add_argument("--security-opt", action="append", default=[], metavar="seccomp=unconfined",
+                   help="seccomp=unconfined runs without isobox's seccomp filter")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
     p.set_defaults(func=_run)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import errno
 import functools
-import platform
+import os
 import struct
 from typing import Dict, List, Optional, Tuple
 
@@ -79,7 +79,7 @@ def _assemble(program: List[Tuple[Optional[str], Insn]]) -> bytes:
 @functools.lru_cache(maxsize=None)
 def default_filter(machine: Optional[str] = None) -> Optional[bytes]:
     """The packed filter for this machine, or None where isobox has no syscall table."""
-    if (machine or platform.machine()) not in ("x86_64", "amd64"):
+    if (machine or os.uname().machine) not in ("x86_64", "amd64"):
         return None
     p: List[Tuple[Optional[str], Insn]] = [
         (None, (LD_W_ABS, 0, 0, OFF_ARCH)),
