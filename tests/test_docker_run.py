@@ -247,19 +247,24 @@ def test_exec_with_tty_gets_a_terminal(busybox_image, store_root):
         assert r.stdout.split() == [b"/dev/pts/0", b"interactive", b"xterm"]
 
 
+def read_terminal(master: int) -> bytes:
+    """Everything a terminal's master gives until the other side is closed (EIO)."""
+    data = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
 def test_container_with_tty_and_window_size(busybox_image, store_root):
     with isobox.Container(busybox_image, ["sh", "-c", "sleep 0.3; stty size; tty"], tty=True) as c:
         assert c.pty is not None
         c.resize(33, 101)
-        data = b""
-        while True:
-            try:
-                chunk = os.read(c.pty, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            data += chunk
+        data = read_terminal(c.pty)
         assert c.wait(5) == 0
     assert data.split() == [b"33", b"101", b"/dev/pts/0"]
 
@@ -299,15 +304,7 @@ def test_wait_distinguishes_signal_death_from_exit_code(busybox_image, store_roo
 def test_terminal_has_its_size_before_the_command_starts(busybox_image, store_root):
     with isobox.Container(busybox_image, ["stty", "size"], tty=True, tty_size=(40, 120)) as c:
         assert c.pty is not None
-        data = b""
-        while True:
-            try:
-                chunk = os.read(c.pty, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            data += chunk
+        data = read_terminal(c.pty)
         assert c.wait(5) == 0
     assert data.split() == [b"40", b"120"]
     with isobox.Container(busybox_image, ["sleep", "30"]) as c:

@@ -43,11 +43,10 @@ from .errors import (
 from .image import Image
 from .mounts import Bind, Mount, Tmpfs, Volume, plan_mounts
 from .rootfs import RootfsPlan
-from .store import Store
+from .store import Store, remove_tree
 from .result import RunResult
 from .users import ResolvedUser, resolve_user
 
-remove_tree = _idmap.remove_tree
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -16,7 +16,7 @@ import os
 import posixpath
 import stat
 import tarfile
-from typing import TYPE_CHECKING, Iterable, Iterator, List, Union
+from typing import TYPE_CHECKING, Iterable, Iterator, Union
 
 from . import native
 from .errors import ContainerError, InvalidOption

@@ -17,7 +17,7 @@ import attrs
 
 from . import idmap as _idmap
 from . import native
-from .container import remove_tree
+from .store import remove_tree
 from .errors import IsoboxError
 
 

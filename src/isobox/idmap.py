@@ -10,7 +10,6 @@ Two shapes, chosen once per container:
 
 from __future__ import annotations
 
-import errno
 import os
 import pathlib
 import pwd
@@ -162,31 +161,11 @@ def chown_in_userns(root: str, entries: "Sequence[Tuple[str, int, int, Optional[
 CLONE_NEWUSER = 0x10000000
 
 
-def remove_tree(path: pathlib.Path, ids: Optional[IdMap] = None) -> None:
-    """Remove a tree we made (container state, a layer); files created under other subuids
-    are removed from inside a user namespace with the same map (the caller cannot)."""
-    if not os.path.lexists(path):
-        return
-    try:
-        shutil.rmtree(path)
-        return
-    except PermissionError:
-        pass
-    # overlayfs leaves work/work with mode 000: make every directory ours to empty
-    for top, dirs, _ in os.walk(path):
-        for d in dirs:
-            p = os.path.join(top, d)
-            if not os.path.islink(p):
-                try:
-                    os.chmod(p, 0o700)
-                except OSError:
-                    pass
-    try:
-        shutil.rmtree(path)
-        return
-    except OSError as exc:
-        if os.geteuid() == 0 or exc.errno not in (errno.EPERM, errno.EACCES):
-            raise
+def remove_in_userns(path: pathlib.Path, ids: Optional[IdMap] = None) -> None:
+    """Remove a tree holding files of the caller's subordinate ids (a rootless container's
+    writes, a rootless pull's layers), which the caller cannot: from inside a user
+    namespace with the same map, by the native core (store.remove_tree calls this when a
+    plain removal is refused)."""
     ids = ids or for_caller()
     if not ids.helpers:
         raise StoreError(f"cannot remove {path}: permission denied")

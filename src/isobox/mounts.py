@@ -170,8 +170,7 @@ def volumes(store: object = None) -> List[VolumeInfo]:
 
 def remove_volume(name: str, store: object = None) -> None:
     """Delete a named volume and its data (`docker volume rm`)."""
-    from .container import remove_tree
-    from .store import Store
+    from .store import Store, remove_tree
 
     _volume_name(None, None, name)  # type: ignore[arg-type]
     remove_tree(Store.open(store).volumes / name)  # type: ignore[arg-type]

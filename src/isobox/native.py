@@ -308,10 +308,8 @@ def open_namespaces(pid: int, flags: int) -> Tuple[int, ...]:
     return tuple(fds)
 
 
-def join(spec: Spec, ns_fds: Sequence[int]) -> "Joined":
-    """Start a process inside the namespaces behind ns_fds (see open_namespaces).
-
-    Returns the joined process's pid once it has exec'd; raises SetupError otherwise."""
+def _start_join(spec: Spec, ns_fds: Sequence[int]) -> Child:
+    """The join helper (spawn.c: join_main), waiting for its go byte."""
     c, keep = _pack(spec)
     out = ffi.new("struct ib_child *")
     fds = ffi.new("int[]", list(ns_fds) or [-1])
@@ -319,7 +317,14 @@ def join(spec: Spec, ns_fds: Sequence[int]) -> "Joined":
     rc = lib.ib_join(c, fds, len(ns_fds), out)
     if rc < 0:
         raise SetupError("clone", -rc)
-    helper = Child(out.pid, -1, out.sync_fd, out.err_fd, spec, keep)
+    return Child(out.pid, -1, out.sync_fd, out.err_fd, spec, keep)
+
+
+def join(spec: Spec, ns_fds: Sequence[int]) -> "Joined":
+    """Start a process inside the namespaces behind ns_fds (see open_namespaces).
+
+    Returns the joined process's pid once it has exec'd; raises SetupError otherwise."""
+    helper = _start_join(spec, ns_fds)
     pid = -1
     try:
         os.write(helper.sync_fd, b"G")
@@ -353,15 +358,7 @@ def container_root(ns_fds: Sequence[int]) -> int:
 
     parent, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        spec = Spec(clone_flags=0, set_ids=False, root_sock=child_sock.fileno())
-        c, keep = _pack(spec)
-        out = ffi.new("struct ib_child *")
-        fds = ffi.new("int[]", list(ns_fds) or [-1])
-        keep.append(fds)
-        rc = lib.ib_join(c, fds, len(ns_fds), out)
-        if rc < 0:
-            raise SetupError("clone", -rc)
-        helper = Child(out.pid, -1, out.sync_fd, out.err_fd, spec, keep)
+        helper = _start_join(Spec(clone_flags=0, set_ids=False, root_sock=child_sock.fileno()), ns_fds)
         try:
             helper.release()
         finally:

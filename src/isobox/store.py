@@ -60,6 +60,7 @@ import attrs
 from .errors import DigestMismatch, StoreError
 
 if TYPE_CHECKING:
+    from .idmap import IdMap
     from .image import Image
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -274,7 +275,7 @@ def _make_removable(path: str) -> None:
         _make_removable(sub)
 
 
-def remove_tree(path: Union[str, pathlib.Path]) -> None:
+def remove_tree(path: Union[str, pathlib.Path], ids: "Optional[IdMap]" = None) -> None:
     """Remove a file or directory tree, including read-only and mode-000 directories and,
     without root, files owned by the caller's subordinate ids."""
     p = os.fspath(path)
@@ -300,9 +301,9 @@ def remove_tree(path: Union[str, pathlib.Path]) -> None:
             raise
         # Files a rootless unpack gave subordinate uids: only a user namespace with the
         # same map may remove them (as containers' state is removed).
-        from .idmap import remove_tree as remove_in_userns
+        from .idmap import remove_in_userns
 
-        remove_in_userns(pathlib.Path(p))
+        remove_in_userns(pathlib.Path(p), ids)
 
 
 def _tree_size(path: pathlib.Path) -> int:

@@ -66,7 +66,8 @@ from typing import IO, Any, Dict, Iterator, List, Mapping, NoReturn, Optional, S
 import attrs
 
 from . import errors as _errors
-from .container import NAME_RE, Container, _owner_alive, _signum, _unlink_name, remove_tree
+from .container import NAME_RE, Container, _owner_alive, _signum, _unlink_name
+from .store import remove_tree
 from .container import _env as _parse_env
 from .errors import ContainerError, ContainerNotFound, InvalidOption, IsoboxError, SetupError, Timeout
 from .mounts import Bind, Mount, Tmpfs, Volume

@@ -97,6 +97,7 @@ LAYER_MEDIA_TYPES = frozenset(
         "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
         "application/vnd.docker.image.rootfs.diff.tar",
         "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.docker.image.rootfs.diff.tar.zstd",
         "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
     }
 )
