@@ -83,8 +83,9 @@ KNOWN_DIFFERENCES = {
 
 
 class Podman:
-    """podman as root with private configuration, storage and state (see the shared notes
-    on this machine: no systemd, host rlimits, crun refuses hybrid cgroups so runc)."""
+    """podman with private configuration, storage and state (see the shared notes on this
+    machine: no systemd, host rlimits, crun refuses hybrid cgroups so runc). Without root
+    it is rootless podman, through the same user's subordinate ids as isobox."""
 
     def __init__(self, work: Path, registry_host: str) -> None:
         self.binary = require_tool("podman")
@@ -127,10 +128,16 @@ class Podman:
             "XDG_RUNTIME_DIR": str(self.runroot),
             "XDG_CONFIG_HOME": str(work / "config"),
         }
+        if not IS_ROOT:
+            # rootless podman keeps its caches under the user's data dir: keep them here
+            for d in ("home", "data"):
+                (work / d).mkdir()
+            self.env.update(HOME=str(work / "home"), XDG_DATA_HOME=str(work / "data"))
+            os.chmod(self.runroot, 0o700)
 
     def __call__(self, *args: str, check: bool = True) -> "subprocess.CompletedProcess[str]":
         cmd = [self.binary, *args]
-        if args[0] == "pull":
+        if args[0] == "pull" and IS_ROOT:
             # podman keeps its blob-info cache in /var/lib/containers/cache whatever the
             # storage root: give the pull a throw-away /var/lib in a private mount namespace
             cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
@@ -164,8 +171,6 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(deriver: Deriver, images: TestImages,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    if not IS_ROOT:
-        pytest.skip("podman comparison runs as root only (rootless podman needs its own set-up)")
     work = tmp_path_factory.mktemp("podman-diff")
     files = {
         "usr/local/bin/probe": (PROBE, 0o755),
