@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import shutil
 import subprocess
 import tempfile
@@ -157,6 +158,12 @@ class Podman:
         # podman's overlay mounts live in graphroot/overlay; remove them with podman itself
         self("rm", "--all", "--force", check=False)
         self("system", "reset", "--force", check=False)
+        # rootless podman leaves a pause process holding its user namespace
+        for pidfile in self.runroot.rglob("pause.pid"):
+            try:
+                os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+            except (ValueError, OSError):
+                pass
         shutil.rmtree(self.runroot, ignore_errors=True)
 
 
