@@ -938,6 +938,21 @@ class Container:
             for fd in cgroup_fds:
                 os.close(fd)
 
+    # -- readiness ------------------------------------------------------------------------------
+
+    def wait_for_port(self, port: int, timeout: float = 30.0) -> None:
+        """Return once something in the container listens on TCP ``port`` (seen in its
+        own network namespace); raise if it exits first or after ``timeout``."""
+        from . import wait
+
+        wait.wait_for_port(self, port, timeout)
+
+    def wait_for_log(self, pattern: Union[str, bytes, "re.Pattern[bytes]"], timeout: float = 30.0) -> None:
+        """Return once the container's output matches ``pattern`` (text or a regex)."""
+        from . import wait
+
+        wait.wait_for_log(self, pattern, timeout)
+
     # -- copies (docker cp) ---------------------------------------------------------------------
 
     def copy_to(self, host_path: Union[str, "os.PathLike[str]"], path: str) -> None:
