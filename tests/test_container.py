@@ -361,3 +361,23 @@ def test_init_holds_no_capabilities_and_no_host_command_line(busybox_image, stor
         assert text.split()[0] == "init"
         assert "python" not in text and "pytest" not in text
         assert "CapPrm:\t0000000000000000" in text and "CapEff:\t0000000000000000" in text
+
+
+def test_init_holds_none_of_its_owners_file_descriptors(busybox_image, store_root, tmp_path):
+    """The init is a copy of the Python process that never execs: it must not keep our
+    files open (a pipe it held would never report EOF to us)."""
+    r, w = os.pipe()
+    try:
+        with isobox.Container(busybox_image, ["sleep", "30"], init=True) as c:
+            os.close(w)
+            w = -1
+            # every write end is closed unless the init still holds its copy
+            import select
+
+            assert select.select([r], [], [], 2)[0] == [r]
+            assert os.read(r, 1) == b""
+            assert c.status == "running"
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)

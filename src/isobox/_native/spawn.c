@@ -764,9 +764,11 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
             drop_all_capabilities();
             hide_command_line(spec);
             prctl(PR_SET_NAME, (unsigned long)"init", 0, 0, 0);
-            close(err_fd);
-            for (int fd = 0; fd < 3; fd++)
-                close(fd);
+            /* It never execs, so close-on-exec never closes what it inherited from the
+             * Python process (other containers' lock files, pipes, sockets): close all. */
+            if (syscall(SYS_close_range, 0, ~0U, 0) < 0)
+                for (int fd = 0; fd < 65536; fd++)
+                    close(fd);
             init_loop(child, &all);
         }
         /* G: the init's death must take it along (it is also pid-namespace-bound). */
