@@ -331,6 +331,54 @@ def test_container_started_in_a_worker_thread_outlives_the_thread(busybox_image,
         c.remove(force=True)
 
 
+def test_starting_a_container_leaves_its_owners_attributes_alone(busybox_image, store_root, tmp_path):
+    """The child runs in the owner's memory until execve (spawn.c, ib_spawn_shared): what
+    it changes in itself must not reach the owner: dumpable (a uid change clears it on
+    the shared memory), umask, cwd, rlimits, signal handlers."""
+    import ctypes
+    import resource
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_GET_DUMPABLE = 3
+    before = (libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), os.umask(0o022), os.getcwd(),
+              resource.getrlimit(resource.RLIMIT_NOFILE), signal.getsignal(signal.SIGINT))
+    os.umask(before[1])
+    result = sh(busybox_image, "id -u; ulimit -n; umask; pwd", user="1000:1000",
+                rlimits={"nofile": (256, 512)}, workdir="/tmp")
+    assert result.stdout.split() == [b"1000", b"256", b"0022", b"/tmp"]
+    after = (libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), os.umask(0o022), os.getcwd(),
+             resource.getrlimit(resource.RLIMIT_NOFILE), signal.getsignal(signal.SIGINT))
+    os.umask(after[1])
+    assert after == before
+    assert before[0] == 1
+    # and the next child's namespaces can still be opened (they could not while the
+    # shared memory stayed non-dumpable, rootless)
+    assert sh(busybox_image, "id -u", user="1000:1000").stdout == b"1000\n"
+
+
+def test_containers_start_from_many_threads_while_the_owner_allocates(busybox_image, store_root):
+    """Starts serialise on the spawner thread while other threads run Python in the
+    memory the children share until they exec."""
+    import threading
+
+    results: dict = {}
+
+    def worker(n: int) -> None:
+        results[n] = [sh(busybox_image, f"echo {n}-{i}").stdout for i in range(6)]
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    junk = []
+    while any(t.is_alive() for t in threads):
+        junk.append([str(i) * 10 for i in range(2000)])  # churn the allocator meanwhile
+        if len(junk) > 50:
+            junk.clear()
+    for t in threads:
+        t.join()
+    assert results == {n: [f"{n}-{i}\n".encode() for i in range(6)] for n in range(6)}
+
+
 def test_more_layers_than_one_mount_option_can_hold(busybox_rootfs, store_root, tmp_path):
     """overlayfs's legacy option string is limited to a page; isobox adds layers one by
     one (fsconfig "lowerdir+") so long layer lists still mount."""

@@ -218,25 +218,32 @@ class _Spawner(threading.Thread):
                 box.append(exc)
             done.set()
 
+    def submit(self, fn: Callable[[], Any]) -> Tuple[threading.Event, List[Any]]:
+        done = threading.Event()
+        box: List[Any] = []
+        with self.cond:
+            self.requests.append((fn, done, box))
+            self.cond.notify()
+        return done, box
+
 
 T = TypeVar("T")
 
 
-def in_spawner(fn: Callable[[], T]) -> T:
-    """Run fn (which clones) on a thread that lives as long as the process."""
+def _the_spawner() -> _Spawner:
     global _spawner
-    if threading.current_thread() is threading.main_thread():
-        return fn()
     with _spawner_lock:
-        if _spawner is None or not _spawner.is_alive():
+        if _spawner is None or not _spawner.is_alive():  # also after a fork
             _spawner = _Spawner()
             _spawner.start()
-        spawner = _spawner
-    done = threading.Event()
-    box: List[Any] = []
-    with spawner.cond:
-        spawner.requests.append((fn, done, box))
-        spawner.cond.notify()
+        return _spawner
+
+
+def in_spawner(fn: Callable[[], T]) -> T:
+    """Run fn (which clones) on a thread that lives as long as the process."""
+    if threading.current_thread() is threading.main_thread():
+        return fn()
+    done, box = _the_spawner().submit(fn)
     done.wait()
     if isinstance(box[0], BaseException):
         raise box[0]
@@ -244,8 +251,17 @@ def in_spawner(fn: Callable[[], T]) -> T:
     return result
 
 
+def _on_spawner(fn: Callable[[], object]) -> None:
+    """Run fn on the spawner thread without waiting for it: a shared-memory clone keeps
+    that thread asleep until the child has exec'd, while this one releases the child."""
+    _the_spawner().submit(fn)
+
+
 def spawn_child(spec: native.Spec) -> native.Child:
-    return in_spawner(lambda: native.spawn(spec))
+    if spec.init:
+        # the init never execs: its clone cannot share our memory (spawn.c)
+        return in_spawner(lambda: native.spawn(spec))
+    return native.spawn_shared(spec, _on_spawner)
 
 
 # --- state on disk ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 import struct
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import attrs
 
@@ -285,6 +285,45 @@ def spawn(spec: Spec) -> Child:
     if rc < 0:
         raise SetupError("clone", -rc, _clone_advice(-rc, spec.clone_flags))
     return Child(out.pid, out.pidfd, out.sync_fd, out.err_fd, spec, keep)
+
+
+def spawn_shared(spec: Spec, elsewhere: Callable[[Callable[[], object]], None]) -> Child:
+    """Clone the child in our own memory (spawn.c: ib_spawn_shared, the fast path); it
+    waits for `Child.release`.  ``elsewhere`` runs the clone on another, long-lived thread,
+    which sleeps until the child has exec'd; this thread does the parent's side."""
+    c, keep = _pack(spec)
+    out = ffi.new("struct ib_child *")
+    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+
+    def clone() -> object:
+        # holds the spec's buffers until the child no longer reads them
+        return lib.ib_spawn_shared(c, sync_r, err_w, sync_w, err_r, out), keep
+
+    try:
+        elsewhere(clone)
+    except BaseException:
+        for fd in (sync_r, sync_w, err_r, err_w):
+            os.close(fd)
+        raise
+    try:
+        record = _read_record(err_r)
+        if record is None:
+            raise SetupError("clone", _errno.ESRCH, "the child died before it was set up")
+        if record[0] == lib.IB_STEP_CLONE:
+            raise SetupError("clone", record[1], _clone_advice(record[1], spec.clone_flags))
+        if record[0] != lib.IB_STEP_READY:
+            raise failure(spec, *record)
+        pid = out.pid
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # Linux < 5.3
+            pidfd = -1
+    except BaseException:
+        os.close(sync_w)  # the child sees EOF and exits
+        os.close(err_r)
+        raise
+    return Child(pid, pidfd, sync_w, err_r, spec, keep)
 
 
 # The order namespaces are joined in: user first, since it grants the rights to join the

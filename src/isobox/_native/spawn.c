@@ -2,7 +2,9 @@
  *
  * Three processes take part:
  *   P  the Python process (parent side, this file's ib_spawn and then Python code);
- *   C  the child made by clone3() in new namespaces; it becomes the container's pid 1;
+ *   C  the child made by clone in new namespaces; it becomes the container's pid 1.
+ *      ib_spawn_shared (the usual path) runs C in P's memory until its execve, as
+ *      posix_spawn does; ib_spawn (init=1) and ib_join make a copy of P;
  *   G  with init=1 only: C forks G, G execs the command and C stays as a minimal init.
  *
  * Two pipes, each one way (as BenchExec explains: with one pipe a sender might read the
@@ -37,11 +39,14 @@
 #include <linux/sched.h>
 #include <net/if.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <termios.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -779,10 +784,17 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
     _exit(127);
 }
 
-__attribute__((noreturn)) static void child_main(const struct ib_spec *spec, int sync_fd, int err_fd)
+__attribute__((noreturn)) static void child_main(const struct ib_spec *spec, int sync_fd, int err_fd,
+                                                 int announce)
 {
     child_err_fd = err_fd;
     reset_signals();
+    if (announce) {
+        /* shared memory: the parent's pid and pipes are ours to use once we say so */
+        struct ib_fail ready = {.step = IB_STEP_READY, .err = 0};
+        if (write(err_fd, &ready, sizeof ready) != (ssize_t)sizeof ready)
+            _exit(126);
+    }
     wait_for_go(sync_fd);
 
     TRY(IB_STEP_SETSID, setsid());
@@ -895,7 +907,7 @@ static int start_child(const struct ib_spec *spec, unsigned long long flags, int
         close(err_pipe[0]);
         if (ns_fds)
             join_main(spec, ns_fds, n_fds, sync_pipe[0], err_pipe[1]);
-        child_main(spec, sync_pipe[0], err_pipe[1]);
+        child_main(spec, sync_pipe[0], err_pipe[1], 0);
     }
     saved = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -925,6 +937,100 @@ fail:
 int ib_spawn(const struct ib_spec *spec, struct ib_child *out)
 {
     return start_child(spec, spec->clone_flags, 1, NULL, 0, out);
+}
+
+/* ---- spawning in shared memory (the fast path) ---------------------------------------- */
+
+/* A copy of the Python process costs its page tables twice: copied by clone, torn down
+ * again by execve (about 2 ms for a 30 MB interpreter).  Like posix_spawn, this path
+ * clones with CLONE_VM | CLONE_VFORK onto a stack of its own: the child runs in our memory
+ * and writes only that stack (the child code above uses syscalls only: no malloc, no
+ * stdio, no globals but child_err_fd), and the calling thread sleeps in the kernel until
+ * the child has exec'd or exited.  Its errno and TLS are the sleeping thread's.
+ *
+ * The parent's side (id maps, cgroups, the go byte) must then come from another thread,
+ * which created the pipes: it reads IB_STEP_READY on err_r, finds the pid in out->pid
+ * (CLONE_PARENT_SETTID stores it before the child runs), and goes on as with ib_spawn.
+ * This thread owns the child's ends (sync_r, err_w) and closes them on return, so the
+ * other thread reads EOF once the child has exec'd or died, whatever happened.  A clone
+ * failure is written to err_w as an IB_STEP_CLONE record.
+ *
+ * Not for init=1: the init never execs, so this thread would sleep forever. */
+
+#define IB_STACK_SIZE (1024 * 1024)
+
+static pthread_mutex_t shared_stack_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *shared_stack; /* lowest page is a guard page */
+
+struct shared_args {
+    const struct ib_spec *spec;
+    int sync_r, err_w, sync_w, err_r;
+};
+
+static int shared_child(void *p)
+{
+    const struct shared_args *a = p; /* in the sleeping parent's frame */
+    close(a->sync_w);
+    close(a->err_r);
+    child_main(a->spec, a->sync_r, a->err_w, 1);
+}
+
+int ib_spawn_shared(const struct ib_spec *spec, int sync_r, int err_w, int sync_w, int err_r,
+                    struct ib_child *out)
+{
+    struct shared_args args = {.spec = spec, .sync_r = sync_r, .err_w = err_w,
+                               .sync_w = sync_w, .err_r = err_r};
+    sigset_t all, old;
+    int pid, dumpable, saved = 0;
+
+    out->pid = -1;
+    out->pidfd = -1;
+    out->sync_fd = sync_w;
+    out->err_fd = err_r;
+    if (spec->init) {
+        saved = EINVAL;
+        goto done;
+    }
+    pthread_mutex_lock(&shared_stack_lock);
+    if (!shared_stack) {
+        char *stack = mmap(NULL, IB_STACK_SIZE, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (stack == MAP_FAILED || mprotect(stack, 4096, PROT_NONE) < 0) {
+            saved = errno;
+            if (stack != MAP_FAILED)
+                munmap(stack, IB_STACK_SIZE);
+            pthread_mutex_unlock(&shared_stack_lock);
+            goto done;
+        }
+        shared_stack = stack;
+    }
+    dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+    /* No signal handler of Python's may run in the child: block all around clone. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid = clone(shared_child, shared_stack + IB_STACK_SIZE,
+                (int)spec->clone_flags | CLONE_VM | CLONE_VFORK | CLONE_PARENT_SETTID | SIGCHLD,
+                &args, &out->pid);
+    saved = pid < 0 ? errno : 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    /* The child's setresuid made our shared mm non-dumpable (commit_creds), which kept
+     * the host's users of its new uid out of our memory until its execve; it is ours
+     * alone again: put the flag back, or /proc/<pid>/ns of the next child is closed. */
+    if ((dumpable == 0 || dumpable == 1) && prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != dumpable)
+        prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0);
+    pthread_mutex_unlock(&shared_stack_lock);
+
+done:
+    if (saved) {
+        struct ib_fail rec = {.step = IB_STEP_CLONE, .err = saved};
+        ssize_t n;
+        do
+            n = write(err_w, &rec, sizeof rec);
+        while (n < 0 && errno == EINTR);
+    }
+    close(sync_r);
+    close(err_w);
+    return -saved;
 }
 
 /* Starts a process inside the namespaces behind ns_fds, in order (exec).

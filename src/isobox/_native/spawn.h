@@ -42,6 +42,8 @@ enum {
     IB_STEP_SECCOMP,      /* install the seccomp filter */
     IB_STEP_SEND_ROOT,    /* send the container's root directory to the parent (copy) */
     IB_STEP_CGROUP,       /* enter the container's cgroups (exec) */
+    IB_STEP_READY,        /* not a failure: the child is waiting for its go byte (shared) */
+    IB_STEP_CLONE,        /* clone itself (ib_spawn_shared reports it on the error pipe) */
     IB_STEP_PLAN = 1000,
 };
 
@@ -136,6 +138,8 @@ struct ib_child {
 };
 
 int ib_spawn(const struct ib_spec *spec, struct ib_child *out);
+int ib_spawn_shared(const struct ib_spec *spec, int sync_r, int err_w, int sync_w, int err_r,
+                    struct ib_child *out);
 int ib_join(const struct ib_spec *spec, const int *ns_fds, int n_fds, struct ib_child *out);
 
 #endif
