@@ -95,6 +95,28 @@ def test_image_user_is_the_default(busybox_rootfs, store_root):
     assert isobox.run(image_with(busybox_rootfs, user="app"), ["id", "-u"]).stdout == b"1000\n"
 
 
+def test_edits_to_the_user_database_are_seen_by_the_next_start(busybox_rootfs, store_root, tmp_path):
+    """passwd and group are cached between starts (users.py): an edit must show, and a
+    directory swapped for a symlink to elsewhere must still not be followed."""
+    import shutil
+
+    needs_ids()
+    root = tmp_path / "root"
+    shutil.copytree(busybox_rootfs, root, symlinks=True)
+    image = isobox.Image.from_directory(root)
+    with pytest.raises(isobox.InvalidOption, match="alice"):
+        isobox.run(image, ["id", "-u"], user="alice")
+    with open(root / "etc" / "passwd", "a") as f:
+        f.write("alice:x:1234:1234::/home/alice:/bin/sh\n")
+    assert isobox.run(image, ["id", "-u"], user="alice").stdout == b"1234\n"
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(root / "etc", elsewhere)
+    shutil.rmtree(root / "etc")
+    os.symlink(elsewhere, root / "etc")
+    with pytest.raises(isobox.InvalidOption, match="alice"):
+        isobox.run(image, ["id", "-u"], user="alice")
+
+
 def test_unknown_user_name_is_refused_before_start(busybox_image, store_root):
     with pytest.raises(isobox.InvalidOption, match="unable to find user nosuch"):
         isobox.run(busybox_image, ["id"], user="nosuch")

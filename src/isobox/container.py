@@ -268,9 +268,15 @@ def spawn_child(spec: native.Spec) -> native.Child:
 
 
 def _write_json(path: pathlib.Path, doc: Mapping[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
+    tmp = f"{path}.tmp"
+    data = json.dumps(doc).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 

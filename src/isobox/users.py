@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import attrs
 
@@ -27,14 +27,33 @@ class ResolvedUser:
     name: Optional[str] = None
 
 
+# Every container start reads passwd and group.  A file found in the image's top layer is
+# read again only when its lstat identity changes: nothing above it can hide it, and a
+# symlink swapped in for a parent directory leads lstat to another file.
+_top_layer_cache: Dict[Tuple[str, str], Tuple[Tuple[int, ...], str]] = {}
+
+
+def _identity(st: os.stat_result) -> Tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+
+
 def read_image_file(layers: Sequence[pathlib.Path], relpath: str) -> Optional[str]:
     """The file as the container would see it: the topmost layer that has it wins.
 
     Components that are symlinks are not followed (a hostile image could point etc/ at
     the host's /etc); a whiteout or a non-regular file hides it."""
+    if layers:
+        top = os.path.join(layers[-1], relpath.strip("/"))
+        cached = _top_layer_cache.get((str(layers[-1]), relpath))
+        if cached is not None:
+            try:
+                if _identity(os.lstat(top)) == cached[0]:
+                    return cached[1]
+            except OSError:
+                pass
     parts = relpath.strip("/").split("/")
-    for layer in reversed(list(layers)):
-        state, path = _find(layer, parts)
+    for index in range(len(layers) - 1, -1, -1):
+        state, path = _find(layers[index], parts)
         if state == "hidden":
             return None
         if state == "absent" or path is None:
@@ -44,7 +63,11 @@ def read_image_file(layers: Sequence[pathlib.Path], relpath: str) -> Optional[st
         except OSError:
             continue
         with os.fdopen(fd, "rb") as f:
-            return f.read(MAX_DB_SIZE).decode("utf-8", "replace")
+            identity = _identity(os.fstat(f.fileno()))
+            text = f.read(MAX_DB_SIZE).decode("utf-8", "replace")
+        if index == len(layers) - 1:
+            _top_layer_cache[(str(layers[index]), relpath)] = (identity, text)
+        return text
     return None
 
 
