@@ -138,7 +138,10 @@ def main() -> None:
 
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env.update(ISOBOX_ROOT=str(tmp / "isobox"), PYTHONPYCACHEPREFIX=str(tmp / "pycache"))
-        isobox = f"{sys.executable} -m isobox"
+        # the command users type: the console script beside this interpreter (not
+        # `python -m isobox`, which also pays for runpy)
+        script = os.path.join(os.path.dirname(sys.executable), "isobox")
+        isobox = script if os.path.exists(script) else f"{sys.executable} -m isobox"
         check([sys.executable, "-m", "isobox", "pull", "-q", ref], env)
         check([sys.executable, "-m", "isobox", "run", "--rm", ref, "true"], env)  # writes the bytecode
 

@@ -169,6 +169,28 @@ def test_remove_tree_removes_read_only_and_mode_000_directories(tmp_path):
     remove_tree(tmp_path / "t")  # already gone: fine
 
 
+def test_remove_tree_never_follows_symlinks_and_handles_deep_trees(tmp_path):
+    """The C walk (native ib_remove_tree) unlinks a link, never what it points at, and
+    hands trees deeper than its stack allows to the Python walk."""
+    outside = tmp_path / "outside"
+    (outside / "keep").mkdir(parents=True)
+    os.chmod(outside, 0o750)
+    t = tmp_path / "t"
+    (t / "sticky").mkdir(parents=True)
+    os.symlink(outside, t / "sticky" / "link")
+    os.symlink(outside / "keep", t / "dirlink")
+    os.chmod(t / "sticky", 0o1777)
+    deep = t / "deep"
+    for _ in range(100):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    (deep / "f").write_text("x")
+    remove_tree(t)
+    assert not t.exists()
+    assert (outside / "keep").is_dir()
+    assert stat.S_IMODE(os.stat(outside).st_mode) == 0o750
+
+
 def test_tag_records_follow_the_tag_and_forget_a_moved_tag(store):
     a, b, c = digest_of("index a"), digest_of("manifest amd64"), digest_of("manifest arm64")
     store.tag_image("docker.io/library/x:1", a, ("linux/amd64/v4", "linux/amd64"), b)

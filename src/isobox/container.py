@@ -19,17 +19,14 @@ import os
 import pathlib
 import re
 import select
-import shlex
 import signal as _signal
-import socket
 import threading
 import time
 from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union, overload
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 
-from . import idmap as _idmap
 from . import native
 from . import cgroups as _cgroups
 from . import seccomp as _seccomp
@@ -46,6 +43,11 @@ from .rootfs import RootfsPlan
 from .store import Store, remove_tree
 from .result import RunResult
 from .users import ResolvedUser, resolve_user
+
+if TYPE_CHECKING:
+    import socket
+
+    from . import idmap as _idmap
 
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -74,6 +76,8 @@ def _command(value: Command) -> Optional[Tuple[str, ...]]:
     if value is None:
         return None
     if isinstance(value, str):
+        import shlex
+
         return tuple(shlex.split(value))
     if isinstance(value, bytes):
         raise InvalidOption("command must be a string or a list of strings, not bytes")
@@ -465,7 +469,12 @@ class Container:
         if not in_userns and os.geteuid() != 0:
             raise InvalidOption("userns=False needs root")
         user = resolve_user(cfg.user if cfg.user is not None else self.image.config.user, self.image.layers)
-        ids = _idmap.for_caller() if in_userns else None
+        if in_userns:
+            from . import idmap as _idmap  # rootless only
+
+            ids: Optional[_idmap.IdMap] = _idmap.for_caller()
+        else:
+            ids = None
         if ids is not None:
             for kind, value, mapped in (("uid", user.uid, ids.maps_uid), ("gid", user.gid, ids.maps_gid)):
                 if not mapped(value):
@@ -1056,13 +1065,17 @@ class Container:
         return f"<Container {self.name} {self._status.value} {' '.join(self.argv)!r}>"
 
 
-def _socketpair() -> Tuple[socket.socket, socket.socket]:
+def _socketpair() -> "Tuple[socket.socket, socket.socket]":
+    import socket  # only a tty needs one
+
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     return a, b
 
 
-def _receive_fd(sock: socket.socket) -> int:
+def _receive_fd(sock: "socket.socket") -> int:
     """The pty master the child sent (spawn.c: setup_console)."""
+    import socket
+
     _, fds, _, _ = socket.recv_fds(sock, 1, 1)
     if not fds:
         raise ContainerError("the container did not send its terminal")

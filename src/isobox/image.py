@@ -14,7 +14,6 @@ The registry client (and with it ``requests``) is imported only when a pull need
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -366,6 +365,8 @@ def _check_config(raw: bytes, manifest_layers: int, where: str) -> Dict[str, Any
 def chain_ids(diff_ids: Sequence[str]) -> List[str]:
     """OCI chain IDs: ChainID(L0) = DiffID(L0), ChainID(Ln) = sha256(ChainID(Ln-1) + " " +
     DiffID(Ln)): a name for a layer together with everything below it."""
+    import hashlib  # pulls only: running a cached image never hashes
+
     out: List[str] = []
     for diff_id in diff_ids:
         out.append(diff_id if not out else "sha256:" + hashlib.sha256(
@@ -385,6 +386,8 @@ def _install(
     where = f"{reference} ({manifest.digest})"
     config_digest = manifest.config.digest
     algorithm = config_digest.partition(":")[0]
+    import hashlib
+
     if f"{algorithm}:{hashlib.new(algorithm, resolved.config).hexdigest()}" != config_digest:
         raise DigestMismatch(f"{where}: the config does not hash to {config_digest}")
     doc = _check_config(resolved.config, len(manifest.layers), where)

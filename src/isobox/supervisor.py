@@ -57,7 +57,6 @@ import select
 import signal as _signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -952,6 +951,8 @@ def run_detached(
         "auto_remove": auto_remove,
         "stop_timeout": stop_timeout,
     }
+    import subprocess  # only `run -d` starts a supervisor
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "isobox.supervisor"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -200,10 +200,10 @@ struct linux_dirent64 {
     char d_name[];
 };
 
-static int empty_dir(int dirfd, int depth)
+static int empty_dir(int dirfd, int depth, int max_depth)
 {
     char buf[2048];
-    if (depth > 4096) {
+    if (depth > max_depth) {
         errno = ELOOP;
         return -1;
     }
@@ -227,11 +227,13 @@ static int empty_dir(int dirfd, int depth)
                 return -1;
             /* A directory: make it searchable and writable (overlayfs leaves work/work
              * with mode 000), empty it, remove it. */
-            fchmodat(dirfd, d->d_name, 0700, 0);
+            /* never through a symlink: an entry that unlinkat refused (EPERM in a sticky
+             * directory) may be one; glibc does NOFOLLOW without following (fchmodat2) */
+            fchmodat(dirfd, d->d_name, 0700, AT_SYMLINK_NOFOLLOW);
             int sub = openat(dirfd, d->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             if (sub < 0)
                 return -1;
-            int rc = empty_dir(sub, depth + 1);
+            int rc = empty_dir(sub, depth + 1, max_depth);
             close(sub);
             if (rc < 0 || unlinkat(dirfd, d->d_name, AT_REMOVEDIR) < 0)
                 return -1;
@@ -244,14 +246,22 @@ static int empty_dir(int dirfd, int depth)
     }
 }
 
-static int do_rmtree(const char *path)
+static int do_rmtree(const char *path, int max_depth)
 {
     cleanup_close int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return errno == ENOENT ? 0 : -1;
-    if (empty_dir(fd, 0) < 0)
+    if (empty_dir(fd, 0, max_depth) < 0)
         return -1;
     return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* The same removal for Python (store.remove_tree: a container's directory after it ran),
+ * on the calling thread's stack, so only as deep as 2 KiB a level allows there: ELOOP
+ * beyond 64 levels, and the caller falls back to its own walk.  0 or -errno. */
+int ib_remove_tree(const char *path)
+{
+    return do_rmtree(path, 64) < 0 ? -errno : 0;
 }
 
 static int do_pivot(const char *newroot)
@@ -403,7 +413,7 @@ static int run_op(const struct ib_op *ops, int i, int *fds)
                          "size=0,mode=0555");
         return mount("/dev/null", op->target, NULL, MS_BIND, NULL);
     case IB_OP_RMTREE:
-        return do_rmtree(op->target);
+        return do_rmtree(op->target, 4096);
     case IB_OP_PIVOT:
         return do_pivot(op->target);
     case IB_OP_OPEN_TREE:
