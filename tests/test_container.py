@@ -4,6 +4,7 @@ as root and as an unprivileged user (CI runs this file both ways)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pathlib
 import signal
@@ -354,6 +355,23 @@ def test_starting_a_container_leaves_its_owners_attributes_alone(busybox_image, 
     # and the next child's namespaces can still be opened (they could not while the
     # shared memory stayed non-dumpable, rootless)
     assert sh(busybox_image, "id -u", user="1000:1000").stdout == b"1000\n"
+
+
+def test_a_failed_clone_is_reported_and_leaks_nothing():
+    """The spawner thread reports its own clone's failure on the error pipe (spawn.c:
+    ib_spawn_shared); CLONE_THREAD without CLONE_SIGHAND makes the kernel refuse it."""
+    from isobox import container, native
+
+    fds_before = sorted(os.listdir("/proc/self/fd"))
+    spec = native.Spec(clone_flags=0x00010000, set_ids=False)  # CLONE_THREAD
+    with no_new_children():
+        with pytest.raises(isobox.SetupError, match="clone") as info:
+            native.spawn_shared(spec, container._on_spawner)
+    assert info.value.errno == errno.EINVAL
+    deadline = time.monotonic() + 5  # the spawner thread closes its ends after the record
+    while sorted(os.listdir("/proc/self/fd")) != fds_before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(os.listdir("/proc/self/fd")) == fds_before
 
 
 def test_containers_start_from_many_threads_while_the_owner_allocates(busybox_image, store_root):
