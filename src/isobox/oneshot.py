@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from typing import Any, Optional, Sequence, Union
 
 from .container import Container
@@ -42,6 +41,8 @@ def run(
     if input is not None:
         if "stdin" in options:
             raise ValueError("stdin and input cannot both be given")
+        import tempfile  # only for input=
+
         stdin_file = tempfile.TemporaryFile()
         stdin_file.write(input)
         stdin_file.seek(0)

@@ -363,7 +363,14 @@ class Store:
         store = cls(default_root() if root is None else root)
         try:
             for sub in SUBDIRS:
-                (store.root / sub).mkdir(parents=True, exist_ok=True, mode=0o700 if sub == "tmp" else 0o755)
+                path = os.path.join(store.root, sub)
+                try:
+                    os.mkdir(path, 0o700 if sub == "tmp" else 0o755)  # one syscall when present
+                except FileExistsError:
+                    if not os.path.isdir(path):
+                        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path) from None
+                except FileNotFoundError:
+                    (store.root / sub).mkdir(parents=True, exist_ok=True, mode=0o700 if sub == "tmp" else 0o755)
         except OSError as exc:
             raise StoreError(f"cannot create the store at {store.root}: {exc.strerror}") from exc
         return store
