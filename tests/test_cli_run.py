@@ -789,3 +789,33 @@ def test_run_limits_and_seccomp_flags(root):
                          "busybox", "sh", "-c", "x=a; while true; do x=$x$x; done")
         assert oom.returncode == 128 + 9, oom
     assert container_dirs(root) == []
+
+
+QUICK_EXIT = """
+import atexit, sys, threading, time
+class Finalized:
+    def __del__(self):
+        print("finalized", flush=True)
+keep = Finalized()  # freed only by the interpreter's teardown
+atexit.register(lambda: print("atexit ran", flush=True))
+if sys.argv[1] == "thread":
+    threading.Thread(target=lambda: (time.sleep(0.3), print("late thread", flush=True))).start()
+sys.argv = ["isobox", "--root", sys.argv[2], "images"]
+from isobox.cli import entry
+print("before", end="")  # unflushed: the quick exit must flush it
+entry()
+"""
+
+
+@pytest.mark.parametrize("case", ["plain", "thread"])
+def test_the_command_exits_quickly_but_keeps_what_an_exit_owes(case, tmp_path):
+    """cli.entry skips the interpreter's teardown with os._exit: stdout is still flushed,
+    atexit handlers still run, and a non-daemon thread is still waited for (by the
+    ordinary exit, which then also tears down)."""
+    done = subprocess.run([sys.executable, "-c", QUICK_EXIT, case, str(tmp_path / "store")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("beforeREPOSITORY")
+    assert "atexit ran" in done.stdout
+    assert ("late thread" in done.stdout) == (case == "thread")
+    assert ("finalized" in done.stdout) == (case == "thread")  # teardown only when waited

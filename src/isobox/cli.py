@@ -1283,3 +1283,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+
+
+def entry() -> NoReturn:
+    """The `isobox` command (console script and ``python -m isobox``): `main`, then a
+    quick exit.
+
+    Tearing the interpreter down, every module and object freed one by one, costs ~5 ms
+    of each command after its work is done. What an exit owes is done here (stdout and
+    stderr flushed, atexit handlers run), then os._exit. A non-daemon thread still
+    running gets the ordinary exit, which waits for it."""
+    code = main()
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if any(not t.daemon for t in others):
+        sys.exit(code)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(code)  # let the interpreter report it as it would
+    import atexit
+
+    atexit._run_exitfuncs()
+    os._exit(code)
