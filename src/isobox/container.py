@@ -197,7 +197,10 @@ class Status(str, enum.Enum):
 #
 # PR_SET_PDEATHSIG fires when the *thread* that cloned the child exits, not the process
 # (prctl(2)).  A container started from a short-lived worker thread would die with it, so
-# clones from threads other than the main thread are made by one long-lived daemon thread.
+# clones are made by one long-lived daemon thread.  A shared-memory clone (the usual one,
+# spawn.c: ib_spawn_shared) keeps that thread asleep until the child execs, so it always
+# goes there, and the calling thread does the parent's side meanwhile; the copying clones
+# (init=True, exec's join) go there only from threads other than the main thread.
 # This is process-wide by nature (it is about the process's threads), hence module-level.
 
 _spawner_lock = threading.Lock()
