@@ -272,24 +272,6 @@ class PruneReport:
 # -- filesystem helpers -----------------------------------------------------------------
 
 
-def _make_removable(path: str) -> None:
-    """Give the owner rwx on every directory below ``path`` (top-down, so a mode-000
-    directory is opened only after it was fixed). Image layers hold such directories;
-    root ignores the modes, a rootless store owner must chmod first."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        return
-    if st.st_mode & 0o700 != 0o700:
-        os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700)
-    with os.scandir(path) as entries:
-        subdirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
-    for sub in subdirs:
-        _make_removable(sub)
-
-
 def remove_tree(path: Union[str, pathlib.Path], ids: "Optional[IdMap]" = None) -> None:
     """Remove a file or directory tree, including read-only and mode-000 directories and,
     without root, files owned by the caller's subordinate ids."""
@@ -305,18 +287,11 @@ def remove_tree(path: Union[str, pathlib.Path], ids: "Optional[IdMap]" = None) -
 
     if lib.ib_remove_tree(ffi.new("char[]", os.fsencode(p))) == 0:
         return  # the usual case, in C: mode-000 dirs (overlay's work/work) included
-    import shutil
+    # deeper than the C walk goes, or not ours to remove
+    from .unpack import remove_tree as remove_layer_tree
 
     try:
-        shutil.rmtree(p)  # deeper than the C walk goes
-        return
-    except FileNotFoundError:
-        return
-    except OSError:
-        pass
-    try:
-        _make_removable(p)
-        shutil.rmtree(p)
+        remove_layer_tree(p)  # iterative, makes read-only and mode-000 directories ours
     except PermissionError:
         if os.geteuid() == 0:
             raise
