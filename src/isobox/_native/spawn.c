@@ -5,7 +5,8 @@
  *   C  the child made by clone in new namespaces; it becomes the container's pid 1.
  *      ib_spawn_shared (the usual path) runs C in P's memory until its execve, as
  *      posix_spawn does; ib_spawn (init=1) and ib_join make a copy of P;
- *   G  with init=1 only: C forks G, G execs the command and C stays as a minimal init.
+ *   G  with init=1 only: C clones G in its own memory (CLONE_VM | CLONE_VFORK), G execs
+ *      the command and C stays as a minimal init.
  *
  * Two pipes, each one way (as BenchExec explains: with one pipe a sender might read the
  * bytes it has just sent itself):
@@ -699,6 +700,18 @@ static void wait_for_go(int sync_fd)
         _exit(126); /* P died or gave up before release: nothing to report to */
 }
 
+/* G under init=1: the init's death must take it along (it is also pid-namespace-bound). */
+#define IB_INIT_STACK_SIZE (256 * 1024)
+
+static int init_command(void *p)
+{
+    const struct ib_spec *spec = p;
+    TRY(IB_STEP_REARM_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
+    unblock_signals();
+    exec_command(spec);
+    _exit(127);
+}
+
 /* Everything after the filesystem: the process's attributes, then execve.  Shared by the
  * container's first process and by processes joined to it (exec). */
 __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec, int sync_fd, int err_fd)
@@ -766,28 +779,34 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
     }
 
     if (spec->init) {
-        sigfillset(&all);
-        pid_t child = fork(); /* plain fork is fine: this copy is single-threaded by now */
+        /* The init is a copy of the Python process that never execs: before the command
+         * can run, keep its memory and /proc/1/exe (the host's interpreter) out of the
+         * container's reach (CVE-2019-5736) and hide the host's command line it still
+         * carries. */
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+        hide_command_line(spec);
+        prctl(PR_SET_NAME, (unsigned long)"init", 0, 0, 0);
+        /* G runs in our memory until its execve (as ib_spawn_shared does), so this copy
+         * is not copied again; we sleep meanwhile.  The seccomp filter allows it: it
+         * asks for no namespace. */
+        char *stack = mmap(NULL, IB_INIT_STACK_SIZE, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (stack == MAP_FAILED)
+            fail(IB_STEP_INIT_FORK, errno);
+        pid_t child = clone(init_command, stack + IB_INIT_STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD,
+                            (void *)spec);
         if (child < 0)
             fail(IB_STEP_INIT_FORK, errno);
-        if (child > 0) {
-            /* The init is a copy of the Python process that never execs: keep its memory
-             * and /proc/1/exe (the host's interpreter) out of the container's reach
-             * (CVE-2019-5736), drop every capability (signalling its own child needs
-             * none), and hide the host's command line it still carries. */
-            prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-            drop_all_capabilities();
-            hide_command_line(spec);
-            prctl(PR_SET_NAME, (unsigned long)"init", 0, 0, 0);
-            /* It never execs, so close-on-exec never closes what it inherited from the
-             * Python process (other containers' lock files, pipes, sockets): close all. */
-            if (syscall(SYS_close_range, 0, ~0U, 0) < 0)
-                for (int fd = 0; fd < 65536; fd++)
-                    close(fd);
-            init_loop(child, &all);
-        }
-        /* G: the init's death must take it along (it is also pid-namespace-bound). */
-        TRY(IB_STEP_REARM_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
+        munmap(stack, IB_INIT_STACK_SIZE);
+        /* Signalling its own child needs no capability: drop them all.  It never execs,
+         * so close-on-exec never closes what it inherited from the Python process (other
+         * containers' lock files, pipes, sockets): close all. */
+        drop_all_capabilities();
+        if (syscall(SYS_close_range, 0, ~0U, 0) < 0)
+            for (int fd = 0; fd < 65536; fd++)
+                close(fd);
+        sigfillset(&all);
+        init_loop(child, &all);
     }
     unblock_signals();
     exec_command(spec);
