@@ -40,7 +40,7 @@ from .errors import (
 from .image import Image
 from .mounts import Bind, Mount, Tmpfs, Volume, plan_mounts
 from .rootfs import RootfsPlan
-from .store import Store, remove_tree
+from .store import Store, remove_tree, replace_file
 from .result import RunResult
 from .users import ResolvedUser, resolve_user
 
@@ -275,16 +275,7 @@ def spawn_child(spec: native.Spec) -> native.Child:
 
 
 def _write_json(path: pathlib.Path, doc: Mapping[str, Any]) -> None:
-    tmp = f"{path}.tmp"
-    data = json.dumps(doc).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    replace_file(path, json.dumps(doc).encode(), f"{path}.tmp", durable=False)
 
 
 def _owner_alive(cdir: pathlib.Path) -> bool:

@@ -237,6 +237,14 @@ def _load_json(raw: bytes, what: str) -> Dict[str, Any]:
     return doc
 
 
+def _load_schema2(raw: bytes, kind: str, digest: str) -> Dict[str, Any]:
+    """A manifest or index document: JSON, schemaVersion 2 (schema 1 is refused)."""
+    doc = _load_json(raw, kind)
+    if doc.get("schemaVersion") != 2:
+        raise UnsupportedManifest(f"{kind} {digest} has schemaVersion {doc.get('schemaVersion')!r}, not 2")
+    return doc
+
+
 @attrs.frozen
 class Manifest:
     """One image's manifest: its config and layers, with the exact bytes it was hashed from."""
@@ -249,11 +257,7 @@ class Manifest:
 
     @classmethod
     def from_bytes(cls, raw: bytes, media_type: str, digest: str) -> "Manifest":
-        doc = _load_json(raw, "manifest")
-        if doc.get("schemaVersion") != 2:
-            raise UnsupportedManifest(
-                f"manifest {digest} has schemaVersion {doc.get('schemaVersion')!r}, not 2"
-            )
+        doc = _load_schema2(raw, "manifest", digest)
         if "manifests" in doc:
             raise RegistryError(f"manifest {digest} has a 'manifests' field (an index?)")
         layers = doc.get("layers")
@@ -279,11 +283,7 @@ class Index:
 
     @classmethod
     def from_bytes(cls, raw: bytes, media_type: str, digest: str) -> "Index":
-        doc = _load_json(raw, "index")
-        if doc.get("schemaVersion") != 2:
-            raise UnsupportedManifest(
-                f"index {digest} has schemaVersion {doc.get('schemaVersion')!r}, not 2"
-            )
+        doc = _load_schema2(raw, "index", digest)
         if "config" in doc or "layers" in doc:
             raise RegistryError(f"index {digest} has 'config' or 'layers' (a manifest?)")
         manifests = doc.get("manifests")

@@ -272,6 +272,22 @@ class PruneReport:
 # -- filesystem helpers -----------------------------------------------------------------
 
 
+def replace_file(path: PathLike, data: bytes, tmp: PathLike, *, durable: bool) -> None:
+    """Write ``data`` to ``tmp``, then rename it over ``path``: readers see the old file or
+    the new one, never half of one. ``durable`` fsyncs first (store records must survive
+    a crash; a container's state.json is swept if lost, and is written on every start)."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 def remove_tree(path: Union[str, pathlib.Path], ids: "Optional[IdMap]" = None) -> None:
     """Remove a file or directory tree, including read-only and mode-000 directories and,
     without root, files owned by the caller's subordinate ids."""
@@ -338,14 +354,7 @@ class Store:
         store = cls(default_root() if root is None else root)
         try:
             for sub in SUBDIRS:
-                path = os.path.join(store.root, sub)
-                try:
-                    os.mkdir(path, 0o700 if sub == "tmp" else 0o755)  # one syscall when present
-                except FileExistsError:
-                    if not os.path.isdir(path):
-                        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path) from None
-                except FileNotFoundError:
-                    (store.root / sub).mkdir(parents=True, exist_ok=True, mode=0o700 if sub == "tmp" else 0o755)
+                os.makedirs(os.path.join(store.root, sub), 0o700 if sub == "tmp" else 0o755, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the store at {store.root}: {exc.strerror}") from exc
         return store
@@ -423,15 +432,7 @@ class Store:
         tmp = self.tmp / f"w-{os.getpid()}-{os.urandom(8).hex()}"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+            replace_file(path, data, tmp, durable=True)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)

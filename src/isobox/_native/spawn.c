@@ -700,6 +700,22 @@ static void wait_for_go(int sync_fd)
         _exit(126); /* P died or gave up before release: nothing to report to */
 }
 
+/* A stack for a child that shares our memory until its execve; its lowest page is a
+ * guard page, so an overflow faults instead of writing over whatever lies below. */
+static char *map_stack(size_t size)
+{
+    char *stack = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED)
+        return NULL;
+    if (mprotect(stack, 4096, PROT_NONE) < 0) {
+        int saved = errno;
+        munmap(stack, size);
+        errno = saved;
+        return NULL;
+    }
+    return stack;
+}
+
 /* G under init=1: the init's death must take it along (it is also pid-namespace-bound). */
 #define IB_INIT_STACK_SIZE (256 * 1024)
 
@@ -789,9 +805,8 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
         /* G runs in our memory until its execve (as ib_spawn_shared does), so this copy
          * is not copied again; we sleep meanwhile.  The seccomp filter allows it: it
          * asks for no namespace. */
-        char *stack = mmap(NULL, IB_INIT_STACK_SIZE, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-        if (stack == MAP_FAILED)
+        char *stack = map_stack(IB_INIT_STACK_SIZE);
+        if (!stack)
             fail(IB_STEP_INIT_FORK, errno);
         pid_t child = clone(init_command, stack + IB_INIT_STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD,
                             (void *)spec);
@@ -989,7 +1004,7 @@ int ib_spawn(const struct ib_spec *spec, struct ib_child *out)
 #define IB_STACK_SIZE (1024 * 1024)
 
 static pthread_mutex_t shared_stack_lock = PTHREAD_MUTEX_INITIALIZER;
-static char *shared_stack; /* lowest page is a guard page */
+static char *shared_stack; /* map_stack's, kept for the next clone */
 
 struct shared_args {
     const struct ib_spec *spec;
@@ -1021,17 +1036,10 @@ int ib_spawn_shared(const struct ib_spec *spec, int sync_r, int err_w, int sync_
         goto done;
     }
     pthread_mutex_lock(&shared_stack_lock);
-    if (!shared_stack) {
-        char *stack = mmap(NULL, IB_STACK_SIZE, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-        if (stack == MAP_FAILED || mprotect(stack, 4096, PROT_NONE) < 0) {
-            saved = errno;
-            if (stack != MAP_FAILED)
-                munmap(stack, IB_STACK_SIZE);
-            pthread_mutex_unlock(&shared_stack_lock);
-            goto done;
-        }
-        shared_stack = stack;
+    if (!shared_stack && !(shared_stack = map_stack(IB_STACK_SIZE))) {
+        saved = errno;
+        pthread_mutex_unlock(&shared_stack_lock);
+        goto done;
     }
     dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
     /* No signal handler of Python's may run in the child: block all around clone. */
