@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 
 import isobox
 from isobox.cli import exit_status, parse_tmpfs, _env_file
-from isobox.supervisor import ContainerInfo, containers, get_container, run_detached
+from isobox.control import ContainerInfo, containers, get_container
+from isobox.supervisor import run_detached
 
 from fixtures.host import IS_ROOT
 

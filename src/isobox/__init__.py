@@ -28,8 +28,8 @@ _EXPORTS: Dict[str, str] = {
     "Bind": "mounts", "Tmpfs": "mounts", "Volume": "mounts", "VolumeInfo": "mounts",
     "volumes": "mounts", "remove_volume": "mounts",
     "RunResult": "result", "run": "oneshot", "doctor": "hostcheck",
-    "containers": "supervisor", "ContainerInfo": "supervisor", "get_container": "supervisor",
-    "ContainerHandle": "supervisor", "RemoteExec": "supervisor", "run_detached": "supervisor",
+    "containers": "control", "ContainerInfo": "control", "get_container": "control",
+    "ContainerHandle": "control", "RemoteExec": "control", "run_detached": "supervisor",
     # errors
     "IsoboxError": "errors", "InvalidReference": "errors", "InvalidOption": "errors",
     "RegistryError": "errors", "AuthenticationError": "errors", "CredentialsError": "errors",
@@ -97,11 +97,11 @@ if TYPE_CHECKING:  # what type checkers see: the same names, imported eagerly
     from .result import ExitStatusError, RunResult
     from .oneshot import run
     from .store import PruneReport, Store, prune
-    from .supervisor import (
+    from .control import (
         ContainerHandle,
         ContainerInfo,
         RemoteExec,
         containers,
         get_container,
-        run_detached,
     )
+    from .supervisor import run_detached

@@ -370,14 +370,14 @@ def _env_file(path: str) -> List[str]:
 
 def _environment(args: argparse.Namespace) -> List[str]:
     """--env-file first, then -e (later ones win); ``KEY`` alone takes our value, now."""
-    from .container import _env
+    from .syntax import parse_env
 
     entries: List[str] = []
     for path in args.env_file:
         entries += _env_file(path)
     entries += args.env
     merged: Dict[str, str] = {}
-    for key, value in _env(entries):
+    for key, value in parse_env(entries):
         merged[key] = value
     return [f"{k}={v}" for k, v in merged.items()]
 
@@ -760,7 +760,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.detach:
         return _run_detached(args, store, options, command)
     from .container import Container
-    from .supervisor import Server, write_options
+    from .server import Server
+    from .state import write_options
 
     image = _image_for_run(args.image, args.platform, store)
     stdin: Any = None
@@ -774,7 +775,7 @@ def _run(args: argparse.Namespace) -> int:
         container.start()
     server = Server(container, auto_remove=args.rm)
     try:
-        write_options(container, {"command": command, "tty": args.tty, "stdin": bool(args.interactive),
+        write_options(container.dir, {"command": command, "tty": args.tty, "stdin": bool(args.interactive),
                                   **options},
                       image=args.image, platform=args.platform, auto_remove=args.rm, detached=False,
                       stop_timeout=args.stop_timeout)
@@ -840,7 +841,7 @@ def _add_exec(sub: Any) -> None:
 
 def _exec(args: argparse.Namespace) -> int:
     from .errors import InvalidOption
-    from .supervisor import get_container
+    from .control import get_container
 
     if not args.command:
         raise InvalidOption("exec needs a command")
@@ -924,7 +925,7 @@ def _status_text(info: Any, now: float) -> str:
 
 
 def _ps(args: argparse.Namespace) -> int:
-    from .supervisor import containers
+    from .control import containers
 
     found = containers(all=args.all, store=_store(args))
     if args.quiet:
@@ -955,7 +956,7 @@ def _add_logs(sub: Any) -> None:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    from .supervisor import get_container
+    from .control import get_container
 
     handle = get_container(args.container, _store(args))
     if args.follow:
@@ -970,7 +971,7 @@ def _logs(args: argparse.Namespace) -> int:
 def _each(args: argparse.Namespace, act: Callable[[Any], None]) -> int:
     """Do ``act`` to each named container, printing its name; report failures, go on."""
     from .errors import IsoboxError
-    from .supervisor import get_container
+    from .control import get_container
 
     store = _store(args)
     status = 0
@@ -1112,7 +1113,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
     from .errors import ContainerNotFound, ImageNotFound, InvalidReference
     from .image import Image
-    from .supervisor import find
+    from .control import find
 
     store = _store(args)
     docs: List[Dict[str, Any]] = []
@@ -1193,7 +1194,7 @@ def _volume_create(args: argparse.Namespace) -> int:
 def _volume_rm(args: argparse.Namespace) -> int:
     from .errors import IsoboxError
     from .mounts import remove_volume, volume_dir
-    from .supervisor import containers
+    from .control import containers
 
     store = _store(args)
     users: Dict[str, List[str]] = {}

@@ -40,14 +40,16 @@ from .errors import (
 from .image import Image
 from .mounts import Bind, Mount, Tmpfs, Volume, plan_mounts
 from .rootfs import RootfsPlan
-from .store import Store, remove_tree, replace_file
-from .result import RunResult
+from .store import Store, remove_tree
+from .state import owner_alive, unlink_name, write_json
+from .syntax import NAME, parse_env, signal_number
 from .users import ResolvedUser, resolve_user
 
 if TYPE_CHECKING:
     import socket
 
     from . import idmap as _idmap
+    from .result import RunResult
 
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -65,7 +67,6 @@ RLIMITS = {
     "sigpending": 11, "stack": 3, "as": 9,
 }
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 HOSTNAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$")
 
 Command = Union[str, Sequence[str], None]
@@ -85,27 +86,6 @@ def _command(value: Command) -> Optional[Tuple[str, ...]]:
     if not all(isinstance(a, str) for a in out):
         raise InvalidOption(f"command arguments must be strings: {out!r}")
     return out
-
-
-def _env(value: Union[Mapping[str, str], Sequence[str], None]) -> Tuple[Tuple[str, str], ...]:
-    if value is None:
-        return ()
-    items: List[Tuple[str, str]] = []
-    pairs = value.items() if isinstance(value, Mapping) else (
-        (e.split("=", 1) + [""])[:2] if "=" in e else (e, None) for e in value
-    )
-    for key, val in pairs:
-        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
-            raise InvalidOption(f"invalid environment variable name {key!r}")
-        if val is None:
-            # "NAME" alone takes the caller's value, as `docker run -e NAME` does
-            val = os.environ.get(key)
-            if val is None:
-                continue
-        if "\0" in str(val):
-            raise InvalidOption(f"environment variable {key} contains a NUL byte")
-        items.append((key, str(val)))
-    return tuple(items)
 
 
 def _rlimits(value: Optional[Mapping[str, Any]]) -> Tuple[Tuple[int, int, int], ...]:
@@ -142,7 +122,7 @@ def _tty_size(value: Optional[Sequence[int]]) -> Tuple[int, int]:
 
 
 def _check_name(inst: Any, attr: Any, value: Optional[str]) -> None:
-    if value is not None and not NAME_RE.match(value):
+    if value is not None and not NAME.match(value):
         raise InvalidOption(f"invalid container name {value!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
 
 
@@ -170,7 +150,7 @@ class ContainerConfig:
     command: Optional[Tuple[str, ...]] = attrs.field(default=None, converter=_command)
     entrypoint: Optional[Tuple[str, ...]] = attrs.field(default=None, converter=_command)
     name: Optional[str] = attrs.field(default=None, validator=_check_name)
-    env: Tuple[Tuple[str, str], ...] = attrs.field(default=(), converter=_env)
+    env: Tuple[Tuple[str, str], ...] = attrs.field(default=(), converter=parse_env)
     workdir: Optional[str] = attrs.field(default=None, validator=_check_abs)
     user: Optional[str] = None
     hostname: Optional[str] = attrs.field(default=None, validator=_check_hostname)
@@ -274,33 +254,6 @@ def spawn_child(spec: native.Spec) -> native.Child:
 # --- state on disk ------------------------------------------------------------------------
 
 
-def _write_json(path: pathlib.Path, doc: Mapping[str, Any]) -> None:
-    replace_file(path, json.dumps(doc).encode(), f"{path}.tmp", durable=False)
-
-
-def _owner_alive(cdir: pathlib.Path) -> bool:
-    """The owner holds the lock file: if we can take it, nobody owns the container.
-    A container its owner marked ``kept`` after it exited (the isobox command does so
-    unless --rm, as Docker keeps exited containers) stays until it is removed."""
-    if os.path.lexists(cdir / "kept"):
-        return True
-    try:
-        fd = os.open(cdir / "lock", os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        # being created right now, or a crash before the lock existed: judge by age
-        try:
-            return time.time() - cdir.stat().st_mtime < 60
-        except FileNotFoundError:
-            return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
 # Store roots this process has swept (see Container.start): a fact about this process,
 # not a cache of the store's contents.
 _swept_stores: "set[pathlib.Path]" = set()
@@ -318,7 +271,7 @@ def sweep_stale(store: Store) -> List[str]:
         if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
             continue
         cdir = pathlib.Path(entry.path)
-        if _owner_alive(cdir):
+        if owner_alive(cdir):
             continue
         try:
             name = json.loads((cdir / "state.json").read_text()).get("name")
@@ -329,18 +282,10 @@ def sweep_stale(store: Store) -> List[str]:
         except (OSError, IsoboxError):
             continue
         if name:
-            _unlink_name(names / name, entry.name)
+            unlink_name(names / name, entry.name)
         _cgroups.sweep(f"isobox-{entry.name}")
         removed.append(entry.name)
     return removed
-
-
-def _unlink_name(link: pathlib.Path, cid: str) -> None:
-    try:
-        if os.readlink(link) == cid:
-            os.unlink(link)
-    except OSError:
-        pass
 
 
 # --- the container ----------------------------------------------------------------------------
@@ -524,11 +469,11 @@ class Container:
                 except FileNotFoundError:
                     continue
                 other_dir = store.containers / other
-                if other_dir.exists() and _owner_alive(other_dir):
+                if other_dir.exists() and owner_alive(other_dir):
                     raise NameConflict(
                         f'the container name "{self.name}" is already in use by container {other[:12]}'
                     ) from None
-                _unlink_name(link, other)
+                unlink_name(link, other)
         raise NameConflict(f'the container name "{self.name}" is already in use')
 
     def _spawn(
@@ -671,7 +616,7 @@ class Container:
     def _write_state(self, status: Status) -> None:
         if self._created is None:
             self._created = time.time()
-        _write_json(self.dir / "state.json", {
+        write_json(self.dir / "state.json", {
             "id": self.id,
             "name": self.name,
             "image": self.image.reference,
@@ -763,7 +708,7 @@ class Container:
     def kill(self, sig: Union[int, str] = _signal.SIGKILL) -> None:
         """Send a signal to the container's pid 1 (Docker's `kill`). A pid 1 without a
         handler ignores all but SIGKILL (pid_namespaces(7)); init=True forwards them."""
-        signum = _signum(sig)
+        signum = signal_number(sig)
         if self._status is not Status.RUNNING or self._reap(block=False):
             return
         try:
@@ -858,7 +803,7 @@ class Container:
         if not argv:
             raise InvalidOption("exec needs a command")
         cfg_workdir = ContainerConfig(workdir=workdir).workdir if workdir else None
-        extra_env = _env(env)
+        extra_env = parse_env(env)
         if self._status is not Status.RUNNING or self._reap(block=False):
             raise ContainerError(f"container {self.name} is not running")
         cdir = self.dir
@@ -889,6 +834,8 @@ class Container:
                 exc = Timeout(f"exec {argv[0]} in {self.name} still running after {timeout} s: killed")
                 exc.stdout, exc.stderr = stdout, stderr  # type: ignore[attr-defined]
                 raise exc
+            from .result import RunResult  # only exec and oneshot.run need it
+
             return RunResult(argv, code, stdout, stderr)
         finally:
             for fd in (out_fd, err_fd, master):
@@ -1041,7 +988,7 @@ class Container:
             try:
                 remove_tree(cdir, self._ids)
             finally:
-                _unlink_name(self._store.containers / ".names" / self.name, self.id)
+                unlink_name(self._store.containers / ".names" / self.name, self.id)
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -1136,17 +1083,3 @@ def _read_host(path: str) -> bytes:
             return f.read(1 << 20)
     except OSError:
         return b""
-
-
-def _signum(sig: Union[int, str]) -> int:
-    if isinstance(sig, int):
-        return int(sig)
-    name = sig.upper()
-    if name.isdigit():
-        return int(name)
-    if not name.startswith("SIG"):
-        name = "SIG" + name
-    try:
-        return int(getattr(_signal.Signals, name))
-    except AttributeError:
-        raise InvalidOption(f"unknown signal {sig!r}") from None

@@ -20,8 +20,8 @@ import attrs
 from . import native
 from .errors import InvalidOption
 from .native import Op, lib
+from .syntax import NAME
 
-VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 
 def _container_path(inst: object, attr: "attrs.Attribute[str]", value: str) -> None:
@@ -49,7 +49,7 @@ class Bind:
 
 
 def _volume_name(inst: object, attr: "attrs.Attribute[str]", value: str) -> None:
-    if not VOLUME_NAME.match(value):
+    if not NAME.match(value):
         raise InvalidOption(f"invalid volume name {value!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
 
 

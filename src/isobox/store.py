@@ -272,11 +272,11 @@ class PruneReport:
 # -- filesystem helpers -----------------------------------------------------------------
 
 
-def replace_file(path: PathLike, data: bytes, tmp: PathLike, *, durable: bool) -> None:
+def replace_file(path: PathLike, data: bytes, tmp: PathLike, *, durable: bool, mode: int = 0o644) -> None:
     """Write ``data`` to ``tmp``, then rename it over ``path``: readers see the old file or
     the new one, never half of one. ``durable`` fsyncs first (store records must survive
     a crash; a container's state.json is swept if lost, and is written on every start)."""
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
         while view:
