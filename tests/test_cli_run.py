@@ -218,13 +218,25 @@ def test_run_pulls_a_missing_image_with_progress_on_stderr(images, tmp_path, mon
     assert again.stderr == b""  # cached: no pull, no network
 
 
-def test_run_of_a_cached_image_never_imports_the_registry_client(root):
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "isobox", "run", "--rm", "busybox", "true"],
+def imported_by(*args: str) -> set:
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "isobox", *args],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    return {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+
+
+def test_commands_import_only_what_they_need(root):
+    """The speed of the command is mostly imports: run of a cached image needs no registry
+    client, and no socket module until a client connects; the clients of a running
+    container (exec, ps) need none of the container machinery."""
+    imported = imported_by("run", "--rm", "busybox", "true")
     assert "isobox.container" in imported  # the check itself works
-    assert not {"requests", "urllib3", "isobox.registry"} & imported
+    assert not {"requests", "urllib3", "isobox.registry", "socket", "isobox.control"} & imported
+    ok("run", "-d", "--name", "svc", "busybox", "sleep", "60")
+    for args in (("exec", "svc", "true"), ("ps",)):
+        imported = imported_by(*args)
+        assert "isobox.control" in imported
+        assert not {"isobox.container", "isobox.native", "isobox.image", "isobox.registry"} & imported
 
 
 # -- run: flags -------------------------------------------------------------------------------------------
@@ -611,6 +623,33 @@ def test_exec_into_a_foreground_container_from_another_process(root):
     assert ok("stop", "-t", "1", "fg") == "fg\n"
     assert p.wait(timeout=20) == 137
     assert container_dirs(root) == []
+
+
+def test_control_socket_is_0600_whatever_the_umask(root):
+    cid = subprocess.run([sys.executable, "-m", "isobox", "run", "-d", "busybox", "sleep", "60"],
+                         capture_output=True, text=True, timeout=60, preexec_fn=lambda: os.umask(0)).stdout.strip()
+    sock = root / "containers" / cid / "control.sock"
+    assert os.lstat(sock).st_mode == 0o140600  # a socket, rw for its owner only
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="connecting as another uid needs root")
+def test_control_socket_refuses_other_users_even_when_they_can_connect(root):
+    cid = ok("run", "-d", "busybox", "sleep", "60").strip()
+    cdir = root / "containers" / cid
+    os.chmod(cdir / "control.sock", 0o666)  # past the first wall, the peer's uid is checked
+    os.chmod(cdir, 0o711)
+    dfd = os.open(cdir, os.O_PATH | os.O_DIRECTORY)
+    client = ("import json, socket, sys; s = socket.socket(socket.AF_UNIX);"
+              f"s.connect('/proc/self/fd/{dfd}/control.sock'); s.sendall(b'{{\"op\": \"info\"}}\\n');"
+              "sys.stdout.write(s.makefile().readline())")
+    try:
+        proc = subprocess.run([sys.executable, "-c", client], user=65534, group=65534, pass_fds=[dfd],
+                              capture_output=True, text=True, timeout=30)
+    finally:
+        os.close(dfd)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"ok": False, "error": "ContainerError", "message": "permission denied"}
+    assert get_container(cid, root).status == "running"
 
 
 def test_exec_tty_through_a_real_terminal(root, terminal):
