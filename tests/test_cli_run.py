@@ -859,3 +859,22 @@ def test_the_command_exits_quickly_but_keeps_what_an_exit_owes(case, tmp_path):
     assert "atexit ran" in done.stdout
     assert ("late thread" in done.stdout) == (case == "thread")
     assert ("finalized" in done.stdout) == (case == "thread")  # teardown only when waited
+
+
+def test_the_command_collects_garbage_at_a_commands_pace():
+    """cli.entry sets the collector's threshold (cli.GC_THRESHOLD) before the command runs,
+    and a long command's cyclic garbage is still collected."""
+    probe = ("import gc, sys, isobox.cli as cli\n"
+             "def main():\n"
+             "    seen = gc.get_stats()[0]['collections']\n"
+             "    for _ in range(3 * cli.GC_THRESHOLD):\n"
+             "        a = []; a.append(a)\n"
+             "    print(gc.get_threshold()[0], gc.get_stats()[0]['collections'] - seen)\n"
+             "    return 0\n"
+             "cli.main = main\n"
+             "cli.entry()\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    threshold, collections = map(int, done.stdout.split())
+    assert threshold == 50_000
+    assert 1 <= collections <= 4  # ~3 for 150k cycles, not ~200 at the default pace
