@@ -859,7 +859,7 @@ class Container:
         """Start ``argv`` in the running container with ``stdio`` (with ``tty``: a new
         terminal instead): (pid, the terminal's master fd or -1), once it has exec'd.
         The caller waits for the pid (our child) and closes the master. `exec` uses it,
-        and so does the isobox command's exec, which streams (supervisor.py)."""
+        and so does the control socket's exec, which streams (server.py)."""
         if self._status is not Status.RUNNING or self._reap(block=False):
             raise ContainerError(f"container {self.name} is not running")
         if self._pidfd < 0:
