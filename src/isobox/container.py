@@ -892,17 +892,17 @@ class Container:
                 cgroup_procs=tuple(cgroup_fds),
             )
             ns_fds = self._ns_fds
-            joined = in_spawner(lambda: native.join(spec, ns_fds))
+            pid = in_spawner(lambda: native.join(spec, ns_fds))
             if console_child is not None:
                 console_child.close()
                 console_child = None
             try:
                 master = _receive_fd(console_parent) if console_parent is not None else -1
             except BaseException:
-                os.kill(joined.pid, _signal.SIGKILL)
-                os.waitpid(joined.pid, 0)
+                os.kill(pid, _signal.SIGKILL)
+                os.waitpid(pid, 0)
                 raise
-            return joined.pid, master
+            return pid, master
         finally:
             for sock in (console_parent, console_child):
                 if sock is not None:
