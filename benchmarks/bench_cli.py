@@ -4,6 +4,11 @@
   ``crun run`` (a bundle of the same root filesystem: crun does no image work at all);
 - ``isobox exec C true`` into a detached container against ``podman exec``.
 
+podman runs with runc, the runtime that works here as installed: its default, crun 1.8,
+refuses this host's hybrid cgroups. It is also timed with crun, inside a private mount
+namespace without the unified hierarchy (the workaround ``crun run`` gets too), because
+that is podman's usual configuration elsewhere; the target is checked against both.
+
     sudo /opt/isobox-venv/bin/python benchmarks/bench_cli.py [--runs 100]
 
 The image (busybox from Debian's busybox-static, one uncompressed layer) is served by a
@@ -119,6 +124,9 @@ class Podman:
         registries.write_text(f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n')
         self.env = {**os.environ, "CONTAINERS_CONF": str(conf), "CONTAINERS_STORAGE_CONF": str(storage),
                     "CONTAINERS_REGISTRIES_CONF": str(registries)}
+        crun_conf = tmp / "containers-crun.conf"
+        crun_conf.write_text(conf.read_text().replace('runtime = "runc"', 'runtime = "crun"'))
+        self.crun_env = {**self.env, "CONTAINERS_CONF": str(crun_conf)}
 
 
 def main() -> None:
@@ -161,6 +169,10 @@ def main() -> None:
             check(["podman", "run", "--rm", "--network=none", ref, "true"], podman.env)
             run_group.append(Contender("podman run --rm --network=none",
                                        f"podman run --rm --network=none {ref} true", podman.env))
+            if shutil.which("crun"):
+                run_group.append(Contender(
+                    "podman run ... (crun)", f"podman run --rm --network=none {ref} true", podman.crun_env,
+                    prefix=CRUN_HYBRID_FIX, wrapper=("unshare", "-m", "--propagation", "private")))
             exec_group.append(Contender("podman exec", "podman exec bench true", podman.env))
         rounds(run_group, runs)
 
@@ -213,10 +225,16 @@ def report(results: Dict[str, Optional[float]], runs: int) -> None:
     print(f"{'command':34} {'ms':>8} {'x isobox':>9}")
     for name, ms, ratio in rows:
         print(f"{name:34} {ms:>8} {ratio:>9}")
-    ours, theirs = results.get("isobox run --rm"), results.get("podman run --rm --network=none")
+    ours = results.get("isobox run --rm")
+    for peer in ("podman run --rm --network=none", "podman run ... (crun)"):
+        theirs = results.get(peer)
+        if ours and theirs:
+            verdict = "met" if ours <= theirs / 2 else "NOT met"
+            print(f"target isobox run <= 0.5 x {peer}: {ours / theirs:.2f} x, {verdict}")
+    ours, theirs = results.get("isobox exec"), results.get("podman exec")
     if ours and theirs:
         verdict = "met" if ours <= theirs / 2 else "NOT met"
-        print(f"target isobox run <= 0.5 x podman run: {ours / theirs:.2f} x, {verdict}")
+        print(f"target isobox exec <= 0.5 x podman exec: {ours / theirs:.2f} x, {verdict}")
 
 
 if __name__ == "__main__":

@@ -288,6 +288,10 @@ def test_named_volume_outlives_containers_and_volume_commands(root):
     ok("run", "--name", "user", "-v", "keep:/v", "busybox", "true")  # kept: uses the volume
     busy = isobox_cmd("volume", "rm", "keep")
     assert busy.returncode == 125 and b"in use" in busy.stderr
+    ok("volume", "create", "spare")
+    assert "Deleted Volumes:" not in ok("prune")  # volumes only with --volumes, as Docker
+    pruned = ok("prune", "--volumes")
+    assert "Deleted Volumes:\n  spare\n" in pruned and "keep" not in pruned
     ok("rm", "user")
     assert ok("volume", "rm", "keep") == "keep\n"
     assert ok("volume", "ls", "-q") == ""

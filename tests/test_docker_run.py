@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
+import shutil
 import signal
 import time
 
@@ -178,6 +180,46 @@ def test_named_volume_persists_and_is_shared(busybox_image, store_root):
     out = isobox.run(busybox_image, ["cat", "/data/file"], mounts=[Volume("vol1", "/data", read_only=True)])
     assert out.stdout == b"kept\n"
     assert "vol1" in [v.name for v in isobox.volumes()]
+
+
+def test_prune_removes_the_volumes_no_container_uses_and_only_when_asked(busybox_image, store_root):
+    isobox.run(busybox_image, ["sh", "-c", "head -c 100000 /dev/zero > /data/f"], mounts=[Volume("idle", "/data")])
+    with isobox.Container(busybox_image, ["sleep", "30"], mounts=[Volume("busy", "/data")]):
+        assert isobox.prune().volumes == ()  # volumes hold data: only when asked
+        assert [v.name for v in isobox.volumes()] == ["busy", "idle"]
+        report = isobox.prune(volumes=True)
+        assert report.volumes == ("idle",) and report.reclaimed >= 100000
+        assert [v.name for v in isobox.volumes()] == ["busy"]
+        # a container of this library has no options.json: its state.json is what counts
+        with pytest.raises(isobox.StoreError, match="in use"):
+            isobox.remove_volume("busy")
+    assert isobox.prune(volumes=True).volumes == ("busy",)
+    assert isobox.volumes() == []
+
+
+def test_volumes_of_a_container_whose_owner_died_are_not_in_use(busybox_image, store_root):
+    isobox.run(busybox_image, ["true"], mounts=[Volume("orphan", "/data")])
+    stale = store_root / "containers" / ("e" * 64)
+    stale.mkdir()
+    (stale / "lock").touch()  # nobody holds it: its owner is gone
+    (stale / "state.json").write_text(json.dumps({"volumes": ["orphan"]}))
+    try:
+        assert isobox.prune(volumes=True).volumes == ("orphan",)
+    finally:
+        shutil.rmtree(stale)
+
+
+def test_prune_keeps_every_volume_when_a_containers_state_cannot_be_read(busybox_image, store_root):
+    isobox.run(busybox_image, ["true"], mounts=[Volume("kept", "/data")])
+    odd = store_root / "containers" / ("f" * 64)
+    odd.mkdir()
+    (odd / "state.json").write_text("{not json")  # no lock yet: a container being created
+    try:
+        report = isobox.prune(volumes=True)
+        assert report.volumes == () and any("keeping every volume" in w for w in report.warnings)
+        assert [v.name for v in isobox.volumes()] == ["kept"]
+    finally:
+        shutil.rmtree(odd)
 
 
 def test_tmpfs_mount_with_size_and_noexec(busybox_image, store_root):

@@ -321,17 +321,22 @@ def _add_prune(sub: Any) -> None:
                        description="Remove untagged images, unused layers and blobs, and "
                        "what interrupted pulls left behind. Waits for running pulls.")
     p.add_argument("-f", "--force", action="store_true", help="accepted for Docker compatibility")
+    p.add_argument("--volumes", action="store_true", help="also remove named volumes no container uses")
     p.set_defaults(func=_prune)
 
 
 def _prune(args: argparse.Namespace) -> int:
-    report = _store(args).prune()
+    report = _store(args).prune(volumes=args.volumes)
     if report.images or report.layers:
         print("Deleted:")
         for digest in report.images:
             print(f"  image {digest}")
         for diff_id in report.layers:
             print(f"  layer {diff_id}")
+    if report.volumes:
+        print("Deleted Volumes:")
+        for name in report.volumes:
+            print(f"  {name}")
     for warning in report.warnings:
         print(f"isobox: warning: {warning}", file=sys.stderr)
     print(f"Total reclaimed space: {human_size(report.reclaimed)}")
@@ -1168,7 +1173,7 @@ def _add_volume(sub: Any) -> None:
 
 
 def _volume_ls(args: argparse.Namespace) -> int:
-    from .mounts import volumes
+    from .volumes import volumes
 
     found = volumes(_store(args))
     if args.quiet:
@@ -1193,23 +1198,16 @@ def _volume_create(args: argparse.Namespace) -> int:
 
 def _volume_rm(args: argparse.Namespace) -> int:
     from .errors import IsoboxError
-    from .mounts import remove_volume, volume_dir
-    from .control import containers
+    from .mounts import volume_dir
+    from .volumes import remove_volume
 
     store = _store(args)
-    users: Dict[str, List[str]] = {}
-    for info in containers(all=True, store=store):
-        for m in (info.options.get("options") or {}).get("mounts") or []:
-            if m.get("type") == "volume":
-                users.setdefault(m.get("name"), []).append(info.id[:12])
     status = 0
     for name in args.names:
         try:
             if not volume_dir(store.volumes, name).is_dir():
                 raise IsoboxError(f"no such volume: {name}")
-            if users.get(name) and not args.force:
-                raise IsoboxError(f"volume {name} is in use by container(s) {', '.join(users[name])}")
-            remove_volume(name, store)
+            remove_volume(name, store, force=args.force)
         except IsoboxError as exc:
             print(f"isobox: {exc}", file=sys.stderr)
             status = EXIT_ERROR

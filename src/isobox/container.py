@@ -623,6 +623,7 @@ class Container:
             "image_digest": self.image.digest,
             "layers": [str(p) for p in self.image.layers],
             "argv": list(self.argv),
+            "volumes": sorted({m.name for m in self.config.mounts if isinstance(m, Volume)}),
             "status": status.value,
             "pid": self.pid,
             "owner_pid": os.getpid(),

@@ -149,28 +149,3 @@ def plan_mounts(
             after.append(Op(lib.IB_OP_MOUNT, f"mount tmpfs on {target}", target, source="tmpfs",
                             fstype="tmpfs", flags=flags, data=options))
     return MountPlan(before, after)
-
-
-@attrs.frozen
-class VolumeInfo:
-    name: str
-    path: pathlib.Path
-
-
-def volumes(store: object = None) -> List[VolumeInfo]:
-    """The named volumes in the store (`docker volume ls`)."""
-    from .store import Store
-
-    root = Store.open(store).volumes  # type: ignore[arg-type]
-    return sorted(
-        (VolumeInfo(p.name, volume_dir(root, p.name)) for p in root.iterdir() if (p / "_data").is_dir()),
-        key=lambda v: v.name,
-    )
-
-
-def remove_volume(name: str, store: object = None) -> None:
-    """Delete a named volume and its data (`docker volume rm`)."""
-    from .store import Store, remove_tree
-
-    _volume_name(None, None, name)  # type: ignore[arg-type]
-    remove_tree(Store.open(store).volumes / name)  # type: ignore[arg-type]

@@ -263,6 +263,7 @@ class PruneReport:
 
     images: Tuple[str, ...] = ()  # manifest digests of removed (untagged) image records
     layers: Tuple[str, ...] = ()  # diff_ids of removed layer directories
+    volumes: Tuple[str, ...] = ()  # names of removed volumes (only when asked for)
     blobs: int = 0
     temporaries: int = 0
     reclaimed: int = 0  # bytes, counting layers by their unpacked size
@@ -318,7 +319,8 @@ def remove_tree(path: Union[str, pathlib.Path], ids: "Optional[IdMap]" = None) -
         remove_in_userns(pathlib.Path(p), ids)
 
 
-def _tree_size(path: pathlib.Path) -> int:
+def tree_size(path: pathlib.Path) -> int:
+    """Bytes a tree takes on disk (allocated blocks), as prune reports them."""
     total = 0
     for dirpath, dirnames, filenames in os.walk(path):
         for name in filenames + dirnames:
@@ -659,11 +661,20 @@ class Store:
                 self._collect(clear_tmp=False)
             return tuple(removed)
 
-    def prune(self) -> PruneReport:
+    def prune(self, *, volumes: bool = False) -> PruneReport:
         """Remove image records no tag points to, layers and blobs no image or container
-        uses, crash garbage under ``tmp/`` and stale lock files. Waits for running pulls."""
+        uses, crash garbage under ``tmp/`` and stale lock files; with ``volumes``, also the
+        named volumes no container uses (`docker system prune --volumes`: volumes hold
+        data, so only when asked). Waits for running pulls and starting containers."""
         with self.collecting():
-            return self._collect(clear_tmp=True)
+            report = self._collect(clear_tmp=True)
+            if not volumes:
+                return report
+            from .volumes import prune_volumes
+
+            names, reclaimed, warnings = prune_volumes(self)
+            return attrs.evolve(report, volumes=names, reclaimed=report.reclaimed + reclaimed,
+                                warnings=report.warnings + tuple(warnings))
 
     def _container_layers(self) -> Tuple[Optional[Set[str]], List[str]]:
         """The hex names of layers listed in any containers/*/state.json; None when a
@@ -735,7 +746,7 @@ class Store:
         temporaries = 0
         if clear_tmp:
             for entry in self.tmp.iterdir():
-                reclaimed += _tree_size(entry) if entry.is_dir() else entry.lstat().st_size
+                reclaimed += tree_size(entry) if entry.is_dir() else entry.lstat().st_size
                 remove_tree(entry)
                 temporaries += 1
             for entry in self.locks.iterdir():
@@ -752,7 +763,8 @@ class Store:
         )
 
 
-def prune(store: Optional[Union[Store, PathLike]] = None) -> PruneReport:
-    """Remove everything in the store that no tagged image and no container uses."""
-    return Store.open(store).prune()
+def prune(store: Optional[Union[Store, PathLike]] = None, *, volumes: bool = False) -> PruneReport:
+    """Remove everything in the store that no tagged image and no container uses (named
+    volumes only with ``volumes=True``)."""
+    return Store.open(store).prune(volumes=volumes)
 
