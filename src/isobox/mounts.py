@@ -23,7 +23,6 @@ from .native import Op, lib
 from .syntax import NAME
 
 
-
 def _container_path(inst: object, attr: "attrs.Attribute[str]", value: str) -> None:
     if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
         raise InvalidOption(f"mount destination must be an absolute path, got {value!r}")
