@@ -99,7 +99,7 @@ def volume_dir(volumes_root: pathlib.Path, name: str) -> pathlib.Path:
     return volumes_root / name / "_data"
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)  # see native.Op
 class MountPlan:
     """Ops before and after pivot_root for the requested mounts and Docker's /etc files."""
 

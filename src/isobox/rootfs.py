@@ -54,7 +54,7 @@ def escape_overlay(path: str) -> str:
     return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)  # see native.Op
 class RootfsPlan:
     """How to build one container's filesystem."""
 
