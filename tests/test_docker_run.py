@@ -8,6 +8,7 @@ import os
 import pathlib
 import shutil
 import signal
+import threading
 import time
 
 import pytest
@@ -194,6 +195,17 @@ def test_prune_removes_the_volumes_no_container_uses_and_only_when_asked(busybox
         with pytest.raises(isobox.StoreError, match="in use"):
             isobox.remove_volume("busy")
     assert isobox.prune(volumes=True).volumes == ("busy",)
+    assert isobox.volumes() == []
+
+
+def test_removing_a_volume_does_not_wait_for_a_pull(busybox_image, store_root):
+    isobox.run(busybox_image, ["true"], mounts=[Volume("old", "/data")])
+    store = isobox.Store.open(store_root)
+    done = threading.Event()
+    with store.in_use():  # what a pull holds from start to end
+        worker = threading.Thread(target=lambda: (isobox.remove_volume("old"), done.set()), daemon=True)
+        worker.start()
+        assert done.wait(10), "remove_volume waited for the pull"
     assert isobox.volumes() == []
 
 

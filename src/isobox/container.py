@@ -12,6 +12,7 @@ state.json, and lock, which the owner holds (flock) as long as it owns the conta
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import fcntl
 import json
@@ -447,8 +448,11 @@ class Container:
         fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
         try:
             self._claim_name(store)
-            # prune and rmi wait until state.json lists the layers we are about to use
-            with store.in_use():
+            # prune and rmi wait until state.json lists the layers we are about to use,
+            # volume removal until it lists our volumes
+            volumes = (store.using_volumes() if any(isinstance(m, Volume) for m in cfg.mounts)
+                       else contextlib.nullcontext())
+            with store.in_use(), volumes:
                 self._spawn(cdir, user.home, user.uid, user.gid, groups, ids, in_userns)
         except BaseException:
             self._cleanup()

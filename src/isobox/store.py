@@ -417,6 +417,15 @@ class Store:
         """Exclusive counterpart of `in_use`, held by prune and image removal."""
         return self.lock("gc")
 
+    def using_volumes(self) -> "contextlib.AbstractContextManager[None]":
+        """Hold while creating a container with named volumes, until its state.json lists
+        them: volume removal waits. (Not `in_use`, which pulls hold for minutes.)"""
+        return self.lock("volumes", shared=True)
+
+    def removing_volumes(self) -> "contextlib.AbstractContextManager[None]":
+        """Exclusive counterpart of `using_volumes`."""
+        return self.lock("volumes")
+
     # -- temporaries ----------------------------------------------------------------------
 
     def temp_dir(self, prefix: str = "tmp-") -> pathlib.Path:
@@ -672,7 +681,8 @@ class Store:
                 return report
             from .volumes import prune_volumes
 
-            names, reclaimed, warnings = prune_volumes(self)
+            with self.removing_volumes():
+                names, reclaimed, warnings = prune_volumes(self)
             return attrs.evolve(report, volumes=names, reclaimed=report.reclaimed + reclaimed,
                                 warnings=report.warnings + tuple(warnings))
 

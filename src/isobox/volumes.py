@@ -2,11 +2,11 @@
 are shared by every container that mounts the same name (`mounts.Volume`), managed as
 ``docker volume`` manages them.
 
-A volume is in use while any container of the store lists it in its state.json: the
-owner writes the names when the container starts, holding the store's `Store.in_use`
-lock, and removal decides under the exclusive counterpart (`Store.collecting`), so a
-container that is starting cannot lose its volume between the check and the mount.
-Exited containers that are kept still use their volumes, as with Docker.
+A volume is in use while any live or kept container of the store lists it in its
+state.json (kept exited containers still use their volumes, as with Docker). The owner
+writes the names when the container starts, holding `Store.using_volumes`, and removal
+decides under its exclusive counterpart, so a container that is starting cannot lose
+its volume between the check and the mount.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def remove_volume(name: str, store: StoreArg = None, *, force: bool = False) -> 
     if not NAME.match(name):
         raise InvalidOption(f"invalid volume name {name!r}")
     st = Store.open(store)
-    with st.collecting():
+    with st.removing_volumes():
         if not force:
             users, warnings = volume_users(st)
             if users is None:
@@ -83,7 +83,7 @@ def remove_volume(name: str, store: StoreArg = None, *, force: bool = False) -> 
 
 def prune_volumes(store: Store) -> Tuple[Tuple[str, ...], int, List[str]]:
     """Remove the volumes no container uses: their names, the bytes they took, warnings.
-    The caller holds `Store.collecting`."""
+    The caller holds `Store.removing_volumes`."""
     users, warnings = volume_users(store)
     if users is None:
         return (), 0, warnings
