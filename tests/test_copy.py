@@ -78,3 +78,20 @@ def _tar(files):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def test_deep_trees_copy_out_up_to_a_limit_and_fail_clearly_beyond(busybox_image, store_root, tmp_path):
+    """A container can nest directories deeper than Python recurses: get_archive walks
+    iteratively, and past copy.MAX_DEPTH levels says so with an isobox error."""
+    from isobox.copy import MAX_DEPTH
+
+    nest = 'd=$1; i=0; while [ $i -lt $2 ]; do d=$d/d; i=$((i+1)); done; mkdir -p $d && echo end > $d/f'
+    with isobox.Container(busybox_image, ["sleep", "30"]) as c:
+        c.exec(["sh", "-c", nest, "sh", "/ok", str(MAX_DEPTH)])
+        c.exec(["sh", "-c", nest, "sh", "/deep", str(MAX_DEPTH + 1)])
+        names = tarfile.open(fileobj=io.BytesIO(c.get_archive("/ok"))).getnames()
+        assert len(names) == MAX_DEPTH + 2 and names[-1] == "ok" + "/d" * MAX_DEPTH + "/f"
+        fds = sorted(os.listdir("/proc/self/fd"))
+        with pytest.raises(isobox.ContainerError, match="levels deep"):
+            c.get_archive("/deep")
+        assert sorted(os.listdir("/proc/self/fd")) == fds  # every level's fd closed

@@ -236,6 +236,34 @@ def test_prune_removes_what_no_tag_uses_and_crash_garbage(store):
     assert store.prune().layers == ()  # nothing left to do
 
 
+def _nest(top: Path, depth: int) -> None:
+    """``depth`` directories, one in another, below ``top`` (by fd: no path gets long)."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        with open(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+            f.write(b"x" * 8192)
+    finally:
+        os.close(fd)
+
+
+def test_prune_copes_with_trees_deeper_than_the_recursion_limit(store):
+    """A container can nest directories in a volume (and a crashed extraction in tmp/)
+    deeper than Python recurses: prune measures and removes them all the same."""
+    (store.tmp / "crashed").mkdir()
+    _nest(store.tmp / "crashed", 2500)
+    (store.volumes / "deep" / "_data").mkdir(parents=True)
+    _nest(store.volumes / "deep" / "_data", 2500)
+    report = store.prune(volumes=True)
+    assert report.temporaries == 1 and report.volumes == ("deep",)
+    assert report.reclaimed > 2500 * 4096  # blocks counted down to PATH_MAX, no deeper
+    assert list(store.tmp.iterdir()) == [] and list(store.volumes.iterdir()) == []
+
+
 def test_prune_keeps_layers_a_container_lists(store):
     record = make_image(store, "img", ["c-base", "c-top"])  # untagged
     cdir = store.containers / "abc123"

@@ -16,7 +16,7 @@ import os
 import posixpath
 import stat
 import tarfile
-from typing import TYPE_CHECKING, Iterable, Iterator, Union
+from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Tuple, Union
 
 from . import native
 from .errors import ContainerError, InvalidOption
@@ -84,8 +84,42 @@ def get_archive(container: "Container", path: str, arcname: "str | None" = None)
     return out.getvalue()
 
 
+# Directories below the one copied out. Each open level holds an fd (an unprivileged
+# user's soft limit is often 1024), and a container can nest as deep as it likes.
+MAX_DEPTH = 512
+
+
 def _add(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str) -> None:
-    """Add dirfd/name (never following a symlink) and, for a directory, what is below."""
+    """Add dirfd/name (never following a symlink) and, for a directory, what is below:
+    depth first, by name, iteratively (a container's tree can be deeper than Python
+    recurses), with at most `MAX_DEPTH` levels below it."""
+    stack: List[Tuple[int, Iterator[str], str]] = []  # open directories: fd, names left, arcname
+    try:
+        sub = _add_entry(tar, dirfd, name, arcname)
+        if sub is not None:
+            stack.append((sub, iter(sorted(os.listdir(sub))), arcname))
+        while stack:
+            fd, names, base = stack[-1]
+            child = next(names, None)
+            if child is None:
+                os.close(fd)
+                stack.pop()
+                continue
+            sub = _add_entry(tar, fd, child, f"{base}/{child}")
+            if sub is None:
+                continue
+            if len(stack) > MAX_DEPTH:
+                os.close(sub)
+                raise ContainerError(f"{arcname}: directories nest more than {MAX_DEPTH} levels deep; "
+                                     "copy a subdirectory")
+            stack.append((sub, iter(sorted(os.listdir(sub))), f"{base}/{child}"))
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
+
+
+def _add_entry(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str) -> Optional[int]:
+    """Add dirfd/name itself; for a directory, return an fd of it to walk."""
     st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
     info = tarfile.TarInfo(arcname)
     info.mode = stat.S_IMODE(st.st_mode)
@@ -103,16 +137,12 @@ def _add(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str) -> None:
     elif stat.S_ISDIR(st.st_mode):
         info.type = tarfile.DIRTYPE
         tar.addfile(info)
-        sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
-        try:
-            for child in sorted(os.listdir(sub)):
-                _add(tar, sub, child, f"{arcname}/{child}")
-        finally:
-            os.close(sub)
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
     elif stat.S_ISFIFO(st.st_mode):
         info.type = tarfile.FIFOTYPE
         tar.addfile(info)
     # sockets and devices are left out, as docker cp leaves out sockets
+    return None
 
 
 def copy_to(container: "Container", host_path: Union[str, "os.PathLike[str]"], path: str) -> None:

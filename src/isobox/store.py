@@ -320,14 +320,25 @@ def remove_tree(path: Union[str, pathlib.Path], ids: "Optional[IdMap]" = None) -
 
 
 def tree_size(path: pathlib.Path) -> int:
-    """Bytes a tree takes on disk (allocated blocks), as prune reports them."""
+    """Bytes a tree takes on disk (allocated blocks), as prune reports them. Iterative,
+    and never follows a symlink: a container can nest directories in a volume deeper
+    than Python's recursion limit (os.walk recurses). Directories it cannot read, or
+    reach within PATH_MAX, are not counted."""
     total = 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in filenames + dirnames:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-            except OSError:
-                pass
+    stack = [os.fspath(path)]
+    while stack:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                try:
+                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                except OSError:
+                    pass
     return total
 
 
