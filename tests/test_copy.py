@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -95,3 +97,27 @@ def test_deep_trees_copy_out_up_to_a_limit_and_fail_clearly_beyond(busybox_image
         with pytest.raises(isobox.ContainerError, match="levels deep"):
             c.get_archive("/deep")
         assert sorted(os.listdir("/proc/self/fd")) == fds  # every level's fd closed
+
+
+COPY_IN_A_FRESH_PROCESS = """
+import os, resource, sys
+import isobox
+image = isobox.Image.from_directory(sys.argv[1], isobox.ImageConfig(env=["PATH=/bin"]))
+with isobox.Container(image, ["sleep", "30"]) as c:
+    c.exec(["dd", "if=/dev/zero", "of=/big", "bs=1048576", "count=128"])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    c.copy_from("/big", sys.argv[2])
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(os.path.getsize(sys.argv[2]), (after - before) // 1024)
+"""
+
+
+def test_a_large_copy_out_is_spooled_to_disk_not_held_in_memory(busybox_rootfs, store_root, tmp_path):
+    """A container can make a file as large as it likes: copy_from streams it through a
+    file in the container's state directory, not through memory."""
+    done = subprocess.run([sys.executable, "-c", COPY_IN_A_FRESH_PROCESS, str(busybox_rootfs),
+                           str(tmp_path / "big")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    size, grown_mib = map(int, done.stdout.split())
+    assert size == 128 << 20
+    assert grown_mib < 48  # at most the 16 MiB spool; held in memory, the 128 MiB tar would show

@@ -16,12 +16,14 @@ import os
 import posixpath
 import stat
 import tarfile
-from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import IO, TYPE_CHECKING, Iterable, Iterator, List, Optional, Tuple, Union
 
 from . import native
 from .errors import ContainerError, InvalidOption
 
 if TYPE_CHECKING:
+    import tempfile
+
     from .container import Container
 
 RESOLVE_IN_ROOT = 0x10
@@ -65,7 +67,13 @@ def put_archive(container: "Container", path: str, data: Union[bytes, Iterable[b
 def get_archive(container: "Container", path: str, arcname: "str | None" = None) -> bytes:
     """A tar stream of ``path`` (a file, or a directory and everything below it) in the
     running container, named ``arcname`` (default: its last component), as `docker cp`
-    makes it."""
+    makes it. In memory: `copy_from` spools to disk instead."""
+    out = io.BytesIO()
+    _write_archive(container, path, arcname, out)
+    return out.getvalue()
+
+
+def _write_archive(container: "Container", path: str, arcname: "str | None", out: IO[bytes]) -> None:
     _check_path(path)
     root = _root(container)
     try:
@@ -73,7 +81,6 @@ def get_archive(container: "Container", path: str, arcname: "str | None" = None)
     finally:
         os.close(root)
     name = posixpath.basename(path.rstrip("/")) or "."
-    out = io.BytesIO()
     try:
         with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
             _add(tar, parent, name, arcname or name)
@@ -81,7 +88,19 @@ def get_archive(container: "Container", path: str, arcname: "str | None" = None)
         raise ContainerError(f"{path}: no such file or directory in the container") from exc
     finally:
         os.close(parent)
-    return out.getvalue()
+
+
+def _spool(container: "Container") -> "tempfile.SpooledTemporaryFile[bytes]":
+    """A file for a tar stream on its way: memory up to 16 MiB, then a file in the
+    container's state directory (a container can make a copy as large as it likes)."""
+    import tempfile
+
+    return tempfile.SpooledTemporaryFile(max_size=16 << 20, mode="w+b", dir=str(container.dir))
+
+
+def _read_chunks(f: "tempfile.SpooledTemporaryFile[bytes]", size: int = 1 << 20) -> Iterator[bytes]:
+    f.seek(0)
+    return iter(lambda: f.read(size), b"")
 
 
 # Directories below the one copied out. Each open level holds an fd (an unprivileged
@@ -155,10 +174,10 @@ def copy_to(container: "Container", host_path: Union[str, "os.PathLike[str]"], p
     into_dir = _is_dir(container, path)
     dest_dir = path if into_dir else (posixpath.dirname(path.rstrip("/")) or "/")
     arcname = os.path.basename(src.rstrip("/")) if into_dir else posixpath.basename(path.rstrip("/"))
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        tar.add(src, arcname=arcname)
-    put_archive(container, dest_dir, buf.getvalue())
+    with _spool(container) as buf:
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            tar.add(src, arcname=arcname)
+        put_archive(container, dest_dir, _read_chunks(buf))
 
 
 def copy_from(container: "Container", path: str, host_path: Union[str, "os.PathLike[str]"]) -> None:
@@ -172,8 +191,9 @@ def copy_from(container: "Container", path: str, host_path: Union[str, "os.PathL
     into_dir = os.path.isdir(dest)
     target_dir = dest if into_dir else os.path.dirname(dest)
     arcname = (posixpath.basename(path.rstrip("/")) or ".") if into_dir else os.path.basename(dest)
-    data = get_archive(container, path, arcname)
-    apply_layer(_chunks(data), target_dir, existing=True)
+    with _spool(container) as buf:
+        _write_archive(container, path, arcname, buf)
+        apply_layer(_read_chunks(buf), target_dir, existing=True)
 
 
 def _is_dir(container: "Container", path: str) -> bool:
