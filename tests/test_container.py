@@ -447,3 +447,14 @@ def test_init_holds_none_of_its_owners_file_descriptors(busybox_image, store_roo
         os.close(r)
         if w >= 0:
             os.close(w)
+
+
+def test_a_tree_deeper_than_the_fd_limit_does_not_stop_removal(busybox_image, store_root):
+    """A container can nest directories deeper than Python recurses and than an
+    unprivileged user's 1024 fds: removing it still removes them all."""
+    nest = 'd=/tmp/n; i=0; while [ $i -lt 1500 ]; do d=$d/d; i=$((i+1)); done; mkdir -p $d'
+    c = isobox.Container(busybox_image, ["sh", "-c", nest]).start()
+    assert c.wait(60) == 0
+    cdir = c.dir
+    c.remove()
+    assert not cdir.exists()

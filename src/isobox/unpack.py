@@ -1464,13 +1464,18 @@ def _is_whiteout(dirfd: int, name: bytes, st: os.stat_result) -> bool:
 
 
 def _rmtree_at(dirfd: int, name: Union[str, bytes]) -> None:
-    """Removes the tree at name under dirfd without following any symlink, iteratively
-    (layers may nest deeper than Python's recursion limit), making directories writable
-    where their mode forbids it (a finished layer holds 0555 directories)."""
-    stack: List[Tuple[int, Union[str, bytes], int]] = []  # (parent fd, name, own fd)
-    privileged = os.geteuid() == 0
+    """Removes the tree at name under dirfd without following any symlink, making
+    directories writable where their mode forbids it (a finished layer holds 0555
+    directories).
 
-    def enter(parent: int, child: Union[str, bytes]) -> None:
+    Iterative, and with two fds open at most whatever the depth (a container or a layer
+    can nest directories deeper than Python recurses, and than an unprivileged user's
+    1024 fds): it goes down with openat and back up with "..", checking that each
+    parent is still the directory it came from."""
+    privileged = os.geteuid() == 0
+    path: List[Tuple[Union[str, bytes], Tuple[int, int]]] = []  # from the top: name, (dev, ino)
+
+    def enter(parent: int, child: Union[str, bytes]) -> int:
         # Every directory entered is made rwx for its owner first, so its children can be
         # opened, chmod-ed and unlinked in turn (needless, and skipped, as root).
         try:
@@ -1482,31 +1487,42 @@ def _rmtree_at(dirfd: int, name: Union[str, bytes]) -> None:
                 raise
             os.chmod(child, 0o700, dir_fd=parent)
             fd = os.open(child, _O_DIR_FD, dir_fd=parent)
-        stack.append((parent, child, fd))
-        if not privileged:
-            mode = stat.S_IMODE(os.fstat(fd).st_mode)
-            if mode & 0o700 != 0o700:
-                os.fchmod(fd, mode | 0o700)
+        st = os.fstat(fd)
+        path.append((child, (st.st_dev, st.st_ino)))
+        if not privileged and stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
+        return fd
 
-    enter(dirfd, name)
+    fd = enter(dirfd, name)
     try:
-        while stack:
-            parent, child, fd = stack[-1]
-            descended = False
+        while True:
+            sub: Optional[str] = None
             with os.scandir(fd) as it:
                 for entry in it:
                     if entry.is_dir(follow_symlinks=False):
-                        enter(fd, entry.name)
-                        descended = True
+                        sub = entry.name
                         break
                     os.unlink(entry.name, dir_fd=fd)
-            if descended:
+            if sub is not None:
+                inner = enter(fd, sub)
+                os.close(fd)
+                fd = inner
                 continue
-            stack.pop()
+            child, _ = path.pop()  # fd is empty now: remove it from its parent
+            if not path:
+                os.close(fd)
+                fd = -1
+                os.rmdir(child, dir_fd=dirfd)
+                return
+            up = os.open("..", _O_DIR_FD, dir_fd=fd)
+            st = os.fstat(up)
             os.close(fd)
-            os.rmdir(child, dir_fd=parent)
+            fd = up
+            if (st.st_dev, st.st_ino) != path[-1][1]:
+                raise OSError(errno.ESTALE, "a directory moved while its tree was being removed")
+            os.rmdir(child, dir_fd=fd)
     finally:
-        for _, _, fd in stack:
+        if fd >= 0:
             os.close(fd)
 
 
