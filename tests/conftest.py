@@ -38,19 +38,30 @@ def pytest_sessionfinish(session: object, exitstatus: int) -> None:
     for top in base.iterdir():
         if top.is_symlink() or not top.is_dir():
             continue
-        foreign = False
-        for dirpath, dirnames, filenames in os.walk(top):
-            for name in dirnames + filenames:
-                try:
-                    if os.lstat(os.path.join(dirpath, name)).st_uid != me:
-                        foreign = True
-                        break
-                except OSError:
-                    pass
-            if foreign:
-                break
-        if foreign:
+        if _holds_foreign_files(str(top), me):
             try:
                 remove_tree(top)
             except Exception:  # best effort: never turn a green run red at teardown
                 pass
+
+
+def _holds_foreign_files(top: str, me: int) -> bool:
+    """Whether anything below ``top`` belongs to another uid. Iterative: tests nest
+    directories deeper than os.walk can recurse."""
+    import os
+
+    stack = [top]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_uid != me:
+                    return True
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+            except OSError:
+                pass
+    return False
