@@ -25,8 +25,8 @@ _EXPORTS: Dict[str, str] = {
     "Store": "store", "PruneReport": "store", "prune": "store",
     # containers
     "Container": "container", "ContainerConfig": "container",
-    "Bind": "mounts", "Tmpfs": "mounts", "Volume": "mounts", "VolumeInfo": "volumes",
-    "volumes": "volumes", "remove_volume": "volumes",
+    "Bind": "mounts", "Tmpfs": "mounts", "Volume": "mounts", "VolumeInfo": "named_volumes",
+    "volumes": "named_volumes", "remove_volume": "named_volumes",
     "RunResult": "result", "run": "oneshot", "doctor": "hostcheck",
     "containers": "control", "ContainerInfo": "control", "get_container": "control",
     "ContainerHandle": "control", "RemoteExec": "control", "run_detached": "supervisor",
@@ -92,7 +92,7 @@ if TYPE_CHECKING:  # what type checkers see: the same names, imported eagerly
     )
     from .image import Image, ImageConfig, ProgressCallback
     from .mounts import Bind, Tmpfs, Volume
-    from .volumes import VolumeInfo, remove_volume, volumes
+    from .named_volumes import VolumeInfo, remove_volume, volumes
     from .platform import Platform
     from .reference import Reference
     from .result import ExitStatusError, RunResult

@@ -1173,7 +1173,7 @@ def _add_volume(sub: Any) -> None:
 
 
 def _volume_ls(args: argparse.Namespace) -> int:
-    from .volumes import volumes
+    from .named_volumes import volumes
 
     found = volumes(_store(args))
     if args.quiet:
@@ -1199,7 +1199,7 @@ def _volume_create(args: argparse.Namespace) -> int:
 def _volume_rm(args: argparse.Namespace) -> int:
     from .errors import IsoboxError
     from .mounts import volume_dir
-    from .volumes import remove_volume
+    from .named_volumes import remove_volume
 
     store = _store(args)
     status = 0

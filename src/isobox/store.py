@@ -690,7 +690,7 @@ class Store:
             report = self._collect(clear_tmp=True)
             if not volumes:
                 return report
-            from .volumes import prune_volumes
+            from .named_volumes import prune_volumes
 
             with self.removing_volumes():
                 names, reclaimed, warnings = prune_volumes(self)
