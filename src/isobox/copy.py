@@ -113,10 +113,19 @@ def _add(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str) -> None:
     depth first, by name, iteratively (a container's tree can be deeper than Python
     recurses), with at most `MAX_DEPTH` levels below it."""
     stack: List[Tuple[int, Iterator[str], str]] = []  # open directories: fd, names left, arcname
+
+    def push(fd: int, base: str) -> None:
+        try:
+            names = sorted(os.listdir(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+        stack.append((fd, iter(names), base))
+
     try:
         sub = _add_entry(tar, dirfd, name, arcname)
         if sub is not None:
-            stack.append((sub, iter(sorted(os.listdir(sub))), arcname))
+            push(sub, arcname)
         while stack:
             fd, names, base = stack[-1]
             child = next(names, None)
@@ -131,7 +140,7 @@ def _add(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str) -> None:
                 os.close(sub)
                 raise ContainerError(f"{arcname}: directories nest more than {MAX_DEPTH} levels deep; "
                                      "copy a subdirectory")
-            stack.append((sub, iter(sorted(os.listdir(sub))), f"{base}/{child}"))
+            push(sub, f"{base}/{child}")
     finally:
         for fd, _, _ in stack:
             os.close(fd)
