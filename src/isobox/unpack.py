@@ -1487,10 +1487,14 @@ def _rmtree_at(dirfd: int, name: Union[str, bytes]) -> None:
                 raise
             os.chmod(child, 0o700, dir_fd=parent)
             fd = os.open(child, _O_DIR_FD, dir_fd=parent)
-        st = os.fstat(fd)
+        try:
+            st = os.fstat(fd)
+            if not privileged and stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
+        except BaseException:
+            os.close(fd)
+            raise
         path.append((child, (st.st_dev, st.st_ino)))
-        if not privileged and stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
-            os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
         return fd
 
     fd = enter(dirfd, name)
