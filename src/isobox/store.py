@@ -304,7 +304,8 @@ def remove_tree(path: Union[str, pathlib.Path], ids: "Optional[IdMap]" = None) -
 
     if lib.ib_remove_tree(ffi.new("char[]", os.fsencode(p))) == 0:
         return  # the usual case, in C: mode-000 dirs (overlay's work/work) included
-    # deeper than the C walk goes, or not ours to remove
+    # not ours to remove (a top directory we may not open, a sticky directory), or deeper
+    # than the C walk's 65536 levels
     from .unpack import remove_tree as remove_layer_tree
 
     try:
