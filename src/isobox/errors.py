@@ -52,6 +52,11 @@ class UnsupportedManifest(RegistryError):
     """Raised for manifest kinds isobox does not run (schema1, unknown media types)."""
 
 
+class InvalidImage(RegistryError):
+    """Raised when an image's manifest or configuration is malformed: a field of the wrong
+    type or an impossible value (a list of labels, a bogus StopSignal), as Docker refuses it."""
+
+
 class StoreError(IsoboxError):
     """Raised when the on-disk store cannot be read or written."""
 
@@ -126,6 +131,7 @@ __all__ = [
     "DigestMismatch",
     "RateLimited",
     "UnsupportedManifest",
+    "InvalidImage",
     "StoreError",
     "ImageNotFound",
     "LayerError",
