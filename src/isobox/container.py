@@ -647,7 +647,7 @@ class Container:
             return True
         if block:
             try:
-                os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+                os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT | native.WALL)
             except ChildProcessError:
                 pass
         with self._reap_lock:
@@ -657,7 +657,7 @@ class Container:
         if self.pid is None or self._exit_code is not None:
             return True
         try:
-            pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+            pid, status = os.waitpid(self.pid, native.WALL | (0 if block else os.WNOHANG))
         except ChildProcessError:
             # someone else reaped it (os.wait() elsewhere): the status is lost
             pid, status = self.pid, 255 << 8
@@ -905,7 +905,7 @@ class Container:
                 master = _receive_fd(console_parent) if console_parent is not None else -1
             except BaseException:
                 os.kill(pid, _signal.SIGKILL)
-                os.waitpid(pid, 0)
+                os.waitpid(pid, native.WALL)
                 raise
             return pid, master
         finally:
@@ -1054,7 +1054,7 @@ def _wait_exec(pid: int, master: int, timeout: Optional[float]) -> Tuple[Optiona
             events = poller.poll(wait_ms)
             if not events and deadline is not None and time.monotonic() >= deadline:
                 _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
-                os.waitpid(pid, 0)
+                os.waitpid(pid, native.WALL)
                 return None, bytes(out)
             for fd, _ in events:
                 if fd == pidfd:
@@ -1064,7 +1064,7 @@ def _wait_exec(pid: int, master: int, timeout: Optional[float]) -> Tuple[Optiona
         if master >= 0:
             while _drain(master, out, block=False):
                 pass
-        _, status = os.waitpid(pid, 0)
+        _, status = os.waitpid(pid, native.WALL)
         return os.waitstatus_to_exitcode(status), bytes(out)
     finally:
         os.close(pidfd)

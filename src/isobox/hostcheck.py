@@ -73,7 +73,7 @@ def _try_child(spec: native.Spec, ids: Optional[_idmap.IdMap]) -> Optional[str]:
         child.abandon()
         return str(exc)
     finally:
-        os.waitpid(child.pid, 0)
+        os.waitpid(child.pid, native.WALL)
         if child.pidfd >= 0:
             os.close(child.pidfd)
 

@@ -153,7 +153,7 @@ def chown_in_userns(root: str, entries: "Sequence[Tuple[str, int, int, Optional[
         child.abandon()
         raise
     finally:
-        os.waitpid(child.pid, 0)
+        os.waitpid(child.pid, native.WALL)
         if child.pidfd >= 0:
             os.close(child.pidfd)
 
@@ -182,7 +182,7 @@ def remove_in_userns(path: pathlib.Path, ids: Optional[IdMap] = None) -> None:
         ids.apply(child.pid)
         child.release()
     finally:
-        _, status = os.waitpid(child.pid, 0)
+        _, status = os.waitpid(child.pid, native.WALL)
         if child.pidfd >= 0:
             os.close(child.pidfd)
     if status != 0:

@@ -44,6 +44,12 @@ MS_RELATIME = 1 << 21
 
 FAIL_RECORD = struct.Struct("=Ii")
 
+# wait(2): also wait for "clone children", whose exit signal is not SIGCHLD.  Every child
+# the core starts has none (spawn.c: start_child), so that an application's own reaping
+# (SIGCHLD ignored, a waitpid(-1) handler, asyncio's child watchers) never takes its exit
+# status: only a wait with __WALL (or __WCLONE) sees it.
+WALL = 0x40000000
+
 # Fixed step names, as the user reads them in an error.
 STEP_NAMES = {
     lib.IB_STEP_SIGNALS: "reset signals",
@@ -73,6 +79,7 @@ STEP_NAMES = {
     lib.IB_STEP_SECCOMP: "install the seccomp filter",
     lib.IB_STEP_SEND_ROOT: "send the container's root directory",
     lib.IB_STEP_CGROUP: "enter the container's cgroups",
+    lib.IB_STEP_EXEC_CHECK: "resolve the command inside the container",
 }
 
 
@@ -162,10 +169,12 @@ class Child:
             raise failure(self.spec, *record)
 
     def abandon(self) -> None:
-        """Close our ends without releasing: the child sees EOF and exits."""
+        """Close our ends without releasing: the child sees EOF and exits.  They are the
+        core's registered fds of a start in flight (spawn.c: ib_close): in a process forked
+        meanwhile they were closed already, and are not closed twice."""
         for fd in (self.sync_fd, self.err_fd):
             if fd >= 0:
-                os.close(fd)
+                lib.ib_close(fd)
         self.sync_fd = self.err_fd = -1
         self.keepalive.clear()
 
@@ -183,7 +192,13 @@ def failure(spec: Spec, step: int, err: int) -> SetupError:
             return CommandNotExecutable(f"exec {command}", err)
         return SetupError(f"exec {command}", err)
     if step == lib.IB_STEP_CHDIR:
-        return SetupError(f"chdir to the working directory {spec.workdir}", err)
+        detail = "it resolves outside the container" if err == _errno.EXDEV else None
+        return SetupError(f"chdir to the working directory {spec.workdir}", err, detail)
+    if step == lib.IB_STEP_EXEC_CHECK:
+        command = spec.argv[0] if spec.argv else "?"
+        detail = ("magic links such as /proc/self/exe or /proc/self/fd/N are refused, also "
+                  "as a script's interpreter") if err == _errno.ELOOP else None
+        return SetupError(f"resolve the command {command} inside the container", err, detail)
     return SetupError(STEP_NAMES.get(step, f"step {step}"), err)
 
 
@@ -302,18 +317,22 @@ def spawn_shared(spec: Spec, elsewhere: Callable[[Callable[[], object]], None]) 
     which sleeps until the child has exec'd; this thread does the parent's side."""
     c, keep = _pack(spec)
     out = ffi.new("struct ib_child *")
-    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pipes = ffi.new("int[4]")
+    rc = lib.ib_pipes(pipes)  # registered: a fork meanwhile does not keep them (spawn.c)
+    if rc < 0:
+        raise SetupError("create the pipes", -rc)
+    sync_r, sync_w, err_r, err_w = pipes[0], pipes[1], pipes[2], pipes[3]
 
     def clone() -> object:
-        # holds the spec's buffers until the child no longer reads them
+        # holds the spec's buffers until the child no longer reads them; closes sync_r
+        # and err_w when it returns
         return lib.ib_spawn_shared(c, sync_r, err_w, sync_w, err_r, out), keep
 
     try:
         elsewhere(clone)
     except BaseException:
         for fd in (sync_r, sync_w, err_r, err_w):
-            os.close(fd)
+            lib.ib_close(fd)
         raise
     try:
         record = _read_record(err_r)
@@ -329,8 +348,8 @@ def spawn_shared(spec: Spec, elsewhere: Callable[[Callable[[], object]], None]) 
         except OSError:  # Linux < 5.3
             pidfd = -1
     except BaseException:
-        os.close(sync_w)  # the child sees EOF and exits
-        os.close(err_r)
+        lib.ib_close(sync_w)  # the child sees EOF and exits
+        lib.ib_close(err_r)
         raise
     return Child(pid, pidfd, sync_w, err_r, spec, keep)
 
@@ -389,13 +408,13 @@ def join(spec: Spec, ns_fds: Sequence[int]) -> int:
     except BaseException:
         if pid > 0:
             try:
-                os.waitpid(pid, 0)
+                os.waitpid(pid, WALL)
             except ChildProcessError:
                 pass
         raise
     finally:
         helper.abandon()
-        os.waitpid(helper.pid, 0)
+        os.waitpid(helper.pid, WALL)
     return pid
 
 
@@ -410,7 +429,7 @@ def container_root(ns_fds: Sequence[int]) -> int:
         try:
             helper.release()
         finally:
-            os.waitpid(helper.pid, 0)
+            os.waitpid(helper.pid, WALL)
         child_sock.close()
         _, received, _, _ = socket.recv_fds(parent, 1, 1)
         if not received:

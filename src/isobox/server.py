@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any, List, Mapping, Optional
 
 from .errors import ContainerError, InvalidOption, IsoboxError
-from .native import lib
+from .native import WALL, lib
 from .state import KEPT_NAME, SOCKET_NAME, socket_path
 from .syntax import parse_env, signal_number
 
@@ -212,7 +212,7 @@ class Server:
                     watching = False
         finally:
             os.close(pidfd)
-        _, status = os.waitpid(pid, 0)
+        _, status = os.waitpid(pid, WALL)
         conn.send({"ok": True, "exit_code": os.waitstatus_to_exitcode(status)})
 
     # -- the end -------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@
  */
 #define _GNU_SOURCE
 #include "spawn.h"
+#include "fsops.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -68,6 +69,13 @@
 #ifndef MOVE_MOUNT_F_EMPTY_PATH
 #define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
 #endif
+#ifndef MOVE_MOUNT_T_EMPTY_PATH
+#define MOVE_MOUNT_T_EMPTY_PATH 0x00000040
+#endif
+
+/* Container paths are resolved with the container's root as "/" and magic links refused
+ * (see "container paths" below). */
+#define IN_ROOT (IB_RESOLVE_IN_ROOT | IB_RESOLVE_NO_MAGICLINKS)
 
 #define cleanup_close __attribute__((cleanup(close_fdp)))
 
@@ -141,6 +149,13 @@ static unsigned long locked_flags(const char *path)
     return out;
 }
 
+/* mount(2)'s per-mount flags as mount_setattr(2)'s attributes (the same bits for these). */
+static uint64_t mount_attrs(unsigned long flags)
+{
+    return (flags & MS_RDONLY ? MOUNT_ATTR_RDONLY : 0) | (flags & MS_NOSUID ? MOUNT_ATTR_NOSUID : 0) |
+           (flags & MS_NODEV ? MOUNT_ATTR_NODEV : 0) | (flags & MS_NOEXEC ? MOUNT_ATTR_NOEXEC : 0);
+}
+
 static int remount_bind(const char *target, unsigned long flags)
 {
     /* MS_REMOUNT|MS_BIND changes per-mount flags only (mount(2), "Remounting"). */
@@ -172,7 +187,8 @@ static int overlay_fsmount(const struct ib_op *op)
         return -1;
     if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
         return -1;
-    cleanup_close int mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, 0);
+    /* the per-mount flags (nodev: see rootfs.py) */
+    cleanup_close int mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, mount_attrs(op->flags));
     if (mnt < 0)
         return -1;
     return (int)syscall(SYS_move_mount, mnt, "", AT_FDCWD, op->target, MOVE_MOUNT_F_EMPTY_PATH);
@@ -347,9 +363,9 @@ static int do_pivot(const char *newroot)
 }
 
 /* mount(2) follows a symlink at the target: an image could point /proc or /sys at a host
- * path.  Every parent of a plan target is ours (the rootfs mount point, our /dev tmpfs),
- * so refusing a symlink in the last component is enough; nothing in the container runs
- * yet that could race with it. */
+ * path.  Before pivot_root every parent of a plan target is ours (the rootfs mount point,
+ * our /dev tmpfs), so refusing a symlink in the last component is enough; nothing in the
+ * container runs yet that could race with it. */
 static int refuse_symlink(const char *target)
 {
     struct stat st;
@@ -360,12 +376,70 @@ static int refuse_symlink(const char *target)
     return 0;
 }
 
-/* mkdir -p, one component at a time, each an ordinary mkdir(2): after pivot_root a
- * symlink component resolves inside the container, never on the host. */
-static int mkdir_p(const char *path, mode_t mode)
+/* ---- container paths -------------------------------------------------------------------
+ *
+ * After pivot_root (or setns, for exec) the paths still to resolve are the image's or the
+ * caller's to choose (the working directory, mount destinations, the command), and /proc
+ * is mounted: a plain lookup would follow /proc/self/fd/N to whatever our fds point at,
+ * /proc/self/cwd, or /proc/self/exe to the host's interpreter this process still is
+ * (CVE-2024-21626, CVE-2019-5736).  So they are resolved by the kernel with the
+ * container's root as "/" and magic links refused (openat2 RESOLVE_IN_ROOT |
+ * RESOLVE_NO_MAGICLINKS, Linux 5.6), relative to an fd of that root.  Ordinary symlinks
+ * are followed, inside the root, as Docker follows them. */
+
+/* openat2 below root; -1 with errno. */
+static int open_in(int root, const char *path, int flags)
+{
+    int fd = ib_openat2(root, path, flags | O_CLOEXEC, 0, IN_ROOT);
+    if (fd < 0) {
+        errno = -fd;
+        return -1;
+    }
+    return fd;
+}
+
+/* "/proc/self/fd/N" for one of our fds: how mount(2) and a reopen reach what it points at
+ * (our own fd: no lookup by the container's choice). */
+static void fd_path(char buf[32], int fd)
+{
+    static const char prefix[] = "/proc/self/fd/";
+    char digits[12];
+    int n = 0;
+    unsigned v = (unsigned)fd;
+    do
+        digits[n++] = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    memcpy(buf, prefix, sizeof prefix - 1);
+    size_t len = sizeof prefix - 1;
+    while (n > 0)
+        buf[len++] = digits[--n];
+    buf[len] = '\0';
+}
+
+/* An O_PATH fd of a mount destination inside the root; the last component must not be a
+ * symlink (ELOOP), as refuse_symlink says before pivot_root. */
+static int open_target(int root, const char *path)
+{
+    struct stat st;
+    int fd = open_in(root, path, O_PATH | O_NOFOLLOW);
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, &st) < 0 || S_ISLNK(st.st_mode)) {
+        int saved = S_ISLNK(st.st_mode) ? ELOOP : errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+/* mkdir -p inside the root: each prefix is resolved in the root (its symlinks followed
+ * there), and a missing component is made in the directory its parent resolved to. */
+static int mkdir_p_in(int root, const char *path, mode_t mode)
 {
     char buf[4096];
-    size_t len = strlen(path);
+    size_t len = strlen(path), start = 0;
+    int parent = root, saved;
     if (len >= sizeof buf) {
         errno = ENAMETOOLONG;
         return -1;
@@ -374,11 +448,62 @@ static int mkdir_p(const char *path, mode_t mode)
     for (size_t i = 1; i <= len; i++) {
         if (buf[i] != '/' && buf[i] != '\0')
             continue;
-        char saved = buf[i];
+        if (i == start + 1) { /* an empty component ("//") */
+            start = i;
+            continue;
+        }
+        char was = buf[i];
         buf[i] = '\0';
-        if (mkdir(buf, mode) < 0 && errno != EEXIST)
-            return -1;
-        buf[i] = saved;
+        int fd = open_in(root, buf, O_PATH | O_DIRECTORY);
+        if (fd < 0 && errno == ENOENT) {
+            if (mkdirat(parent, buf + start + 1, mode) < 0 && errno != EEXIST)
+                goto fail;
+            fd = open_in(root, buf, O_PATH | O_DIRECTORY);
+        }
+        if (fd < 0 && errno == ENOTDIR && i == len)
+            break; /* the last component is there but not a directory: its user says so */
+        if (fd < 0)
+            goto fail;
+        if (parent != root)
+            close(parent);
+        parent = fd;
+        buf[i] = was;
+        start = i;
+    }
+    if (parent != root)
+        close(parent);
+    return 0;
+fail:
+    saved = errno;
+    if (parent != root)
+        close(parent);
+    errno = saved;
+    return -1;
+}
+
+/* chdir inside the root through an fd (never a path lookup of our own), then make sure
+ * the kernel sees the result below the root: getcwd(2) prefixes "(unreachable)" to a
+ * directory outside it, which is how runc 1.1.12 detects CVE-2024-21626.  A failed check
+ * is EXDEV. */
+static int chdir_in(int root, const char *path)
+{
+    char cwd[4096];
+    int fd = open_in(root, path, O_PATH | O_DIRECTORY);
+    if (fd < 0)
+        return -1;
+    int rc = fchdir(fd);
+    int saved = errno;
+    close(fd);
+    if (rc < 0) {
+        errno = saved;
+        return -1;
+    }
+    long n = syscall(SYS_getcwd, cwd, sizeof cwd);
+    if (n < 0 && errno != ERANGE && errno != ENAMETOOLONG)
+        return -1;
+    if (n > 0 && cwd[0] != '/') {
+        errno = EXDEV;
+        return -1;
     }
     return 0;
 }
@@ -389,14 +514,10 @@ static int mkdir_p(const char *path, mode_t mode)
  * symlink cannot send the chown outside it. */
 static int chown_in(const struct ib_op *op)
 {
-    struct open_how {
-        uint64_t flags, mode, resolve;
-    } how = {.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC, .mode = 0,
-             .resolve = 0x10 /* RESOLVE_IN_ROOT */ | 0x02 /* RESOLVE_NO_MAGICLINKS */};
     cleanup_close int root = open(op->source, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root < 0)
         return -1;
-    cleanup_close int fd = (int)syscall(SYS_openat2, root, op->target, &how, sizeof how);
+    cleanup_close int fd = open_in(root, op->target, O_PATH | O_NOFOLLOW);
     if (fd < 0)
         return -1;
     uid_t uid = (uid_t)(op->dev >> 32);
@@ -405,19 +526,89 @@ static int chown_in(const struct ib_op *op)
         return -1;
     if (op->opt & IB_OPT_CHMOD) {
         /* an O_PATH fd cannot fchmod; its /proc/self/fd link can (not a symlink here) */
-        char path[32] = "/proc/self/fd/";
-        char digits[12];
-        int n = 0, v = fd;
-        do
-            digits[n++] = (char)('0' + v % 10);
-        while ((v /= 10) > 0);
-        size_t len = strlen(path);
-        while (n > 0)
-            path[len++] = digits[--n];
-        path[len] = '\0';
+        char path[32];
+        fd_path(path, fd);
         return chmod(path, op->mode);
     }
     return 0;
+}
+
+/* Sets flags on every mount of a tree (AT_RECURSIVE, mount_setattr(2), Linux 5.12): a
+ * read-only bind must not leave a writable submount below it (Docker 25 does the same).
+ * Returns 1 when the kernel lacks mount_setattr (the caller falls back to the top mount
+ * alone), 0 on success, -1 with errno. */
+static int set_tree_flags(int dirfd, const char *path, unsigned long flags)
+{
+    struct mount_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.attr_set = mount_attrs(flags);
+    if (!attr.attr_set)
+        return 0;
+    if (syscall(SYS_mount_setattr, dirfd, path,
+                AT_RECURSIVE | AT_SYMLINK_NOFOLLOW | (path[0] ? 0 : AT_EMPTY_PATH), &attr, sizeof attr) == 0)
+        return 0;
+    return errno == ENOSYS ? 1 : -1;
+}
+
+/* An op whose destination the image or caller chose, after pivot_root: resolved inside
+ * the root (see "container paths").  root is an O_PATH fd of "/". */
+static int run_op_in_root(const struct ib_op *op, int root, int *fds)
+{
+    char path[32];
+    int rc;
+
+    switch (op->kind) {
+    case IB_OP_MKDIR_P:
+        return mkdir_p_in(root, op->target, op->mode);
+    case IB_OP_TOUCH: {
+        /* an existing file is fine as it is (and may not be writable for us); a symlink
+         * in the last component is refused (O_NOFOLLOW: ELOOP) */
+        int fd = ib_openat2(root, op->target, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+                            op->mode, IN_ROOT);
+        if (fd == -EEXIST || fd == -EACCES || fd == -EISDIR || fd == -ETXTBSY)
+            fd = ib_openat2(root, op->target, O_PATH | O_NOFOLLOW | O_CLOEXEC, 0, IN_ROOT);
+        if (fd < 0) {
+            errno = -fd;
+            return -1;
+        }
+        close(fd);
+        return 0;
+    }
+    case IB_OP_MOUNT: {
+        cleanup_close int fd = open_target(root, op->target);
+        if (fd < 0)
+            return -1;
+        fd_path(path, fd);
+        return mount(op->source, path, op->fstype, op->flags, op->data);
+    }
+    case IB_OP_ATTACH: {
+        if (op->ref < 0 || fds[op->ref] < 0) {
+            errno = EBADF;
+            return -1;
+        }
+        rc = op->flags ? set_tree_flags(fds[op->ref], "", op->flags) : 0;
+        if (rc < 0)
+            return -1;
+        cleanup_close int fd = open_target(root, op->target);
+        if (fd < 0)
+            return -1;
+        if (syscall(SYS_move_mount, fds[op->ref], "", fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+            return -1;
+        close(fds[op->ref]);
+        fds[op->ref] = -1;
+        if (rc == 0)
+            return 0;
+        /* Linux < 5.12: only the top mount can be remounted; look it up again, now that the
+         * tree is attached, to reach the new mount rather than the one below it */
+        cleanup_close int top = open_in(root, op->target, O_PATH);
+        if (top < 0)
+            return -1;
+        fd_path(path, top);
+        return remount_bind(path, op->flags);
+    }
+    }
+    errno = EINVAL;
+    return -1;
 }
 
 /* Performs op i of the plan; fds[] holds the mount trees of IB_OP_OPEN_TREE ops. */
@@ -433,7 +624,6 @@ static int run_op(const struct ib_op *ops, int i, int *fds)
     case IB_OP_REMOUNT:
     case IB_OP_OVERLAY:
     case IB_OP_MASK:
-    case IB_OP_ATTACH:
         if (refuse_symlink(op->target) < 0)
             return -1;
         break;
@@ -444,7 +634,11 @@ static int run_op(const struct ib_op *ops, int i, int *fds)
     case IB_OP_BIND:
         if (mount(op->source, op->target, NULL, MS_BIND | MS_REC, NULL) < 0)
             return -1;
-        return op->flags ? remount_bind(op->target, op->flags) : 0;
+        if (!op->flags)
+            return 0;
+        /* every mount of the tree (the host's /sys has cgroup and other submounts) */
+        fd = set_tree_flags(AT_FDCWD, op->target, op->flags);
+        return fd <= 0 ? fd : remount_bind(op->target, op->flags);
     case IB_OP_REMOUNT:
         /* A path that is not a mount point (/proc/sys) must first become one.  A mount
          * point is remounted as it is: binding "/" onto itself would stack a writable
@@ -495,19 +689,6 @@ static int run_op(const struct ib_op *ops, int i, int *fds)
             return -1;
         fds[i] = fd;
         return 0;
-    case IB_OP_ATTACH:
-        if (op->ref < 0 || op->ref >= i || fds[op->ref] < 0) {
-            errno = EBADF;
-            return -1;
-        }
-        if (syscall(SYS_move_mount, fds[op->ref], "", AT_FDCWD, op->target,
-                    MOVE_MOUNT_F_EMPTY_PATH) < 0)
-            return -1;
-        close(fds[op->ref]);
-        fds[op->ref] = -1;
-        return op->flags ? remount_bind(op->target, op->flags) : 0;
-    case IB_OP_MKDIR_P:
-        return mkdir_p(op->target, op->mode);
     case IB_OP_CHOWN_IN:
         return chown_in(op);
     }
@@ -515,16 +696,34 @@ static int run_op(const struct ib_op *ops, int i, int *fds)
     return -1;
 }
 
+/* Walks the plan.  After IB_OP_PIVOT, the ops that name a destination the image or the
+ * caller chose (MKDIR_P, TOUCH, MOUNT, ATTACH) resolve it inside the new root. */
 static void run_plan(const struct ib_spec *spec)
 {
     int fds[spec->n_ops > 0 ? spec->n_ops : 1];
+    int root = -1, rc;
     for (int i = 0; i < spec->n_ops; i++)
         fds[i] = -1;
     for (int i = 0; i < spec->n_ops; i++) {
         const struct ib_op *op = &spec->ops[i];
-        if (run_op(spec->ops, i, fds) < 0 && !((op->opt & IB_OPT_OPTIONAL) && errno == ENOENT))
+        int in_root = root >= 0 && (op->kind == IB_OP_MKDIR_P || op->kind == IB_OP_TOUCH ||
+                                    op->kind == IB_OP_MOUNT || op->kind == IB_OP_ATTACH);
+        if (op->kind == IB_OP_ATTACH && (op->ref < 0 || op->ref >= i)) {
+            errno = EBADF;
+            rc = -1;
+        } else if (op->kind == IB_OP_ATTACH && root < 0) {
+            errno = EINVAL; /* a plan error: attach ops come after pivot_root */
+            rc = -1;
+        } else {
+            rc = in_root ? run_op_in_root(op, root, fds) : run_op(spec->ops, i, fds);
+        }
+        if (rc < 0 && !((op->opt & IB_OPT_OPTIONAL) && errno == ENOENT))
+            fail(IB_STEP_PLAN + (uint32_t)i, errno);
+        if (op->kind == IB_OP_PIVOT && (root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
             fail(IB_STEP_PLAN + (uint32_t)i, errno);
     }
+    if (root >= 0)
+        close(root);
 }
 
 /* ---- process attributes ---------------------------------------------------------------- */
@@ -644,29 +843,167 @@ static int setup_stdio(const int stdio[3])
     return 0;
 }
 
-static int close_other_fds(int keep)
+/* close(2) every fd from lo to hi inclusive: close_range(2) (Linux 5.9), else one by one
+ * up to the soft limit. */
+static int close_between(unsigned lo, unsigned hi)
 {
-    /* Linux 5.11: mark every fd >= 3 close-on-exec in one call; the error pipe stays usable
-     * until execve. */
-    if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+    if (syscall(SYS_close_range, lo, hi, 0) == 0)
         return 0;
+    if (errno != ENOSYS)
+        return -1;
     struct rlimit rl;
-    int max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (int)rl.rlim_cur : 65536;
-    for (int fd = 3; fd < max; fd++)
-        if (fd != keep)
-            close(fd);
+    unsigned max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 1048576 ? (unsigned)rl.rlim_cur : 1048576;
+    for (unsigned fd = lo; fd <= hi && fd < max; fd++)
+        close((int)fd);
     return 0;
 }
 
-/* execvpe() without its /bin/sh fallback for ENOEXEC (runc does not do that either), and
- * with PATH taken from the container's environment, not ours. */
-static void exec_command(const struct ib_spec *spec)
+/* Closes every fd but the n in keep[] (any order; negative entries are ignored; keep[] is
+ * sorted in place).  Really closed, not only marked close-on-exec: the child inherited
+ * every fd of the Python process (its other containers' files, a pull's O_PATH fds of
+ * the layer being written), and a path like /proc/self/fd/N resolves through them until
+ * execve (CVE-2024-21626). */
+static int close_fds_except(int *keep, int n)
+{
+    unsigned next = 0; /* the lowest fd not yet closed or kept */
+    for (int i = 1; i < n; i++) {
+        int v = keep[i], j = i;
+        for (; j > 0 && keep[j - 1] > v; j--)
+            keep[j] = keep[j - 1];
+        keep[j] = v;
+    }
+    for (int i = 0; i < n; i++) {
+        if (keep[i] < 0 || (unsigned)keep[i] < next) /* unset, or a duplicate */
+            continue;
+        if ((unsigned)keep[i] > next && close_between(next, (unsigned)keep[i] - 1) < 0)
+            return -1;
+        next = (unsigned)keep[i] + 1;
+    }
+    return close_between(next, ~0U);
+}
+
+#define IB_MAX_KEPT_FDS 64
+
+/* The first thing a child does, before any path lookup: close every fd it inherited but
+ * the ones the spec and the protocol name (stdio 0-2 are replaced or kept on purpose). */
+static void drop_inherited_fds(const struct ib_spec *spec, int sync_fd, int err_fd,
+                               const int *ns_fds, int n_ns)
+{
+    int keep[IB_MAX_KEPT_FDS];
+    int n = 0;
+    if (spec->n_cgroup_procs + n_ns + 10 > IB_MAX_KEPT_FDS)
+        fail(IB_STEP_CLOSE_FDS, EINVAL);
+    keep[n++] = 0;
+    keep[n++] = 1;
+    keep[n++] = 2;
+    keep[n++] = sync_fd;
+    keep[n++] = err_fd;
+    for (int i = 0; i < 3; i++)
+        keep[n++] = spec->stdio[i];
+    keep[n++] = spec->console_sock;
+    keep[n++] = spec->root_sock;
+    for (int i = 0; i < spec->n_cgroup_procs; i++)
+        keep[n++] = spec->cgroup_procs[i];
+    for (int i = 0; i < n_ns; i++)
+        keep[n++] = ns_fds[i];
+    TRY(IB_STEP_CLOSE_FDS, close_fds_except(keep, n));
+}
+
+/* Makes a relative path (kept in buf) absolute from the working directory, which
+ * chdir_in checked is inside the root (getcwd(2) gives it relative to our root). */
+static int join_cwd(char *buf, size_t size)
+{
+    char rel[4096];
+    size_t rlen = strlen(buf);
+    if (rlen >= sizeof rel) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(rel, buf, rlen + 1);
+    long n = syscall(SYS_getcwd, buf, size);
+    if (n <= 0 || buf[0] != '/')
+        return -1;
+    size_t clen = strlen(buf);
+    if (clen + 1 + rlen + 1 > size) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    buf[clen] = '/';
+    memcpy(buf + clen + 1, rel, rlen + 1);
+    return 0;
+}
+
+/* What the kernel will run for path, resolved as it will resolve it but inside the root
+ * with magic links refused, and so for a script's interpreter ("#!"), to the kernel's
+ * depth of nested interpreters.  Otherwise "/proc/self/exe" as the command, or a script
+ * starting "#!/proc/self/exe", would run the host's interpreter that this process still
+ * is until its execve (CVE-2019-5736), or /proc/self/fd/N whatever that fd is.  Returns
+ * 0 to go ahead (execve gives its own errors), or -1 with errno: ENOENT when the path is
+ * not there, ELOOP for a magic link (or a symlink loop).
+ *
+ * Before the first process's execve nothing else runs in the container, so nothing can
+ * change the files between this check and execve; an exec into a running container has
+ * that window (a process there may swap a file meanwhile).  What the window could still
+ * reach is the interpreter this process is a copy of, which the kernel keeps unwritable
+ * while any process runs it (ETXTBSY), and the owner runs it as long as its containers
+ * live.  A script we may not read is not looked into (its interpreter could not read it
+ * either). */
+static int check_exec_path(int root, const char *path)
+{
+    char cur[4096], head[256];
+    size_t len = strlen(path);
+    if (len >= sizeof cur) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(cur, path, len + 1);
+    for (int depth = 0; depth < 5; depth++) { /* BINPRM_MAX_RECURSION (4) interpreters */
+        struct stat st;
+        char self[32];
+        if (cur[0] != '/' && join_cwd(cur, sizeof cur) < 0)
+            return 0;
+        int fd = open_in(root, cur, O_PATH);
+        if (fd < 0)
+            return -1;
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+            close(fd);
+            return 0;
+        }
+        fd_path(self, fd);
+        int r = open(self, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+        close(fd);
+        if (r < 0)
+            return 0;
+        ssize_t n = read(r, head, sizeof head - 1);
+        close(r);
+        if (n < 3 || head[0] != '#' || head[1] != '!')
+            return 0;
+        head[n] = '\0';
+        char *s = head + 2, *e;
+        while (*s == ' ' || *s == '\t')
+            s++;
+        for (e = s; *e && *e != ' ' && *e != '\t' && *e != '\n'; e++)
+            ;
+        if (e == s)
+            return 0;
+        *e = '\0';
+        memcpy(cur, s, (size_t)(e - s) + 1);
+    }
+    return 0;
+}
+
+/* execvpe() without its /bin/sh fallback for ENOEXEC (runc does not do that either), with
+ * PATH taken from the container's environment, not ours, and each candidate checked by
+ * check_exec_path first. */
+static void exec_command(const struct ib_spec *spec, int root)
 {
     const char *file = spec->file;
     char buf[4096];
-    int seen_eacces = 0;
+    int seen_eacces = 0, seen_magic = 0;
 
     if (strchr(file, '/')) {
+        if (check_exec_path(root, file) < 0 && errno != ENOENT && errno != ENOTDIR)
+            fail(IB_STEP_EXEC_CHECK, errno);
         execve(file, (char *const *)spec->argv, (char *const *)spec->envp);
         fail(IB_STEP_EXEC, errno);
     }
@@ -681,6 +1018,15 @@ static void exec_command(const struct ib_spec *spec)
             memcpy(buf, dir, dlen);
             buf[dlen] = '/';
             memcpy(buf + dlen + 1, file, flen + 1);
+            if (check_exec_path(root, buf) < 0) {
+                if (errno == ELOOP)
+                    seen_magic = 1;
+                else if (errno != ENOENT && errno != ENOTDIR && errno != ENAMETOOLONG &&
+                         errno != EACCES)
+                    fail(IB_STEP_EXEC_CHECK, errno);
+                if (errno != EACCES)
+                    goto next;
+            }
             execve(buf, (char *const *)spec->argv, (char *const *)spec->envp);
             if (errno == EACCES)
                 seen_eacces = 1;
@@ -688,10 +1034,13 @@ static void exec_command(const struct ib_spec *spec)
                      errno != ENAMETOOLONG)
                 fail(IB_STEP_EXEC, errno);
         }
+    next:
         if (*end == '\0')
             break;
         p = end + 1;
     }
+    if (seen_magic && !seen_eacces)
+        fail(IB_STEP_EXEC_CHECK, ELOOP);
     fail(IB_STEP_EXEC, seen_eacces ? EACCES : ENOENT);
 }
 
@@ -787,12 +1136,17 @@ static char *map_stack(size_t size)
 /* G under init=1: the init's death must take it along (it is also pid-namespace-bound). */
 #define IB_INIT_STACK_SIZE (256 * 1024)
 
+struct init_args {
+    const struct ib_spec *spec;
+    int root;
+};
+
 static int init_command(void *p)
 {
-    const struct ib_spec *spec = p;
+    const struct init_args *a = p; /* in the init's frame, which sleeps until our execve */
     TRY(IB_STEP_REARM_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
     unblock_signals();
-    exec_command(spec);
+    exec_command(a->spec, a->root);
     _exit(127);
 }
 
@@ -836,9 +1190,17 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
         /* the pty becomes the session's controlling terminal (we called setsid) */
         TRY(IB_STEP_CONSOLE, ioctl(0, TIOCSCTTY, 0));
     }
-    TRY(IB_STEP_CLOSE_FDS, close_other_fds(err_fd));
+    {
+        /* what the command gets: stdio, and the protocol's two pipes until execve */
+        int keep[5] = {0, 1, 2, sync_fd, err_fd};
+        TRY(IB_STEP_CLOSE_FDS, close_fds_except(keep, 5));
+    }
+    /* "/" is the container's root here (after pivot_root, or setns for exec) */
+    int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0)
+        fail(IB_STEP_CHDIR, errno);
     if (spec->workdir)
-        TRY(IB_STEP_CHDIR, chdir(spec->workdir));
+        TRY(IB_STEP_CHDIR, chdir_in(root, spec->workdir));
 
     /* A credential change clears the parent-death signal (prctl(2)): arm it again, then
      * make sure P did not die in between.  P holds the sync pipe until our execve. */
@@ -874,10 +1236,12 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
          * is not copied again; we sleep meanwhile.  The seccomp filter allows it: it
          * asks for no namespace. */
         char *stack = map_stack(IB_INIT_STACK_SIZE);
+        struct init_args args = {.spec = spec, .root = root};
         if (!stack)
             fail(IB_STEP_INIT_FORK, errno);
+        /* SIGCHLD: the init's own child, reaped by its own waitpid(-1) */
         pid_t child = clone(init_command, stack + IB_INIT_STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD,
-                            (void *)spec);
+                            &args);
         if (child < 0)
             fail(IB_STEP_INIT_FORK, errno);
         munmap(stack, IB_INIT_STACK_SIZE);
@@ -892,7 +1256,7 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
         init_loop(child, &all);
     }
     unblock_signals();
-    exec_command(spec);
+    exec_command(spec, root);
     _exit(127);
 }
 
@@ -901,6 +1265,7 @@ __attribute__((noreturn)) static void child_main(const struct ib_spec *spec, int
 {
     child_err_fd = err_fd;
     reset_signals();
+    drop_inherited_fds(spec, sync_fd, err_fd, NULL, 0);
     if (announce) {
         /* shared memory: the parent's pid and pipes are ours to use once we say so */
         struct ib_fail ready = {.step = IB_STEP_READY, .err = 0};
@@ -933,6 +1298,7 @@ __attribute__((noreturn)) static void join_main(const struct ib_spec *spec, cons
 {
     child_err_fd = err_fd;
     reset_signals();
+    drop_inherited_fds(spec, sync_fd, err_fd, ns_fds, n_fds);
     /* Before entering: the container must not reach our memory or /proc/self/exe (the
      * host's interpreter) through /proc while we are in its pid namespace (CVE-2019-5736;
      * runc clones its binary for the same reason).  execve makes the command dumpable. */
@@ -985,6 +1351,118 @@ __attribute__((noreturn)) static void join_main(const struct ib_spec *spec, cons
 
 /* ---- the parent side ------------------------------------------------------------------- */
 
+/* Fds of a start in flight, and fork.  The application may fork (multiprocessing, its own
+ * os.fork) while another of its threads starts a container.  The copy must keep nothing
+ * of that start: holding the error pipe's write end, it would keep the parent from
+ * reading EOF, and so from learning that the child exec'd, until the copy exits.  Every
+ * pipe end of a start is registered here from its creation to its close (ib_close); the
+ * pthread_atfork child handler closes them in the copy, and makes the locks anew there
+ * (the threads holding them do not exist in the copy).  The prepare handler takes the
+ * registry's lock, so a registration or a close is never half done at fork. */
+#define IB_MAX_INFLIGHT 1024
+
+static pthread_mutex_t inflight_lock = PTHREAD_MUTEX_INITIALIZER;
+static int inflight[IB_MAX_INFLIGHT];
+static int n_inflight;
+
+static pthread_mutex_t shared_stack_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Under inflight_lock: remember fd; -1 (EMFILE) when the registry is full. */
+static int inflight_add_locked(int fd)
+{
+    if (n_inflight >= IB_MAX_INFLIGHT) {
+        errno = EMFILE;
+        return -1;
+    }
+    inflight[n_inflight++] = fd;
+    return 0;
+}
+
+/* Under inflight_lock: forget fd; 0 when it was registered. */
+static int inflight_remove_locked(int fd)
+{
+    for (int i = 0; i < n_inflight; i++)
+        if (inflight[i] == fd) {
+            inflight[i] = inflight[--n_inflight];
+            return 0;
+        }
+    return -1;
+}
+
+/* Two pipes for a start (sync, then err: read end, write end each), registered.
+ * 0 or -errno. */
+static int inflight_pipes(int sync_pipe[2], int err_pipe[2])
+{
+    int saved = 0;
+    pthread_mutex_lock(&inflight_lock);
+    if (pipe2(sync_pipe, O_CLOEXEC) < 0) {
+        saved = errno;
+        sync_pipe[0] = sync_pipe[1] = -1;
+    } else if (pipe2(err_pipe, O_CLOEXEC) < 0) {
+        saved = errno;
+        close(sync_pipe[0]);
+        close(sync_pipe[1]);
+        sync_pipe[0] = sync_pipe[1] = err_pipe[0] = err_pipe[1] = -1;
+    } else if (n_inflight + 4 > IB_MAX_INFLIGHT) {
+        saved = EMFILE;
+        for (int i = 0; i < 2; i++) {
+            close(sync_pipe[i]);
+            close(err_pipe[i]);
+            sync_pipe[i] = err_pipe[i] = -1;
+        }
+    } else {
+        for (int i = 0; i < 2; i++) {
+            inflight_add_locked(sync_pipe[i]);
+            inflight_add_locked(err_pipe[i]);
+        }
+    }
+    pthread_mutex_unlock(&inflight_lock);
+    return -saved;
+}
+
+/* Closes a registered fd; an fd that is not registered (already closed, or closed in a
+ * forked copy by the handler below, its number free for reuse) is left alone: -EBADF. */
+int ib_close(int fd)
+{
+    int rc = 0;
+    pthread_mutex_lock(&inflight_lock);
+    if (fd < 0 || inflight_remove_locked(fd) < 0)
+        rc = -EBADF;
+    else if (close(fd) < 0 && errno != EINTR)
+        rc = -errno;
+    pthread_mutex_unlock(&inflight_lock);
+    return rc;
+}
+
+int ib_pipes(int fds[4])
+{
+    return inflight_pipes(fds, fds + 2);
+}
+
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&inflight_lock);
+}
+
+static void atfork_parent(void)
+{
+    pthread_mutex_unlock(&inflight_lock);
+}
+
+static void atfork_child(void)
+{
+    for (int i = 0; i < n_inflight; i++)
+        close(inflight[i]);
+    n_inflight = 0;
+    pthread_mutex_init(&inflight_lock, NULL);
+    pthread_mutex_init(&shared_stack_lock, NULL);
+}
+
+__attribute__((constructor)) static void register_atfork(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
 /* Clones a child that runs main_fn once released; returns its pid or -errno. */
 static int start_child(const struct ib_spec *spec, unsigned long long flags, int want_pidfd,
                        const int *ns_fds, int n_fds, struct ib_child *out)
@@ -994,16 +1472,17 @@ static int start_child(const struct ib_spec *spec, unsigned long long flags, int
     sigset_t all, old;
     long pid;
 
-    if (pipe2(sync_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0) {
-        saved = errno;
+    if ((saved = -inflight_pipes(sync_pipe, err_pipe)))
         goto fail;
-    }
 
     struct clone_args args;
     memset(&args, 0, sizeof args);
     args.flags = flags | (want_pidfd ? CLONE_PIDFD : 0);
     args.pidfd = (uint64_t)(uintptr_t)&pidfd;
-    args.exit_signal = SIGCHLD;
+    /* No exit signal: a "clone child" (wait(2), __WALL) that an application's own reaping
+     * (SIGCHLD ignored, a waitpid(-1) handler, asyncio's child watchers) never collects,
+     * so its exit status stays ours to read; Python waits for it with __WALL. */
+    args.exit_signal = 0;
 
     /* No signal handler of Python's may run in the child: block all around clone. */
     sigfillset(&all);
@@ -1012,7 +1491,7 @@ static int start_child(const struct ib_spec *spec, unsigned long long flags, int
     if (pid < 0 && errno == ENOSYS) {
         /* Linux < 5.3: clone(2) with fork semantics (stack NULL). */
         pidfd = -1;
-        pid = syscall(SYS_clone, (unsigned long)(flags | SIGCHLD), NULL, NULL, NULL, 0);
+        pid = syscall(SYS_clone, (unsigned long)flags, NULL, NULL, NULL, 0);
     }
     if (pid == 0) {
         close(sync_pipe[1]);
@@ -1026,8 +1505,8 @@ static int start_child(const struct ib_spec *spec, unsigned long long flags, int
     if (pid < 0)
         goto fail;
 
-    close(sync_pipe[0]);
-    close(err_pipe[1]);
+    ib_close(sync_pipe[0]);
+    ib_close(err_pipe[1]);
     out->pid = (int)pid;
     out->pidfd = pidfd;
     out->sync_fd = sync_pipe[1];
@@ -1036,10 +1515,8 @@ static int start_child(const struct ib_spec *spec, unsigned long long flags, int
 
 fail:
     for (int i = 0; i < 2; i++) {
-        if (sync_pipe[i] >= 0)
-            close(sync_pipe[i]);
-        if (err_pipe[i] >= 0)
-            close(err_pipe[i]);
+        ib_close(sync_pipe[i]);
+        ib_close(err_pipe[i]);
     }
     return -saved;
 }
@@ -1071,8 +1548,7 @@ int ib_spawn(const struct ib_spec *spec, struct ib_child *out)
 
 #define IB_STACK_SIZE (1024 * 1024)
 
-static pthread_mutex_t shared_stack_lock = PTHREAD_MUTEX_INITIALIZER;
-static char *shared_stack; /* map_stack's, kept for the next clone */
+static char *shared_stack; /* map_stack's, kept for the next clone (shared_stack_lock) */
 
 struct shared_args {
     const struct ib_spec *spec;
@@ -1113,8 +1589,9 @@ int ib_spawn_shared(const struct ib_spec *spec, int sync_r, int err_w, int sync_
     /* No signal handler of Python's may run in the child: block all around clone. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    /* no exit signal: see start_child */
     pid = clone(shared_child, shared_stack + IB_STACK_SIZE,
-                (int)spec->clone_flags | CLONE_VM | CLONE_VFORK | CLONE_PARENT_SETTID | SIGCHLD,
+                (int)spec->clone_flags | CLONE_VM | CLONE_VFORK | CLONE_PARENT_SETTID,
                 &args, &out->pid);
     saved = pid < 0 ? errno : 0;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -1133,8 +1610,8 @@ done:
             n = write(err_w, &rec, sizeof rec);
         while (n < 0 && errno == EINTR);
     }
-    close(sync_r);
-    close(err_w);
+    ib_close(sync_r);
+    ib_close(err_w);
     return -saved;
 }
 

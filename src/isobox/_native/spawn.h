@@ -44,6 +44,7 @@ enum {
     IB_STEP_CGROUP,       /* enter the container's cgroups (exec) */
     IB_STEP_READY,        /* not a failure: the child is waiting for its go byte (shared) */
     IB_STEP_CLONE,        /* clone itself (ib_spawn_shared reports it on the error pipe) */
+    IB_STEP_EXEC_CHECK,   /* resolve the command (and a script's interpreter) in the root */
     IB_STEP_PLAN = 1000,
 };
 
@@ -142,5 +143,7 @@ int ib_spawn_shared(const struct ib_spec *spec, int sync_r, int err_w, int sync_
                     struct ib_child *out);
 int ib_remove_tree(const char *path);
 int ib_join(const struct ib_spec *spec, const int *ns_fds, int n_fds, struct ib_child *out);
+int ib_pipes(int fds[4]);
+int ib_close(int fd);
 
 #endif
