@@ -37,7 +37,7 @@ _EXPORTS: Dict[str, str] = {
     "UnsupportedManifest": "errors", "InvalidImage": "errors", "StoreError": "errors", "ImageNotFound": "errors",
     "LayerError": "errors", "ContainerError": "errors", "NameConflict": "errors",
     "ContainerNotFound": "errors", "SetupError": "errors", "CommandNotFound": "errors",
-    "CommandNotExecutable": "errors", "Timeout": "errors", "HostNotSupported": "errors",
+    "CommandNotExecutable": "errors", "ExitStatusLost": "errors", "Timeout": "errors", "HostNotSupported": "errors",
     "ExitStatusError": "result",
 }
 
@@ -75,6 +75,7 @@ if TYPE_CHECKING:  # what type checkers see: the same names, imported eagerly
         ContainerNotFound,
         CredentialsError,
         DigestMismatch,
+        ExitStatusLost,
         HostNotSupported,
         ImageNotFound,
         InvalidImage,

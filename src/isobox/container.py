@@ -23,6 +23,7 @@ import select
 import signal as _signal
 import threading
 import time
+import weakref
 from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union, overload
 from typing import TYPE_CHECKING, Literal
 
@@ -33,6 +34,7 @@ from . import cgroups as _cgroups
 from . import seccomp as _seccomp
 from .errors import (
     ContainerError,
+    ExitStatusLost,
     InvalidOption,
     IsoboxError,
     NameConflict,
@@ -245,6 +247,30 @@ def _on_spawner(fn: Callable[[], object]) -> None:
     _the_spawner().submit(fn)
 
 
+# --- fork -------------------------------------------------------------------------------------
+#
+# An application may fork (multiprocessing, os.fork) while it owns containers, and while
+# another of its threads starts one.  The copy owns none of them: its inherited handles
+# must neither reap nor remove nor rewrite their state (only the owner can; its waitpid
+# is the one that works), nor keep anything alive after the owner is gone (the lock that
+# says "owned", a container's stdin).  The spawner thread and its lock do not exist in
+# the copy: they are made anew on first use.  (The core's own registry of in-flight pipes
+# is closed in the copy by its pthread_atfork handler, spawn.c.)
+
+_started: "weakref.WeakSet[Container]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    global _spawner_lock, _spawner
+    _spawner_lock = threading.Lock()
+    _spawner = None
+    for c in list(_started):
+        c._disown()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def spawn_child(spec: native.Spec) -> native.Child:
     if spec.init:
         # the init never execs: its clone cannot share our memory (spawn.c)
@@ -351,10 +377,13 @@ class Container:
         self.id = os.urandom(32).hex()
         self.name = self.config.name or f"isobox_{self.id[:12]}"
         self.pid: Optional[int] = None
+        self._owner = os.getpid()  # the process that may reap, remove and record it
         self._pidfd = -1
         self._lock_fd = -1
         self._status = Status.CREATED
         self._exit_code: Optional[int] = None
+        self._reaped = False  # its status was collected (or found lost: _lost)
+        self._lost: Optional[ExitStatusLost] = None
         self._reap_lock = threading.Lock()
         self._created: Optional[float] = None
         self._store: Optional[Store] = None
@@ -387,8 +416,49 @@ class Container:
     @property
     def status(self) -> str:
         if self._status is Status.RUNNING:
+            if not self._owned():
+                return "exited" if self._has_exited() else "running"
             self._poll()
         return self._status.value
+
+    def _owned(self) -> bool:
+        return self._owner == os.getpid()
+
+    def _require_owner(self, what: str) -> None:
+        if not self._owned():
+            raise ContainerError(
+                f"cannot {what} container {self.name}: it is owned by process {self._owner}, "
+                f"and this is a fork of it ({os.getpid()}); only its owner can")
+
+    def _has_exited(self) -> bool:
+        """Whether the process ended, without reaping it (works in a forked copy too)."""
+        if self._reaped:
+            return True
+        return self._pidfd >= 0 and native.has_exited(self._pidfd)
+
+    def _disown(self) -> None:
+        """In a forked copy (see _after_fork_in_child): let go of what only the owner may
+        hold.  The lock is a shared open file description: closing our fd of it leaves the
+        owner's lock in place."""
+        for attr in ("_lock_fd",):
+            fd = getattr(self, attr)
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+                setattr(self, attr, -1)
+        for fd in self._ns_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._ns_fds = ()
+        if self.stdin is not None:
+            try:
+                self.stdin.close()
+            except OSError:
+                pass
 
     @property
     def exit_code(self) -> Optional[int]:
@@ -399,6 +469,7 @@ class Container:
     def start(self) -> "Container":
         if self._status is not Status.CREATED:
             raise ContainerError(f"container {self.name} was already started")
+        self._owner = os.getpid()
         cfg = self.config
         in_userns = cfg.userns if cfg.userns is not None else os.geteuid() != 0
         if in_userns and os.geteuid() == 0:
@@ -569,6 +640,7 @@ class Container:
             if console_parent is not None:
                 console_parent.close()
         self._status = Status.RUNNING
+        _started.add(self)
         self._write_state(Status.RUNNING)
 
     def _stdin_fd(self) -> int:
@@ -643,27 +715,45 @@ class Container:
         Threads may call this at once (one waits while others exec, kill or stop): the
         status is collected under a lock, and a blocking wait happens before it, without
         reaping (WNOWAIT), so it never holds the lock while the container runs."""
-        if self.pid is None or self._exit_code is not None:
+        if self.pid is None or self._reaped:
             return True
+        if not self._owned():
+            return self._has_exited()  # a forked copy: never reap, never record
         if block:
-            try:
-                os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT | native.WALL)
-            except ChildProcessError:
-                pass
+            if self._pidfd >= 0:
+                poller = select.poll()
+                poller.register(self._pidfd, select.POLLIN)
+                poller.poll()
+            else:
+                try:
+                    os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT | native.WALL)
+                except ChildProcessError:
+                    pass
         with self._reap_lock:
             return self._reap_locked(block)
 
     def _reap_locked(self, block: bool) -> bool:
-        if self.pid is None or self._exit_code is not None:
+        if self.pid is None or self._reaped:
             return True
         try:
-            pid, status = os.waitpid(self.pid, native.WALL | (0 if block else os.WNOHANG))
+            if self._pidfd >= 0:
+                # by pidfd: an application's own reaping cannot mislead it (native.wait_exit)
+                code = native.wait_exit(self._pidfd, block)
+                if code is None:
+                    return False
+            else:  # Linux < 5.3
+                pid, status = os.waitpid(self.pid, native.WALL | (0 if block else os.WNOHANG))
+                if pid == 0:
+                    return False
+                code = os.waitstatus_to_exitcode(status)
         except ChildProcessError:
-            # someone else reaped it (os.wait() elsewhere): the status is lost
-            pid, status = self.pid, 255 << 8
-        if pid == 0:
-            return False
-        self._exit_code = os.waitstatus_to_exitcode(status)
+            code, self._lost = None, ExitStatusLost(
+                f"container {self.name}: its exit status was collected by another wait in "
+                "this process (SIGCHLD ignored, or a handler calling waitpid(-1))")
+        except ExitStatusLost as exc:
+            code, self._lost = None, ExitStatusLost(f"container {self.name}: {exc}")
+        self._exit_code = code
+        self._reaped = True
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
@@ -693,8 +783,8 @@ class Container:
         signal N (as subprocess reports it). Raises Timeout when it outlives ``timeout``."""
         if self._status is Status.CREATED:
             raise ContainerError(f"container {self.name} has not been started")
-        if self._exit_code is not None:
-            return self._exit_code
+        if not self._reaped:
+            self._require_owner("wait for")
         if timeout is not None and self._pidfd >= 0:
             poller = select.poll()
             poller.register(self._pidfd, select.POLLIN)
@@ -707,6 +797,8 @@ class Container:
                     raise Timeout(f"container {self.name} still running after {timeout} s")
                 time.sleep(0.005)
         self._reap(block=True)
+        if self._lost is not None:
+            raise self._lost
         assert self._exit_code is not None
         return self._exit_code
 
@@ -728,6 +820,7 @@ class Container:
         """The image's StopSignal (default SIGTERM), then SIGKILL after ``timeout`` s."""
         if self._status is Status.CREATED:
             raise ContainerError(f"container {self.name} has not been started")
+        self._require_owner("stop")
         self.kill(self.image.config.stop_signal or _signal.SIGTERM)
         try:
             return self.wait(timeout)
@@ -830,9 +923,9 @@ class Container:
             in_fd = stdin if isinstance(stdin, int) else int(stdin.fileno())
         master = -1
         try:
-            pid, master = self._exec_spawn(argv, extra_env, cfg_workdir, user, tty, (in_fd, out_fd, err_fd),
-                                           tty_size)
-            code, tty_out = _wait_exec(pid, master, timeout)
+            _, pidfd, master = self._exec_spawn(argv, extra_env, cfg_workdir, user, tty,
+                                                (in_fd, out_fd, err_fd), tty_size)
+            code, tty_out = _wait_exec(pidfd, master, timeout)
             stdout = tty_out if tty else os.pread(out_fd, 1 << 30, 0)
             stderr = os.pread(err_fd, 1 << 30, 0)
             if code is None:
@@ -860,11 +953,13 @@ class Container:
         self, argv: Tuple[str, ...], extra_env: Tuple[Tuple[str, str], ...], workdir: Optional[str],
         user: Optional[str], tty: bool, stdio: Tuple[int, int, int],
         tty_size: Optional[Tuple[int, int]] = None,
-    ) -> Tuple[int, int]:
+    ) -> Tuple[int, int, int]:
         """Start ``argv`` in the running container with ``stdio`` (with ``tty``: a new
-        terminal instead): (pid, the terminal's master fd or -1), once it has exec'd.
-        The caller waits for the pid (our child) and closes the master. `exec` uses it,
-        and so does the control socket's exec, which streams (server.py)."""
+        terminal instead): (pid, pidfd, the terminal's master fd or -1), once it has
+        exec'd.  The caller waits for it (our child: native.wait_exit on the pidfd, never
+        by pid) and closes the pidfd and the master. `exec` uses it, and so does the
+        control socket's exec, which streams (server.py)."""
+        self._require_owner("exec in")
         if self._status is not Status.RUNNING or self._reap(block=False):
             raise ContainerError(f"container {self.name} is not running")
         if self._pidfd < 0:
@@ -897,17 +992,20 @@ class Container:
                 cgroup_procs=tuple(cgroup_fds),
             )
             ns_fds = self._ns_fds
-            pid = in_spawner(lambda: native.join(spec, ns_fds))
+            pid, pidfd = in_spawner(lambda: native.join(spec, ns_fds))
             if console_child is not None:
                 console_child.close()
                 console_child = None
             try:
                 master = _receive_fd(console_parent) if console_parent is not None else -1
             except BaseException:
-                os.kill(pid, _signal.SIGKILL)
-                os.waitpid(pid, native.WALL)
+                _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
+                try:
+                    native.wait_exit(pidfd)
+                finally:
+                    os.close(pidfd)
                 raise
-            return pid, master
+            return pid, pidfd, master
         finally:
             for sock in (console_parent, console_child):
                 if sock is not None:
@@ -957,6 +1055,7 @@ class Container:
         return copy.get_archive(self, path)
 
     def _namespace_fds(self) -> Tuple[int, ...]:
+        self._require_owner("enter")
         if self._status is not Status.RUNNING or self._reap(block=False) or not self._ns_fds:
             raise ContainerError(f"container {self.name} is not running")
         return self._ns_fds
@@ -977,6 +1076,7 @@ class Container:
         killed first), as `docker rm -f`."""
         if self._status is Status.REMOVED:
             return
+        self._require_owner("remove")
         if self._status is Status.RUNNING and not self._reap(block=False):
             if not force:
                 raise ContainerError(f"container {self.name} is running: stop it first or use force=True")
@@ -985,7 +1085,7 @@ class Container:
         self._cleanup()
 
     def _cleanup(self) -> None:
-        if self.pid is not None and self._exit_code is None:
+        if self.pid is not None and not self._reaped:
             self.kill(_signal.SIGKILL)
             self._reap(block=True)
         if self._store is not None:
@@ -1005,7 +1105,8 @@ class Container:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.remove(force=True)
+        if self._owned():  # a forked copy leaving the block leaves the owner's container be
+            self.remove(force=True)
 
     def __repr__(self) -> str:
         return f"<Container {self.name} {self._status.value} {' '.join(self.argv)!r}>"
@@ -1037,10 +1138,10 @@ def _set_winsize(fd: int, rows: int, cols: int) -> None:
     _fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def _wait_exec(pid: int, master: int, timeout: Optional[float]) -> Tuple[Optional[int], bytes]:
-    """Wait for an exec'd process (our child), draining its terminal if it has one so it
-    never blocks on a full pty. Returns (status or None after a timeout kill, tty output)."""
-    pidfd = os.pidfd_open(pid)
+def _wait_exec(pidfd: int, master: int, timeout: Optional[float]) -> Tuple[Optional[int], bytes]:
+    """Wait for an exec'd process (our child; closes its pidfd), draining its terminal if it
+    has one so it never blocks on a full pty. Returns (status or None after a timeout
+    kill, tty output)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     out = bytearray()
     try:
@@ -1054,7 +1155,7 @@ def _wait_exec(pid: int, master: int, timeout: Optional[float]) -> Tuple[Optiona
             events = poller.poll(wait_ms)
             if not events and deadline is not None and time.monotonic() >= deadline:
                 _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
-                os.waitpid(pid, native.WALL)
+                native.wait_exit(pidfd)
                 return None, bytes(out)
             for fd, _ in events:
                 if fd == pidfd:
@@ -1064,8 +1165,9 @@ def _wait_exec(pid: int, master: int, timeout: Optional[float]) -> Tuple[Optiona
         if master >= 0:
             while _drain(master, out, block=False):
                 pass
-        _, status = os.waitpid(pid, native.WALL)
-        return os.waitstatus_to_exitcode(status), bytes(out)
+        code = native.wait_exit(pidfd)
+        assert code is not None
+        return code, bytes(out)
     finally:
         os.close(pidfd)
 

@@ -109,6 +109,12 @@ class CommandNotExecutable(SetupError):
     """Raised when the container's command exists but cannot be executed."""
 
 
+class ExitStatusLost(ContainerError):
+    """Raised when a container's (or exec's) exit status was collected by another wait in
+    this process (SIGCHLD ignored, or a handler calling waitpid(-1)) on a kernel too old to
+    keep it for isobox's pidfd (before Linux 6.15)."""
+
+
 class Timeout(ContainerError):
     """Raised when a container or exec outlives the timeout it was given."""
 
@@ -141,6 +147,7 @@ __all__ = [
     "SetupError",
     "CommandNotFound",
     "CommandNotExecutable",
+    "ExitStatusLost",
     "Timeout",
     "HostNotSupported",
 ]

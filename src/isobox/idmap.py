@@ -14,8 +14,7 @@ import os
 import pathlib
 import pwd
 import shutil
-import subprocess
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import attrs
 
@@ -58,10 +57,10 @@ class IdMap:
                 args = [_helper(tool), str(pid)]
                 for r in ranges:
                     args += [str(r.container), str(r.host), str(r.size)]
-                done = subprocess.run(args, capture_output=True, text=True)
-                if done.returncode != 0:
+                code, err = _run_helper(args)
+                if code != 0:
                     raise HostNotSupported(
-                        f"{tool} failed: {done.stderr.strip() or done.returncode}; "
+                        f"{tool} failed: {err.strip() or code}; "
                         "check the caller's ranges in /etc/subuid and /etc/subgid"
                     )
             return
@@ -83,6 +82,36 @@ def _write(path: str, text: str) -> None:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
+
+
+def _run_helper(args: List[str]) -> Tuple[int, str]:
+    """Run a setuid helper (newuidmap) and return its status and stderr.  Started by the
+    native core rather than subprocess: subprocess's pipes (its exec-error pipe, captured
+    output) would be inherited by a process the application forks meanwhile, and the start
+    would wait for that process to exit; the core's pidfd keeps the status ours whatever
+    the application reaps (native.wait_exit)."""
+    from . import native
+
+    err_fd = os.memfd_create("isobox-helper-stderr", os.MFD_CLOEXEC)
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        spec = native.Spec(clone_flags=0, set_ids=False, no_new_privs=False,  # setuid helper
+                           stdio=(null, null, err_fd), argv=tuple(args), env=("PATH=/usr/bin:/bin",),
+                           path="/usr/bin:/bin:/usr/sbin:/sbin")
+        child = native.spawn(spec)
+        try:
+            child.release()
+        finally:  # reaped whatever happened (a failed exec exits at once)
+            try:
+                code = native.wait_exit(child.pidfd) if child.pidfd >= 0 else \
+                    os.waitstatus_to_exitcode(os.waitpid(child.pid, native.WALL)[1])
+            finally:
+                if child.pidfd >= 0:
+                    os.close(child.pidfd)
+        return code if code is not None else -1, os.pread(err_fd, 4096, 0).decode(errors="replace")
+    finally:
+        os.close(err_fd)
+        os.close(null)
 
 
 def _helper(tool: str) -> str:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import select
 import struct
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import attrs
 
-from .errors import CommandNotExecutable, CommandNotFound, HostNotSupported, SetupError
+from .errors import CommandNotExecutable, CommandNotFound, ContainerError, ExitStatusLost, HostNotSupported, SetupError
 
 try:
     from ._native._core import ffi as ffi, lib as lib
@@ -44,11 +45,67 @@ MS_RELATIME = 1 << 21
 
 FAIL_RECORD = struct.Struct("=Ii")
 
-# wait(2): also wait for "clone children", whose exit signal is not SIGCHLD.  Every child
-# the core starts has none (spawn.c: start_child), so that an application's own reaping
-# (SIGCHLD ignored, a waitpid(-1) handler, asyncio's child watchers) never takes its exit
-# status: only a wait with __WALL (or __WCLONE) sees it.
+# wait(2): also wait for "clone children", whose exit signal is not SIGCHLD.  The children
+# the core starts have none (spawn.c: start_child), so that an application's own reaping
+# (SIGCHLD ignored, a waitpid(-1) handler, asyncio's child watchers) never takes their
+# exit status: only a wait with __WALL (or __WCLONE) sees them.  execve gives a process
+# SIGCHLD again (the kernel's de_thread), so a container's command is visible to such
+# reaping: see wait_exit.
 WALL = 0x40000000
+
+# ioctl(pidfd, PIDFD_GET_INFO) with PIDFD_INFO_EXIT (Linux 6.15): the exit status of a
+# process already reaped, by whoever reaped it, kept for the holders of a pidfd of it.
+# _IOWR(0xFF, 11, struct pidfd_info) for the first version of the struct (64 bytes: mask,
+# cgroupid, 11 ids, exit_code at offset 60).
+_PIDFD_GET_INFO = (3 << 30) | (64 << 16) | (0xFF << 8) | 11
+_PIDFD_INFO_EXIT = 1 << 3
+
+
+def wait_exit(pidfd: int, block: bool = True) -> Optional[int]:
+    """The exit status of our child behind ``pidfd`` (N, or -N for a death by signal N),
+    reaping it; None when it still runs (``block=False``).  By pidfd, never by pid: after
+    an application reaped our child its pid may be another process's.  When the
+    application reaped it first, the kernel's copy is read from the pidfd (Linux >= 6.15);
+    otherwise ExitStatusLost says what happened."""
+    try:
+        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | WALL | (0 if block else os.WNOHANG))
+    except ChildProcessError:
+        status = _reaped_status(pidfd)
+        if status is None:
+            raise ExitStatusLost(
+                "its exit status was collected by another wait in this process (SIGCHLD "
+                "ignored, or a handler calling waitpid(-1)), and this kernel does not keep "
+                "it for pidfds (Linux >= 6.15 does): restore signal.SIG_DFL for SIGCHLD, or "
+                "reap only your own children's pids") from None
+        return os.waitstatus_to_exitcode(status)
+    if result is None:
+        return None
+    if result.si_code == os.CLD_EXITED:
+        return result.si_status
+    return -result.si_status  # CLD_KILLED, CLD_DUMPED
+
+
+def has_exited(pidfd: int) -> bool:
+    """Whether the process behind pidfd ended (readable pidfd), without reaping it."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _reaped_status(pidfd: int) -> Optional[int]:
+    import fcntl
+
+    buf = bytearray(64)
+    struct.pack_into("=Q", buf, 0, _PIDFD_INFO_EXIT)
+    try:
+        fcntl.ioctl(pidfd, _PIDFD_GET_INFO, buf)
+    except OSError:
+        return None  # Linux < 6.13 (no PIDFD_GET_INFO), or not reaped yet
+    mask, = struct.unpack_from("=Q", buf, 0)
+    if not mask & _PIDFD_INFO_EXIT:
+        return None
+    status: int = struct.unpack_from("=i", buf, 60)[0]
+    return status
 
 # Fixed step names, as the user reads them in an error.
 STEP_NAMES = {
@@ -387,12 +444,13 @@ def _start_join(spec: Spec, ns_fds: Sequence[int]) -> Child:
     return Child(out.pid, -1, out.sync_fd, out.err_fd, spec, keep)
 
 
-def join(spec: Spec, ns_fds: Sequence[int]) -> int:
+def join(spec: Spec, ns_fds: Sequence[int]) -> Tuple[int, int]:
     """Start a process inside the namespaces behind ns_fds (see open_namespaces).
 
-    Returns the joined process's pid once it has exec'd; raises SetupError otherwise."""
+    Returns the joined process's (pid, pidfd) once it has exec'd (our child: wait for it
+    with wait_exit); raises SetupError otherwise."""
     helper = _start_join(spec, ns_fds)
-    pid = -1
+    pid = pidfd = -1
     try:
         os.write(helper.sync_fd, b"G")
         first = _read_record(helper.err_fd)
@@ -402,11 +460,19 @@ def join(spec: Spec, ns_fds: Sequence[int]) -> int:
         if step != lib.IB_STEP_JOINED:
             raise failure(spec, step, value)
         pid = value
+        pidfd = os.pidfd_open(pid)  # while it waits for its own go byte (spawn.c)
+        os.write(helper.sync_fd, b"G")
         rest = _read_record(helper.err_fd)
         if rest is not None:
             raise failure(spec, *rest)
     except BaseException:
-        if pid > 0:
+        if pidfd >= 0:
+            try:
+                wait_exit(pidfd)
+            except ContainerError:
+                pass
+            os.close(pidfd)
+        elif pid > 0:
             try:
                 os.waitpid(pid, WALL)
             except ChildProcessError:
@@ -415,7 +481,7 @@ def join(spec: Spec, ns_fds: Sequence[int]) -> int:
     finally:
         helper.abandon()
         os.waitpid(helper.pid, WALL)
-    return pid
+    return pid, pidfd
 
 
 def container_root(ns_fds: Sequence[int]) -> int:

@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any, List, Mapping, Optional
 
 from .errors import ContainerError, InvalidOption, IsoboxError
-from .native import WALL, lib
+from .native import lib, wait_exit
 from .state import KEPT_NAME, SOCKET_NAME, socket_path
 from .syntax import parse_env, signal_number
 
@@ -182,7 +182,7 @@ class Server:
                 raise ContainerError(f"container {self.container.name} is not running")
             stdio = (fds[0], fds[1], fds[2]) if not tty else (-1, -1, -1)
             size = doc.get("tty_size")
-            pid, master = self.container._exec_spawn(
+            pid, pidfd, master = self.container._exec_spawn(
                 argv, parse_env(doc.get("env") or ()), workdir, doc.get("user"), tty, stdio,
                 (int(size[0]), int(size[1])) if size else None)
         finally:
@@ -195,7 +195,6 @@ class Server:
         finally:
             if master >= 0:
                 os.close(master)
-        pidfd = os.pidfd_open(pid)
         try:
             poller = select.poll()
             poller.register(pidfd, select.POLLIN)
@@ -210,10 +209,10 @@ class Server:
                     _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
                     poller.unregister(conn.sock)
                     watching = False
+            code = wait_exit(pidfd)  # by pidfd: the owner's own reaping cannot take it
         finally:
             os.close(pidfd)
-        _, status = os.waitpid(pid, WALL)
-        conn.send({"ok": True, "exit_code": os.waitstatus_to_exitcode(status)})
+        conn.send({"ok": True, "exit_code": code})
 
     # -- the end -------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@
  * bytes it has just sent itself):
  *   sync: P -> C.  P writes the id maps (uid_map/gid_map, or newuidmap), then writes the
  *         byte IB_SYNC_GO.  C reads it before any other work; EOF means P died: C exits.
+ *         (ib_join: a second IB_SYNC_GO releases G, once P holds a pidfd of it.)
  *         P keeps its end open until C's execve succeeded, so C can tell (POLLHUP) whether
  *         P died after it re-armed PR_SET_PDEATHSIG.
  *   err:  C -> P, O_CLOEXEC.  On failure C (or G) writes one struct ib_fail {step, errno}
@@ -1343,6 +1344,9 @@ __attribute__((noreturn)) static void join_main(const struct ib_spec *spec, cons
             _exit(1);
         _exit(0);
     }
+    /* G: wait for a second go byte, which P sends once it holds a pidfd of us: then our
+     * exit status stays P's to read however the application reaps (native.py) */
+    wait_for_go(sync_fd);
     TRY(IB_STEP_SETSID, setsid());
     umask(0);
     run_plan(spec);
