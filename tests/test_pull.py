@@ -454,8 +454,8 @@ def test_killed_pull_leaves_nothing_that_is_used(images, store, registry_proxy):
     img = Image.pull(ref, store=store)
     assert_same_tree(img, images.layered.expected)
     assert registry_proxy.blob_gets(big) == 1
-    report = store.prune()
-    assert report.temporaries >= 1 and list(store.tmp.iterdir()) == []
+    assert list(store.tmp.iterdir()) == []  # the next pull swept what the killed one left
+    store.prune()
     assert_same_tree(Image.get(ref, store=store), images.layered.expected)
 
 

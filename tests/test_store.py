@@ -386,3 +386,29 @@ def test_bad_lock_names_are_refused(store):
     with pytest.raises(StoreError):
         with store.lock("../escape"):
             pass
+
+
+def test_sweep_removes_only_temporaries_no_live_process_holds(tmp_path):
+    import subprocess
+    import sys
+
+    store = Store.open(tmp_path / "store")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, isobox; s = isobox.Store.open(sys.argv[1]);"
+         "print(s.temp_dir('layer-'), flush=True); sys.stdin.read()", str(store.root)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        held = Path(holder.stdout.readline().strip())  # type: ignore[union-attr]
+        (held / "partial").write_text("half a layer")
+        dead = store.tmp / "layer-1-dead"  # what a killed pull left: nobody holds it
+        (dead / "rootfs").mkdir(parents=True)
+        mine = store.temp_dir("layer-")
+        assert store.sweep_temporaries() == 1
+        assert held.is_dir() and mine.is_dir() and not dead.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert store.sweep_temporaries() == 1  # the holder died
+    assert not held.exists() and mine.is_dir()
+    store.discard(mine)
+    assert list(store.tmp.iterdir()) == []

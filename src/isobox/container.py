@@ -36,6 +36,7 @@ from .errors import (
     ContainerError,
     ExitStatusLost,
     InvalidOption,
+    SetupError,
     IsoboxError,
     NameConflict,
     Timeout,
@@ -286,6 +287,24 @@ def spawn_child(spec: native.Spec) -> native.Child:
 _swept_stores: "set[pathlib.Path]" = set()
 
 
+def _make_owned_dir(cdir: pathlib.Path) -> int:
+    """Make a container's directory, owned (its lock held) from the instant the lock file
+    exists: the lock is made under a temporary name, locked, then renamed into place.
+    Until then the directory has no lock file, which owner_alive reads as "being created";
+    with the lock file created first and locked after, another start's sweep could take
+    the lock in between and remove the new directory.  Returns the lock's fd."""
+    cdir.mkdir(mode=0o700)
+    tmp = cdir / f".lock-{os.urandom(6).hex()}"
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        os.rename(tmp, cdir / "lock")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def sweep_stale(store: Store) -> List[str]:
     """Remove what owners that died could not (their containers died with them)."""
     removed: List[str] = []
@@ -510,13 +529,16 @@ class Container:
             sweep_stale(store)
             _swept_stores.add(store.root)
         cdir = store.containers / self.id
-        for sub in ("upper", "work", "rootfs"):
-            (cdir / sub).mkdir(parents=True, mode=0o700)
-        # the upper dir's root is the container's "/": give it the image root's mode
-        top = self.image.layers[-1] if self.image.layers else None
-        os.chmod(cdir / "upper", (top.stat().st_mode & 0o7777) if top and top.is_dir() else 0o755)
-        self._lock_fd = os.open(cdir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+        try:
+            self._lock_fd = _make_owned_dir(cdir)
+            for sub in ("upper", "work", "rootfs"):
+                (cdir / sub).mkdir(mode=0o700)
+            # the upper dir's root is the container's "/": give it the image root's mode
+            top = self.image.layers[-1] if self.image.layers else None
+            os.chmod(cdir / "upper", (top.stat().st_mode & 0o7777) if top and top.is_dir() else 0o755)
+        except OSError as exc:
+            self._cleanup()
+            raise SetupError(f"create the container's directory {cdir}", exc.errno or 0) from exc
         try:
             self._claim_name(store)
             # prune and rmi wait until state.json lists the layers we are about to use,

@@ -39,6 +39,7 @@ import os
 import pathlib
 import re
 import stat
+import time
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -270,6 +271,33 @@ class PruneReport:
     warnings: Tuple[str, ...] = ()
 
 
+# -- temporaries held by this process ----------------------------------------------------
+
+# tmp/ directories this process made and still uses -> the fd holding their flock (see
+# Store.temp_dir), and the store roots whose tmp/ it swept once.  Facts about this process,
+# not caches of the store: a forked copy holds none of them.
+_held_temporaries: Dict[str, int] = {}
+_swept_temporaries: Set[pathlib.Path] = set()
+
+
+def _release_temporary(path: pathlib.Path) -> None:
+    fd = _held_temporaries.pop(str(path), -1)
+    if fd >= 0:
+        os.close(fd)
+
+
+def _forget_temporaries_in_child() -> None:
+    for fd in _held_temporaries.values():
+        try:
+            os.close(fd)  # the flock is the parent's open file description: it stays
+        except OSError:
+            pass
+    _held_temporaries.clear()
+
+
+os.register_at_fork(after_in_child=_forget_temporaries_in_child)
+
+
 # -- filesystem helpers -----------------------------------------------------------------
 
 
@@ -368,7 +396,10 @@ class Store:
         store = cls(default_root() if root is None else root)
         try:
             for sub in SUBDIRS:
-                os.makedirs(os.path.join(store.root, sub), 0o700 if sub == "tmp" else 0o755, exist_ok=True)
+                os.makedirs(os.path.join(store.root, sub), 0o700, exist_ok=True)
+            st = os.stat(store.root)
+            if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+                os.chmod(store.root, 0o700)  # a store made before 0700 was the rule
         except OSError as exc:
             raise StoreError(f"cannot create the store at {store.root}: {exc.strerror}") from exc
         return store
@@ -410,7 +441,7 @@ class Store:
             raise StoreError(f"bad lock name {name!r}")
         path = self.locks / f"{name}.lock"
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise StoreError(f"cannot open lock {path}: {exc.strerror}") from exc
         try:
@@ -442,13 +473,47 @@ class Store:
 
     def temp_dir(self, prefix: str = "tmp-") -> pathlib.Path:
         """A new private directory under ``tmp/`` (same filesystem as everything else, so
-        its contents can be renamed into place)."""
+        its contents can be renamed into place), held (flock on its own fd) until
+        `discard` or `commit_layer` lets go of it: `sweep_temporaries` removes only what
+        no live process holds."""
         path = self.tmp / f"{prefix}{os.getpid()}-{os.urandom(8).hex()}"
         try:
             path.mkdir(mode=0o700)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
             raise StoreError(f"cannot create {path}: {exc.strerror}") from exc
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a new directory: nobody else can hold it
+        _held_temporaries[str(path)] = fd
         return path
+
+    def sweep_temporaries(self) -> int:
+        """Remove what crashed or killed processes left under ``tmp/`` (a killed pull's
+        half-extracted layers): directories no live process holds, and files older than
+        an hour (atomic writes stay there for milliseconds). Safe while other processes
+        pull; prune clears everything under ``tmp/`` with the store's gc lock instead.
+        Returns how many entries were removed."""
+        removed = 0
+        try:
+            entries = list(os.scandir(self.tmp))
+        except OSError:
+            return 0
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a live process holds it
+                    finally:
+                        os.close(fd)
+                elif time.time() - entry.stat(follow_symlinks=False).st_mtime < 3600:
+                    continue
+                remove_tree(entry.path)
+                removed += 1
+            except OSError:
+                continue  # gone meanwhile, or not ours to remove: prune reports it
+        return removed
 
     def write_file(self, path: pathlib.Path, data: bytes) -> None:
         """Write ``data`` to ``path`` atomically: temp name, fsync, rename."""
@@ -520,7 +585,11 @@ class Store:
 
     def new_layer_dir(self) -> pathlib.Path:
         """An empty directory (mode 0755, as an image root without a ``./`` entry gets) to
-        extract one layer into; pass it to `commit_layer` or `discard`."""
+        extract one layer into; pass it to `commit_layer` or `discard`.  The first in a
+        process sweeps what killed pulls left (see `sweep_temporaries`)."""
+        if self.root not in _swept_temporaries:
+            _swept_temporaries.add(self.root)
+            self.sweep_temporaries()
         parent = self.temp_dir("layer-")
         path = parent / "rootfs"
         path.mkdir()
@@ -554,6 +623,8 @@ class Store:
             remove_tree(target)
         except OSError as exc:
             raise StoreError(f"cannot remove {target}: {exc.strerror}") from exc
+        finally:
+            _release_temporary(target)
 
     # -- image and tag records ----------------------------------------------------------------
 
