@@ -249,3 +249,87 @@ def test_host_network_sys_is_read_only_all_the_way_down(busybox_image, store_roo
     assert mounts and all(opts.split(",")[0] == "ro" for _, opts in mounts), mounts
     for _, opts in mounts:
         assert {"nosuid", "nodev", "noexec"} <= set(opts.split(",")), mounts
+
+
+# -- host devices ------------------------------------------------------------------------------
+
+
+OPEN = "for n in $NODES; do if (exec 3<>$n) 2>/dev/null; then echo opened $n; else echo refused $n; fi; done"
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="mknod is the real root's (a user namespace refuses it)")
+def test_a_root_container_opens_no_device_it_makes(busybox_image, tmp_path, store_root):
+    # kvm (10:232), loop-control (10:237), a disk (8:0), and null's own numbers (1:3):
+    # made in the image's root, /dev, a tmpfs, a volume and a bind, none opens
+    bind = tmp_path / "bind"
+    bind.mkdir()
+    nodes = []
+    script = ""
+    for place in ("/tmp", "/dev", "/t", "/v", "/b"):
+        for name, kind, major, minor in (("kvm", "c", 10, 232), ("loop", "c", 10, 237),
+                                         ("disk", "b", 8, 0), ("null2", "c", 1, 3)):
+            script += f"mknod {place}/{name} {kind} {major} {minor} || echo mknod failed; "
+            nodes.append(f"{place}/{name}")
+    result = isobox.run(
+        busybox_image, ["sh", "-c", script + OPEN], env={"NODES": " ".join(nodes)},
+        mounts=[isobox.Tmpfs("/t"), isobox.Volume("devs", "/v"), isobox.Bind(str(bind), "/b")],
+        timeout=30)
+    out = result.stdout.decode()
+    assert "mknod failed" not in out  # mknod itself is allowed, as in Docker
+    assert [line for line in out.splitlines() if line.startswith("opened")] == []
+    assert len(out.splitlines()) == len(nodes)
+
+
+def test_the_standard_devices_still_work(busybox_image, store_root):
+    result = isobox.run(busybox_image, ["sh", "-c",
+                        "echo x > /dev/null && head -c 4 /dev/zero | wc -c && head -c 4 /dev/urandom | wc -c "
+                        "&& (echo x > /dev/full; echo full=$?) && ls /dev/pts/ptmx"], timeout=30)
+    assert result.stdout == b"4\n4\nfull=1\n/dev/pts/ptmx\n", result.stderr
+    with isobox.Container(busybox_image, ["sh"], tty=True) as c:
+        c.exec(["sh", "-c", "exit 0"])  # and a terminal works (a pts from the container's own devpts)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the host's device nodes here are root's (mode 0600)")
+def test_devices_option_adds_a_host_device(busybox_image, store_root):
+    result = isobox.run(busybox_image, ["sh", "-c", "ls -l /dev/kvm /dev/lc; " + OPEN
+                                        + "; (exec 3</dev/lc) && echo read-ok"],
+                        env={"NODES": "/dev/kvm /dev/lc"},
+                        devices=["/dev/kvm", isobox.Device("/dev/loop-control", "/dev/lc", "r")],
+                        timeout=30)
+    out = result.stdout.decode()
+    assert "opened /dev/kvm" in out and "refused /dev/lc" in out and "read-ok" in out, out
+    assert "10, 232" in out and "10, 237" in out
+
+
+def test_devices_option_binds_the_host_node_rootless_too(busybox_image, store_root):
+    result = isobox.run(busybox_image, ["sh", "-c", "echo x > /dev/mynull && echo ok"],
+                        devices=["/dev/null:/dev/mynull"], timeout=30)
+    assert result.stdout == b"ok\n", result.stderr
+
+
+def test_devices_outside_dev_and_bad_specs_are_refused_before_the_host_is_touched(busybox_image, store_root):
+    with pytest.raises(isobox.InvalidOption, match="under /dev only"):
+        isobox.Container(busybox_image, ["true"], devices=["/dev/null:/opt/null"])
+    with pytest.raises(isobox.InvalidOption, match="not a device"):
+        isobox.Container(busybox_image, ["true"], devices=["/etc/passwd"])
+    with pytest.raises(isobox.InvalidOption):
+        isobox.Container(busybox_image, ["true"], devices=["/dev/null:/dev/x:rwz"])
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="rootless without cgroup delegation gets no pids limit (doctor says so)")
+def test_a_container_gets_a_default_pids_limit(busybox_image, store_root):
+    def pids_max(pid: int) -> str:
+        for line in pathlib.Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "pids" in controllers.split(","):
+                limit = pathlib.Path(f"/sys/fs/cgroup/pids{path}/pids.max")
+                return limit.read_text().strip() if path != "/" else "no group"
+        return "no pids controller"
+
+    with isobox.Container(busybox_image, ["sleep", "30"]) as c:
+        default = pids_max(c.pid)
+    with isobox.Container(busybox_image, ["sleep", "30"], pids_limit=-1) as c:
+        unlimited = pids_max(c.pid)
+    with isobox.Container(busybox_image, ["sleep", "30"], pids_limit=10) as c:
+        asked = pids_max(c.pid)
+    assert (default, unlimited, asked) == ("2048", "no group", "10")

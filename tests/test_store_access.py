@@ -65,8 +65,8 @@ def test_lock_files_are_the_owners_alone(tmp_path):
 def test_another_user_cannot_reach_a_containers_setuid_file(busybox_image, open_store):
     with isobox.Container(busybox_image, ["sh", "-c", "cp /bin/busybox /suid && chmod 4755 /suid && sleep 30"]) as c:
         upper = c.dir / "upper"
-        for _ in range(200):
-            if (upper / "suid").exists():
+        for _ in range(600):  # until cp and chmod are done
+            if (upper / "suid").exists() and (upper / "suid").stat().st_mode & stat.S_ISUID:
                 break
             time.sleep(0.05)
         assert (upper / "suid").stat().st_mode & stat.S_ISUID

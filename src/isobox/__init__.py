@@ -25,7 +25,7 @@ _EXPORTS: Dict[str, str] = {
     "Store": "store", "PruneReport": "store", "prune": "store",
     # containers
     "Container": "container", "ContainerConfig": "container",
-    "Bind": "mounts", "Tmpfs": "mounts", "Volume": "mounts", "VolumeInfo": "named_volumes",
+    "Bind": "mounts", "Tmpfs": "mounts", "Volume": "mounts", "Device": "devices", "VolumeInfo": "named_volumes",
     "volumes": "named_volumes", "remove_volume": "named_volumes",
     "RunResult": "result", "run": "oneshot", "doctor": "hostcheck",
     "containers": "control", "ContainerInfo": "control", "get_container": "control",
@@ -93,6 +93,7 @@ if TYPE_CHECKING:  # what type checkers see: the same names, imported eagerly
         UnsupportedManifest,
     )
     from .image import Image, ImageConfig, ProgressCallback
+    from .devices import Device
     from .mounts import Bind, Tmpfs, Volume
     from .named_volumes import VolumeInfo, remove_volume, volumes
     from .platform import Platform

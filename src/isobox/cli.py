@@ -438,6 +438,8 @@ def _container_options(args: argparse.Namespace) -> Dict[str, Any]:
     for key in ("memory", "pids_limit", "cpus"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
+    if args.device:
+        options["devices"] = list(args.device)
     for opt in args.security_opt:
         if opt in ("seccomp=unconfined", "seccomp:unconfined"):
             options["seccomp"] = False
@@ -745,7 +747,10 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--stop-timeout", type=float, default=10, metavar="SECONDS",
                    help="after the stop signal, SIGKILL after this long (default 10)")
     p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit (e.g. 256m, 1g)")
-    p.add_argument("--pids-limit", type=int, metavar="N", help="at most N processes")
+    p.add_argument("--pids-limit", type=int, metavar="N",
+                   help="at most N processes (default 2048 where cgroups allow; -1: no limit)")
+    p.add_argument("--device", action="append", default=[], metavar="HOST[:CONTAINER[:PERMS]]",
+                   help="add a host device (under /dev in the container)")
     p.add_argument("--cpus", type=float, metavar="N", help="CPU quota in CPUs (e.g. 0.5)")
     p.add_argument("--security-opt", action="append", default=[], metavar="seccomp=unconfined",
                    help="seccomp=unconfined runs without isobox's seccomp filter")

@@ -31,6 +31,7 @@ import attrs
 
 from . import native
 from . import cgroups as _cgroups
+from . import devices as _devices_mod
 from . import seccomp as _seccomp
 from .errors import (
     ContainerError,
@@ -116,6 +117,28 @@ def _mounts(value: Optional[Sequence[Mount]]) -> Tuple[Mount, ...]:
     return out
 
 
+def _devices(value: Optional[Sequence[Union[str, "_devices_mod.Device", "_devices_mod.DeviceNode"]]],
+             ) -> Tuple["_devices_mod.DeviceNode", ...]:
+    """`devices=["/dev/fuse", Device(...)]`: each resolved to its node(s) now (stat of the
+    host path), so a bad one fails before the host is touched."""
+    nodes: List[_devices_mod.DeviceNode] = []
+    for item in value or ():
+        if isinstance(item, _devices_mod.DeviceNode):
+            found: Tuple[_devices_mod.DeviceNode, ...] = (item,)
+        elif isinstance(item, _devices_mod.Device):
+            found = item.resolve()
+        elif isinstance(item, str):
+            found = _devices_mod.Device.parse(item).resolve()
+        else:
+            raise InvalidOption(f"devices must be isobox.Device or strings like '/dev/fuse', got {item!r}")
+        for node in found:
+            if not node.path.startswith("/dev/") or "/../" in node.path + "/":
+                raise InvalidOption(f"device {node.host}: isobox puts devices under /dev only, "
+                                    f"not at {node.path}")
+        nodes.extend(found)
+    return tuple(nodes)
+
+
 def _tty_size(value: Optional[Sequence[int]]) -> Tuple[int, int]:
     if value is None:
         return (24, 80)
@@ -168,6 +191,7 @@ class ContainerConfig:
     tty_size: Tuple[int, int] = attrs.field(default=(24, 80), converter=_tty_size)
     seccomp: bool = True
     limits: _cgroups.Limits = attrs.field(factory=_cgroups.Limits)
+    devices: Tuple[_devices_mod.DeviceNode, ...] = attrs.field(default=(), converter=_devices)
 
 
 class Status(str, enum.Enum):
@@ -369,6 +393,7 @@ class Container:
         memory: Union[int, str, None] = None,
         pids_limit: Optional[int] = None,
         cpus: Optional[float] = None,
+        devices: Optional[Sequence[Union[str, _devices_mod.Device]]] = None,
         stdin: Union[None, bool, int, IO[Any]] = None,
         store: Union[Store, str, "os.PathLike[str]", None] = None,
     ) -> None:
@@ -379,7 +404,7 @@ class Container:
             command=command, entrypoint=entrypoint, name=name, env=env, workdir=workdir,
             user=user, hostname=hostname, init=init, read_only=read_only, network=network,
             userns=userns, rlimits=rlimits, mounts=mounts, tty=tty, tty_size=tty_size, seccomp=seccomp,
-            limits=_cgroups.Limits(memory=memory, pids=pids_limit, cpus=cpus),
+            limits=_cgroups.Limits(memory=memory, pids=pids_limit, cpus=cpus), devices=devices,
         )
         self._cgroup: Optional[_cgroups.Group] = None
         self.oom_killed = False  # set when the kernel's OOM killer ended it (memory=...)
@@ -589,6 +614,7 @@ class Container:
             devpts_gid=5 if ids is None or ids.maps_gid(5) else None,
             own_netns=cfg.network == "none",
             read_only=cfg.read_only,
+            devices=cfg.devices,
         )
         env = self._env = self._environment(hostname, home)
         flags = (native.CLONE_NEWNS | native.CLONE_NEWPID | native.CLONE_NEWUTS
@@ -643,9 +669,11 @@ class Container:
                 console_child.close()
         self.pid, self._pidfd = child.pid, child.pidfd
         try:
-            if cfg.limits.any:
-                # moved in while it waits for its go byte: nothing has run in it yet
-                self._cgroup = _cgroups.Group.create(f"isobox-{self.id}", cfg.limits)
+            # the device policy and the default pids limit wherever a group can be made,
+            # the caller's limits (or HostNotSupported); moved in while it waits for its
+            # go byte: nothing has run in it yet
+            self._cgroup = _cgroups.Group.for_container(f"isobox-{self.id}", cfg.limits, cfg.devices)
+            if self._cgroup is not None:
                 self._cgroup.add(child.pid)
             if ids is not None:
                 ids.apply(child.pid)

@@ -126,8 +126,9 @@ def plan_mounts(
             after.append(Op(lib.IB_OP_TOUCH, f"create {target}", target, mode=0o644))
         else:
             after.append(Op(lib.IB_OP_MKDIR_P, f"create {target}", target, mode=0o755))
+        # nodev: no device node the container makes here can be opened (rootfs.py)
         after.append(Op(lib.IB_OP_ATTACH, f"mount {source} on {target}", target, ref=index,
-                        flags=native.MS_RDONLY if read_only else 0))
+                        flags=native.MS_NODEV | (native.MS_RDONLY if read_only else 0)))
 
     for host, path in etc_files:
         attach(host, path, False, True)

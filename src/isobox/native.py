@@ -12,6 +12,7 @@ import errno as _errno
 import os
 import select
 import struct
+import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import attrs
@@ -70,7 +71,15 @@ def wait_exit(pidfd: int, block: bool = True) -> Optional[int]:
     try:
         result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | WALL | (0 if block else os.WNOHANG))
     except ChildProcessError:
-        status = _reaped_status(pidfd)
+        # Another wait took it.  The kernel files the status for pidfds when it releases
+        # the task, a moment after the other waiter claimed it (wait_task_zombie marks it
+        # EXIT_DEAD first, then calls release_task): look again for a while.
+        status = None
+        for delay in (0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1):
+            time.sleep(delay)
+            status = _reaped_status(pidfd)
+            if status is not None:
+                break
         if status is None:
             raise ExitStatusLost(
                 "its exit status was collected by another wait in this process (SIGCHLD "

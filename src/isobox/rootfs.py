@@ -13,6 +13,19 @@ Decisions carried over from runc and BenchExec:
   be UTF-8;
 - /dev is a fresh tmpfs: device nodes are made with mknod as real root, and bind-mounted
   from the host's /dev inside a user namespace, where mknod is not allowed.
+
+Devices (issue 9: a root container could mknod and open /dev/kvm, loop devices, the
+host's disks).  Like Docker, a container may mknod but open only the standard nodes.
+Two walls, so that one holds where the other cannot be built:
+- the device cgroup (cgroups.py: the v1 devices controller, or a BPF program on v2), as
+  Docker and Podman do, where a cgroup can be made;
+- nodev on every mount the container can write: the root overlay, /dev itself, binds,
+  volumes, the /etc files, tmpfs (already).  The standard nodes, and those `devices=`
+  asks for, are each a mount of their own (a bind of the node onto itself, or of the
+  host's node inside a user namespace), made before /dev turns nodev, so they stay
+  usable; a node the container makes anywhere else cannot be opened.  This holds even
+  where no cgroup is writable.  A seccomp rule refusing mknod was the other choice; it
+  would break images that make nodes (debootstrap, package scripts), which Docker runs.
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ from typing import Callable, List, Optional, Sequence
 import attrs
 
 from . import native
+from .devices import DeviceNode
 from .mounts import MountPlan
 from .native import Op, lib
 
@@ -47,6 +61,7 @@ READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
 
 S_IFCHR = 0o020000
+S_IFBLK = 0o060000
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -67,12 +82,14 @@ class RootfsPlan:
     devpts_gid: Optional[int]  # the tty group, when mapped
     own_netns: bool
     read_only: bool = False
+    devices: Sequence[DeviceNode] = ()  # `devices=`: each under /dev (Container checks)
 
     def ops(self, mounts: Optional[Callable[[int], MountPlan]] = None,
             workdir: Optional[str] = None) -> List[Op]:
         """The whole plan. ``mounts(first_index)`` gives the caller's mounts (see
         mounts.plan_mounts); ``workdir`` is created as Docker does when missing."""
         ops = self._before_pivot()
+        ops += self._devices()
         extra = mounts(len(ops)) if mounts else MountPlan([], [])
         ops += extra.before
         ops.append(Op(lib.IB_OP_PIVOT, "pivot_root", self.mountpoint))
@@ -106,8 +123,12 @@ class RootfsPlan:
         for name, major, minor in DEVICES:
             path = f"{root}/dev/{name}"
             if self.mknod_devices:
-                ops.append(Op(lib.IB_OP_MKNOD, f"mknod /dev/{name}", path,
-                              mode=S_IFCHR | 0o666, dev=os.makedev(major, minor)))
+                ops += [
+                    Op(lib.IB_OP_MKNOD, f"mknod /dev/{name}", path,
+                       mode=S_IFCHR | 0o666, dev=os.makedev(major, minor)),
+                    # a mount of its own: usable once /dev is nodev (see the docstring)
+                    Op(lib.IB_OP_BIND, f"bind /dev/{name}", path, source=path),
+                ]
             else:
                 ops += [
                     Op(lib.IB_OP_TOUCH, f"create /dev/{name}", path, mode=0o666),
@@ -143,6 +164,40 @@ class RootfsPlan:
                           flags=native.MS_RDONLY | nosuid_noexec_nodev))
         return ops
 
+    def _devices(self) -> List[Op]:
+        """The `devices=` nodes, then /dev made nodev (after every node it should carry)."""
+        root = self.mountpoint
+        ops: List[Op] = []
+        made = {"/dev"}
+        for node in self.devices:
+            parts = node.path.split("/")[2:-1]  # below /dev, without the node's own name
+            for i in range(len(parts)):
+                parent = "/dev/" + "/".join(parts[:i + 1])
+                if parent not in made:
+                    made.add(parent)
+                    ops.append(Op(lib.IB_OP_MKDIR, f"create {parent}", root + parent, mode=0o755))
+            path = root + node.path
+            if self.mknod_devices:
+                # a node of our own, as runc makes them: the container's root may chmod it,
+                # never the host's
+                kind = S_IFCHR if node.type == "c" else S_IFBLK
+                ops += [
+                    Op(lib.IB_OP_MKNOD, f"mknod {node.path}", path, mode=kind | node.mode,
+                       dev=os.makedev(node.major, node.minor)),
+                    Op(lib.IB_OP_CHOWN_IN, f"chown {node.path}", node.path[len("/dev/"):],
+                       source=root + "/dev", dev=(node.uid << 32) | node.gid, mode=node.mode,
+                       chmod=True),
+                    Op(lib.IB_OP_BIND, f"bind {node.path}", path, source=path),
+                ]
+            else:
+                ops += [
+                    Op(lib.IB_OP_TOUCH, f"create {node.path}", path, mode=0o600),
+                    Op(lib.IB_OP_BIND, f"bind {node.path}", path, source=node.host),
+                ]
+        ops.append(Op(lib.IB_OP_REMOUNT, "make /dev nodev", root + "/dev", in_place=True,
+                      flags=native.MS_NOSUID | native.MS_NODEV | native.MS_STRICTATIME))
+        return ops
+
     def _overlay(self) -> Op:
         lowers = tuple(reversed(self.layers))  # overlayfs wants the top layer first
         legacy: Optional[str] = (
@@ -155,5 +210,5 @@ class RootfsPlan:
         return Op(
             lib.IB_OP_OVERLAY, "mount the root filesystem (overlay)", self.mountpoint,
             strv=lowers, upper=self.upper, work=self.work, data=legacy,
-            userxattr=self.in_userns,
+            userxattr=self.in_userns, flags=native.MS_NODEV,
         )
