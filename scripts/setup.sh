@@ -87,7 +87,7 @@ installed() {
 }
 if [ ! -x "$venv/bin/python" ]; then
   $sudo /usr/bin/python3 -m venv "$venv"
-  $sudo "$venv/bin/pip" install -q --upgrade pip
+  $sudo "$venv/bin/pip" install -q --upgrade pip setuptools wheel cffi
 fi
 if ! installed; then
   $sudo "$venv/bin/pip" install -q "setuptools>=61" wheel "cffi>=1.15"
