@@ -259,9 +259,15 @@ def test_etc_hosts_hostname_and_resolv_conf_are_provided(busybox_image, store_ro
 
 
 def test_host_network_shares_the_hosts_interfaces(busybox_image, store_root):
-    host_ifaces = sorted(os.listdir("/sys/class/net"))
-    out = isobox.run(busybox_image, ["ls", "/sys/class/net"], network="host").stdout.split()
-    assert sorted(x.decode() for x in out) == host_ifaces
+    """network="host" joins the caller's network namespace itself (docker run --network
+    host). Compared by the namespace's identity, the device and inode of /proc/PID/ns/net
+    (namespaces(7): equal for two processes exactly when they share it), not by listing
+    interfaces, which any other program (podman, a VPN) may add or remove meanwhile."""
+    host = os.stat("/proc/self/ns/net")
+    probe = ["stat", "-L", "-c", "%d:%i", "/proc/self/ns/net"]
+    shared = isobox.run(busybox_image, probe, network="host").stdout.decode().strip()
+    assert shared == f"{host.st_dev}:{host.st_ino}"
+    assert isobox.run(busybox_image, probe).stdout.decode().strip() not in ("", shared)  # "none": its own
 
 
 # -- exec, tty, stdin, logs

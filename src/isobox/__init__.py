@@ -63,49 +63,79 @@ def __dir__() -> List[str]:
     return sorted([*__all__, "__version__"])
 
 
-if TYPE_CHECKING:  # what type checkers see: the same names, imported eagerly
-    from .auth import Credentials, lookup_credentials
-    from .container import Container, ContainerConfig
-    from .hostcheck import doctor
-    from .errors import (
-        AuthenticationError,
-        CommandNotExecutable,
-        CommandNotFound,
-        ContainerError,
-        ContainerNotFound,
-        CredentialsError,
-        DigestMismatch,
-        ExitStatusLost,
-        HostNotSupported,
-        ImageNotFound,
-        InvalidImage,
-        InvalidOption,
-        InvalidReference,
-        IsoboxError,
-        LayerError,
-        NameConflict,
-        NotFound,
-        RateLimited,
-        RegistryError,
-        SetupError,
-        StoreError,
-        Timeout,
-        UnsupportedManifest,
+if TYPE_CHECKING:
+    # What type checkers see: the same names, imported eagerly. `X as X` marks each as
+    # re-exported: mypy --strict (no_implicit_reexport) treats a plain import as private
+    # and cannot read `__all__` built at run time, so `from isobox import run` in user
+    # code would fail (PEP 484: "import X as X" re-exports). tests/test_typing.py checks
+    # this list against _EXPORTS.
+    from .auth import (
+        Credentials as Credentials,
+        lookup_credentials as lookup_credentials,
     )
-    from .image import Image, ImageConfig, ProgressCallback
-    from .devices import Device
-    from .mounts import Bind, Tmpfs, Volume
-    from .named_volumes import VolumeInfo, remove_volume, volumes
-    from .platform import Platform
-    from .reference import Reference
-    from .result import ExitStatusError, RunResult
-    from .oneshot import run
-    from .store import PruneReport, Store, prune
+    from .container import (
+        Container as Container,
+        ContainerConfig as ContainerConfig,
+    )
     from .control import (
-        ContainerHandle,
-        ContainerInfo,
-        RemoteExec,
-        containers,
-        get_container,
+        ContainerHandle as ContainerHandle,
+        ContainerInfo as ContainerInfo,
+        RemoteExec as RemoteExec,
+        containers as containers,
+        get_container as get_container,
     )
-    from .supervisor import run_detached
+    from .errors import (
+        AuthenticationError as AuthenticationError,
+        CommandNotExecutable as CommandNotExecutable,
+        CommandNotFound as CommandNotFound,
+        ContainerError as ContainerError,
+        ContainerNotFound as ContainerNotFound,
+        CredentialsError as CredentialsError,
+        DigestMismatch as DigestMismatch,
+        ExitStatusLost as ExitStatusLost,
+        HostNotSupported as HostNotSupported,
+        ImageNotFound as ImageNotFound,
+        InvalidImage as InvalidImage,
+        InvalidOption as InvalidOption,
+        InvalidReference as InvalidReference,
+        IsoboxError as IsoboxError,
+        LayerError as LayerError,
+        NameConflict as NameConflict,
+        NotFound as NotFound,
+        RateLimited as RateLimited,
+        RegistryError as RegistryError,
+        SetupError as SetupError,
+        StoreError as StoreError,
+        Timeout as Timeout,
+        UnsupportedManifest as UnsupportedManifest,
+    )
+    from .devices import Device as Device
+    from .hostcheck import doctor as doctor
+    from .image import (
+        Image as Image,
+        ImageConfig as ImageConfig,
+        ProgressCallback as ProgressCallback,
+    )
+    from .mounts import (
+        Bind as Bind,
+        Tmpfs as Tmpfs,
+        Volume as Volume,
+    )
+    from .named_volumes import (
+        VolumeInfo as VolumeInfo,
+        remove_volume as remove_volume,
+        volumes as volumes,
+    )
+    from .oneshot import run as run
+    from .platform import Platform as Platform
+    from .reference import Reference as Reference
+    from .result import (
+        ExitStatusError as ExitStatusError,
+        RunResult as RunResult,
+    )
+    from .store import (
+        PruneReport as PruneReport,
+        Store as Store,
+        prune as prune,
+    )
+    from .supervisor import run_detached as run_detached

@@ -1253,6 +1253,11 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         help="the store (default: $ISOBOX_ROOT, else /var/lib/isobox as root, else "
         "$XDG_DATA_HOME/isobox)",
     )
+    from . import __version__
+
+    # podman's and Docker's shape ("podman version 4.3.1"); the package metadata is built
+    # from the same isobox.__version__ (setup.cfg), so the two cannot disagree
+    parser.add_argument("--version", action="version", version=f"isobox version {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for add in SUBCOMMANDS:
         if only is None or add.__name__ == f"_add_{only}":
