@@ -56,10 +56,12 @@ import attrs
 import requests
 import urllib3
 
+from . import ociconfig
 from .auth import Credentials, lookup_credentials
 from .errors import (
     AuthenticationError,
     DigestMismatch,
+    InvalidImage,
     InvalidOption,
     NotFound,
     RateLimited,
@@ -699,7 +701,7 @@ class RegistryClient:
                 f"{MAX_CONFIG_SIZE} allowed"
             )
         config = b"".join(self._blob_at(ep, ref, manifest.config, None))
-        config_platform = _config_platform(config)
+        config_platform = _config_platform(config, f"config {manifest.config.digest} of {ref}")
         if chosen_platform is None:
             if config_platform is not None and not wanted.matches(config_platform):
                 raise NotFound(
@@ -1300,17 +1302,17 @@ def _manifest_media_type(raw: bytes, content_type: str, ref: Reference) -> str:
     return media_type
 
 
-def _config_platform(config: bytes) -> Optional[Platform]:
-    try:
-        doc = json.loads(config)
-    except (ValueError, RecursionError) as exc:
-        raise RegistryError(f"image config is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict) or not doc.get("os") or not doc.get("architecture"):
+def _config_platform(config: bytes, where: str) -> Optional[Platform]:
+    """The platform an image config names (None without os and architecture), from the
+    document as Docker decodes it: a config Docker refuses is InvalidImage here, before
+    any layer is fetched."""
+    doc = ociconfig.load(config, where)
+    if not doc.get("os") or not doc.get("architecture"):
         return None
     try:
         return Platform.from_oci(doc)
     except InvalidOption as exc:
-        raise RegistryError(f"image config has an invalid platform: {exc}") from exc
+        raise InvalidImage(f"{where}: invalid platform: {exc}") from exc
 
 
 __all__ = [
