@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fixtures.faults import (  # noqa: F401  (fixture)
+    close_delimited,
     content_length,
     endless,
     fault_server,
@@ -679,10 +680,106 @@ def test_endless_body_is_read_only_up_to_the_declared_size(fault_server):
     path = f"/v2/a/b/blobs/{digest}"
     srv.script(path, endless(prefix_with_content=True), endless(prefix_with_content=False))
     with client() as c:
-        assert c.fetch_blob(f"{srv.host}/a/b", layer_desc(digest, data)) == data
+        # The right bytes, then more: longer than its descriptor, refused as containerd does.
+        with pytest.raises(DigestMismatch, match="longer than the 50000 bytes"):
+            c.fetch_blob(f"{srv.host}/a/b", layer_desc(digest, data))
         with pytest.raises(DigestMismatch):
             c.fetch_blob(f"{srv.host}/a/b", layer_desc(digest, data))
     assert max(srv.wait_endless_done(2)) < 64 * 1024 * 1024
+
+
+# -- sizes: a blob is exactly as long as its descriptor says ---------------------------------
+
+
+def push_manifest_with_sizes(registry, repo, layer, config_delta=0, layer_delta=0):
+    """A manifest whose descriptors announce the blobs' sizes plus the deltas (the real
+    registry does not check descriptor sizes when a manifest is pushed)."""
+    config = json.dumps(config_for("amd64") | {
+        "rootfs": {"type": "layers", "diff_ids": [compute_digest(layer)]}}).encode()
+    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+           "config": {"mediaType": OCI_CONFIG, "digest": registry.push_blob(repo, config),
+                      "size": len(config) + config_delta},
+           "layers": [{"mediaType": OCI_LAYER, "digest": registry.push_blob(repo, layer),
+                       "size": len(layer) + layer_delta}]}
+    return registry.push_manifest(repo, "v1", json.dumps(doc).encode(), OCI_MANIFEST), config
+
+
+@pytest.mark.parametrize("delta", [-1, 1, 4096])
+def test_layer_whose_size_differs_from_its_descriptor_is_refused(registry, tmp_path, delta):
+    from isobox.image import Image
+
+    repo = repo_name()
+    layer = os.urandom(3000)
+    push_manifest_with_sizes(registry, repo, layer, layer_delta=delta)
+    with pytest.raises(DigestMismatch) as info:
+        Image.pull(f"{registry.host}/{repo}:v1", store=tmp_path / "store")
+    assert str(info.value).endswith(
+        f"blob {compute_digest(layer)} is 3000 bytes, not the {3000 + delta} its descriptor says")
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_config_whose_size_differs_from_its_descriptor_is_refused(registry, delta):
+    repo = repo_name()
+    _, config = push_manifest_with_sizes(registry, repo, b"layer", config_delta=delta)
+    with client() as c, pytest.raises(DigestMismatch) as info:
+        c.resolve(f"{registry.host}/{repo}:v1", Platform.parse("linux/amd64"))
+    assert str(info.value).endswith(
+        f"blob {compute_digest(config)} is {len(config)} bytes, not the {len(config) + delta} "
+        "its descriptor says")
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_index_entry_whose_size_differs_from_its_manifest_is_refused(registry, delta):
+    repo = repo_name()
+    manifest_digest, raw = registry.push_image(repo, "child", [os.urandom(64)])
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": len(raw) + delta,
+         "platform": {"os": "linux", "architecture": "amd64"}}]}
+    registry.push_manifest(repo, "multi", json.dumps(index).encode(), OCI_INDEX)
+    with client() as c, pytest.raises(DigestMismatch) as info:
+        c.resolve(f"{registry.host}/{repo}:multi", Platform.parse("linux/amd64"))
+    assert f"is {len(raw)} bytes, not the {len(raw) + delta}" in str(info.value)
+
+
+def test_close_delimited_blob_of_the_right_size_is_accepted(fault_server):
+    srv = fault_server()
+    data = os.urandom(70_000)
+    digest = srv.add_blob("a/b", data)
+    srv.script(f"/v2/a/b/blobs/{digest}", close_delimited())
+    with client() as c:
+        assert c.fetch_blob(f"{srv.host}/a/b", layer_desc(digest, data)) == data
+
+
+def test_close_delimited_blob_longer_than_its_descriptor_is_refused(fault_server):
+    # The descriptor's digest covers the first bytes; the body goes on without a
+    # Content-Length to say where it should end (a real registry always sends one).
+    srv = fault_server()
+    data = os.urandom(70_000)
+    digest = srv.add_blob("a/b", data)
+    srv.script(f"/v2/a/b/blobs/{digest}", close_delimited(b"trailing"))
+    with client() as c, pytest.raises(DigestMismatch, match="longer than the 70000 bytes"):
+        c.fetch_blob(f"{srv.host}/a/b", layer_desc(digest, data))
+
+
+def test_close_delimited_blob_shorter_than_its_descriptor_is_refused(fault_server):
+    srv = fault_server()
+    data = os.urandom(70_000)
+    digest = srv.add_blob("a/b", data)
+    srv.script(f"/v2/a/b/blobs/{digest}", close_delimited())
+    with client() as c, pytest.raises(DigestMismatch, match="is 70000 bytes, not the 70005"):
+        c.fetch_blob(f"{srv.host}/a/b", Descriptor(OCI_LAYER, digest, 70_005))
+
+
+def test_close_delimited_manifest_longer_than_its_index_entry_is_refused(fault_server):
+    srv = fault_server()
+    manifest_digest, _ = srv.add_image("a/b", "child", b"layer")
+    size = len(srv.content[f"/v2/a/b/manifests/{manifest_digest}"])
+    srv.add_manifest("a/b", "multi", {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": size,
+         "platform": {"os": "linux", "architecture": "amd64"}}]})
+    srv.script(f"/v2/a/b/manifests/{manifest_digest}", close_delimited(b" " * 100_000))
+    with client() as c, pytest.raises(DigestMismatch, match=f"longer, not the {size} bytes"):
+        c.resolve(f"{srv.host}/a/b:multi", Platform.parse("linux/amd64"))
 
 
 def test_content_length_larger_than_descriptor_is_refused(fault_server):
@@ -690,7 +787,7 @@ def test_content_length_larger_than_descriptor_is_refused(fault_server):
     data = b"y" * 1000
     digest = srv.add_blob("a/b", data)
     srv.script(f"/v2/a/b/blobs/{digest}", content_length(5000))
-    with client() as c, pytest.raises(DigestMismatch, match="sends 5000"):
+    with client() as c, pytest.raises(DigestMismatch, match="is 5000 bytes, not the 1000"):
         c.fetch_blob(f"{srv.host}/a/b", layer_desc(digest, data))
 
 

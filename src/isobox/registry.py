@@ -736,13 +736,30 @@ class RegistryClient:
                     f"{ref}: manifest is {length} bytes, more than the "
                     f"{MAX_MANIFEST_SIZE} allowed"
                 )
-            raw = self._read_capped(resp, MAX_MANIFEST_SIZE + 1, ref)
+            if expected_size is not None:
+                encoded = resp.headers.get("Content-Encoding", "identity").lower() not in (
+                    "identity", "")
+                if length is not None and not encoded and length != expected_size:
+                    raise DigestMismatch(
+                        f"{ref}: manifest {expected} is {length} bytes, not the "
+                        f"{expected_size} its descriptor says"
+                    )
+                # One byte past the announced size tells a longer one; never read further.
+                raw = self._read_capped(resp, min(expected_size, MAX_MANIFEST_SIZE) + 1, ref)
+            else:
+                raw = self._read_capped(resp, MAX_MANIFEST_SIZE + 1, ref)
             if len(raw) > MAX_MANIFEST_SIZE:
                 raise RegistryError(
                     f"{ref}: manifest is more than the {MAX_MANIFEST_SIZE} bytes allowed"
                 )
             header_digest = resp.headers.get("Docker-Content-Digest")
             content_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if expected_size is not None and len(raw) != expected_size:
+            got = f"{len(raw)} bytes" if len(raw) <= expected_size else "longer"
+            raise DigestMismatch(
+                f"{ref}: manifest {expected} is {got}, not the {expected_size} bytes its "
+                "descriptor says"
+            )
         # Classified first: schema1's digest covers its payload without the signatures, so
         # it would look like a mismatch instead of what it is.
         media_type = _manifest_media_type(raw, content_type, ref)
@@ -755,10 +772,6 @@ class RegistryClient:
                     raise DigestMismatch(
                         f"{ref}: manifest hashes to {actual}, not {claimed} ({source})"
                     )
-        if expected_size is not None and len(raw) != expected_size:
-            raise DigestMismatch(
-                f"{ref}: manifest {expected} is {len(raw)} bytes, not {expected_size}"
-            )
         digest = expected or header_digest or compute_digest(raw)
         return raw, media_type, digest
 
@@ -794,7 +807,7 @@ class RegistryClient:
                 last_error = exc
             if resp is not None:
                 with resp:
-                    skip = self._check_blob_response(resp, ref, desc, received)
+                    skip, exact = self._check_blob_response(resp, ref, desc, received)
                     decode = resp.headers.get("Content-Encoding", "identity").lower() not in (
                         "identity",
                         "",
@@ -817,6 +830,15 @@ class RegistryClient:
                             pending = data
                             if progress is not None:
                                 progress(received)
+                        if received >= size and not exact and resp.raw.read(
+                                1, decode_content=decode):
+                            # No Content-Length vouched for where the body ends: one byte
+                            # more, never further, tells a blob longer than announced
+                            # (containerd refuses it too: "unexpected commit size").
+                            raise DigestMismatch(
+                                f"{ref}: blob {digest} is longer than the {size} bytes its "
+                                "descriptor says"
+                            )
                     except (requests.RequestException, urllib3.exceptions.HTTPError,
                             OSError) as exc:
                         last_error = exc
@@ -840,12 +862,15 @@ class RegistryClient:
 
     def _check_blob_response(
         self, resp: requests.Response, ref: Reference, desc: Descriptor, offset: int
-    ) -> int:
+    ) -> Tuple[int, bool]:
         """Check a blob response fits the descriptor; returns how many bytes to skip (a
-        server that ignored our Range sends the blob from its start)."""
+        server that ignored our Range sends the blob from its start) and whether an exact
+        Content-Length bounds the body. A blob whose size differs from the descriptor's,
+        longer or shorter, is DigestMismatch naming both sizes."""
         if resp.status_code == 416 and offset:
             raise DigestMismatch(
-                f"{ref}: blob {desc.digest} ends at {offset} bytes, not {desc.size}"
+                f"{ref}: blob {desc.digest} is {offset} bytes, not the {desc.size} its "
+                "descriptor says"
             )
         self._raise_for_status(resp, ref, "blob")
         skip = 0
@@ -860,7 +885,8 @@ class RegistryClient:
                 )
             if m.group(3) != "*" and int(m.group(3)) != desc.size:
                 raise DigestMismatch(
-                    f"{ref}: blob {desc.digest} is {m.group(3)} bytes, not {desc.size}"
+                    f"{ref}: blob {desc.digest} is {m.group(3)} bytes, not the {desc.size} "
+                    "its descriptor says"
                 )
             expected = desc.size - offset
         elif resp.status_code == 200:
@@ -871,10 +897,11 @@ class RegistryClient:
         length = _content_length(resp)
         if length is not None and not encoded and length != expected:
             raise DigestMismatch(
-                f"{ref}: blob {desc.digest} is announced as {desc.size} bytes but the "
-                f"registry sends {length + (desc.size - expected)}"
+                f"{ref}: blob {desc.digest} is {length + (desc.size - expected)} bytes, not "
+                f"the {desc.size} its descriptor says"
             )
-        return skip
+        return skip, length is not None and not encoded
+
 
     # -- HTTP plumbing --------------------------------------------------------------------
 
