@@ -332,14 +332,14 @@ class Image:
 
     @classmethod
     def remove(cls, ref: str, *, store: Union[None, Store, PathLike] = None) -> Tuple[str, ...]:
-        """Remove a tag (``"busybox"``) or, given a manifest digest or a unique prefix of
-        its hex (``"sha256:3f2a"``, ``"3f2a..."``: at least 12 digits), the image and all
-        its tags; then remove the layers nothing uses any more (layers of containers stay).
+        """Remove a tag (``"busybox"``) or, given an image ID (the config digest, as
+        `isobox images` shows it) or a manifest digest, or a unique prefix of its hex
+        (``"sha256:3f2a"``, ``"3f2a..."``: at least 12 digits), the image and all its tags; then remove the layers nothing uses any more (layers of containers stay).
         Returns what was removed; `ImageNotFound` if nothing matched."""
         st = Store.open(store)
-        digest = _match_digest(st, ref)
-        if digest is not None:
-            removed = st.remove(digest=digest)
+        digests = _match_digests(st, ref)
+        if digests is not None:
+            removed = tuple(r for d in digests for r in st.remove(digest=d))
         else:
             removed = st.remove(reference=str(_parse_reference(ref)))
         if not removed:
@@ -406,20 +406,27 @@ def _parse_platform(platform: Union[None, str, Platform]) -> Platform:
 _ID_PREFIX = re.compile(r"^(?:sha256:)?([0-9a-f]{12,64})$")
 
 
-def _match_digest(st: Store, text: str) -> Optional[str]:
-    """The manifest digest ``text`` names as an image ID (full, or a unique prefix of at
-    least 12 hex digits); None when it names no stored image (then it is a name)."""
+def _match_digests(st: Store, text: str) -> Optional[List[str]]:
+    """The manifest digests ``text`` names as an image ID: Docker's ID (the config
+    digest, what `isobox images` shows) or a manifest digest, in full or as a unique
+    prefix of at least 12 hex digits. An ID names every stored manifest of that config
+    (variants differing only in layer compression). None when it names no stored image
+    (then it is a name)."""
     match = _ID_PREFIX.match(text)
     if match is None:
         return None
     prefix = "sha256:" + match.group(1)
-    found = sorted({r.digest for r in st.records() if r.digest.startswith(prefix)})
-    if len(found) > 1:
-        raise InvalidOption(f"{text} is ambiguous: it matches {', '.join(found)}")
-    if found:
-        return found[0]
+    named: Dict[str, List[str]] = {}
+    for record in st.records():
+        for candidate in (record.digest, record.config_digest):
+            if candidate.startswith(prefix):
+                named.setdefault(candidate, []).append(record.digest)
+    if len(named) > 1:
+        raise InvalidOption(f"{text} is ambiguous: it matches {', '.join(sorted(named))}")
+    if named:
+        return sorted(set(next(iter(named.values()))))
     if len(match.group(1)) == 64:
-        return prefix  # not a name either (Docker refuses 64 hex digits as one): tags only
+        return [prefix]  # not a name either (Docker refuses 64 hex digits as one): tags only
     return None
 
 
