@@ -379,6 +379,46 @@ def test_docker_hub_name_resolves_at_the_mirror(registry, monkeypatch):
     assert resolved.reference == Reference.parse(f"{name}:1.0")
 
 
+@pytest.fixture
+def unreachable_docker_hub(monkeypatch):
+    """Docker Hub behind a proxy port nothing listens on: its requests fail at once and
+    never leave the machine (whether or not it has a network)."""
+    from fixtures.registry import free_port
+
+    proxy = f"http://127.0.0.1:{free_port()}"
+    for name in ("https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, proxy)
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    return proxy
+
+
+def test_name_missing_from_the_mirror_says_what_each_registry_answered(
+        registry, monkeypatch, unreachable_docker_hub):
+    monkeypatch.setenv("ISOBOX_REGISTRY_MIRROR", registry.url)
+    name = f"isobox-missing-{uuid.uuid4().hex[:8]}"
+    with client() as c, pytest.raises(RegistryError) as info:
+        c.resolve(f"{name}:1.0", Platform.parse("linux/amd64"))
+    message = str(info.value)
+    mirror_part, _, hub_part = message.partition("; then ")
+    assert mirror_part.startswith(f"docker.io/library/{name}:1.0: tried the registry mirror "
+                                  f"{registry.host} ($ISOBOX_REGISTRY_MIRROR): ")
+    assert "manifest not found" in mirror_part and "MANIFEST_UNKNOWN" in mirror_part
+    assert hub_part.startswith("Docker Hub (registry-1.docker.io): cannot reach https://"
+                               "registry-1.docker.io/v2/")
+    assert info.value.__cause__ is not None
+
+
+def test_blob_missing_from_the_mirror_says_what_each_registry_answered(
+        registry, monkeypatch, unreachable_docker_hub):
+    monkeypatch.setenv("ISOBOX_REGISTRY_MIRROR", registry.url)
+    data = os.urandom(100)
+    with client() as c, pytest.raises(RegistryError) as info:
+        c.fetch_blob("library/busybox", layer_desc(compute_digest(data), data))
+    assert "registry mirror" in str(info.value) and "blob not found" in str(info.value)
+    assert "; then Docker Hub (registry-1.docker.io): cannot reach" in str(info.value)
+
+
 def test_mirror_is_tried_before_docker_hub_and_only_for_hub_names():
     with client(mirror="http://127.0.0.1:5999") as c:
         hub = c.endpoints("busybox")

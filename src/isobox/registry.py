@@ -624,35 +624,32 @@ class RegistryClient:
             if _hasher(desc.digest).hexdigest() != desc.digest.split(":", 1)[1]:
                 raise DigestMismatch(f"blob {desc.digest} is announced empty but is not")
             return
-        endpoints = self.endpoints(ref)
-        for i, ep in enumerate(endpoints):
+        failures: List[Tuple[Endpoint, RegistryError]] = []
+        for ep in self.endpoints(ref):
             started = False
             try:
                 for chunk in self._blob_at(ep, ref, desc, progress):
                     started = True
                     yield chunk
                 return
-            except RegistryError:
-                if started or i == len(endpoints) - 1:
+            except RegistryError as exc:
+                if started:
                     raise
+                failures.append((ep, exc))
+        raise _tried_everywhere(ref, failures)
 
     # -- resolution -----------------------------------------------------------------------
 
     def _each_endpoint(self, ref: Reference, attempt: Callable[[Endpoint], _T]) -> _T:
-        """Try each endpoint (mirror, then origin) until one answers; the origin's error
-        is raised, chained to the mirror's."""
-        endpoints = self.endpoints(ref)
-        mirror_error: Optional[RegistryError] = None
-        for i, ep in enumerate(endpoints):
+        """Try each endpoint (mirror, then origin) until one answers. When all fail, the
+        error says what each answered (`_tried_everywhere`)."""
+        failures: List[Tuple[Endpoint, RegistryError]] = []
+        for ep in self.endpoints(ref):
             try:
                 return attempt(ep)
             except RegistryError as exc:
-                if i == len(endpoints) - 1:
-                    if mirror_error is not None and exc.__context__ is None:
-                        exc.__context__ = mirror_error
-                    raise
-                mirror_error = exc
-        raise AssertionError("no endpoints")  # pragma: no cover
+                failures.append((ep, exc))
+        raise _tried_everywhere(ref, failures)
 
     def _resolve_at(self, ep: Endpoint, ref: Reference, wanted: Platform) -> ResolvedImage:
         target = ref.digest or ref.tag or "latest"
@@ -1202,6 +1199,31 @@ class RegistryClient:
 
 # ---------------------------------------------------------------------------------------
 # Helpers
+
+
+def _tried_everywhere(ref: Reference, failures: Sequence[Tuple[Endpoint, RegistryError]]
+                      ) -> RegistryError:
+    """The error when every endpoint failed. With a mirror, it says what was tried where:
+    "not found at the mirror M (…); then Docker Hub (registry-1.docker.io): cannot reach
+    …", rather than only Docker Hub's failure, which hides that the mirror lacks the name.
+    Its class is the origin's (NotFound, AuthenticationError, ...), chained to it."""
+    assert failures, "no endpoints"
+    last = failures[-1][1]
+    if len(failures) == 1:
+        return last
+    prefix = f"{ref}: "
+    parts = []
+    for ep, exc in failures:
+        text = str(exc)
+        text = text[len(prefix):] if text.startswith(prefix) else text
+        where = (f"the registry mirror {ep.host} (${ENV_MIRROR})" if ep.is_mirror
+                 else f"Docker Hub ({ep.host})" if ep.domain == DOCKER_HUB_DOMAIN else ep.host)
+        parts.append(f"{where}: {text}")
+    cls = type(last) if type(last) is not _TransportError else RegistryError
+    error = cls(f"{ref}: tried " + "; then ".join(parts))
+    error.__cause__ = last  # the mirror's error is in the message (and last's context)
+    error.__suppress_context__ = True
+    return error
 
 
 def _as_reference(ref: Union[Reference, str]) -> Reference:
