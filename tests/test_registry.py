@@ -7,6 +7,7 @@ import json
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
@@ -917,3 +918,38 @@ def test_descriptor_round_trips_through_oci_json():
            "urls": ["https://x/y"], "annotations": {"a": "b"},
            "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}}
     assert Descriptor.from_oci(doc).to_oci() == doc
+
+
+# -- remembered endpoints ------------------------------------------------------------------
+
+
+def test_remembered_plain_http_is_not_used_for_a_registry_that_needs_tls(
+        tmp_path, unreachable_docker_hub):
+    from isobox.registry import EndpointMemory
+
+    path = tmp_path / "registries.json"
+    path.write_text(json.dumps({"registries": {
+        "registry.example.com": {"base": "http://registry.example.com", "challenge": None}}}))
+    memory = EndpointMemory(path, lambda p, data: Path(p).write_bytes(data))
+    with client(memory=memory) as c, pytest.raises(RegistryError) as info:
+        c.head_manifest("registry.example.com/a/b:c")
+    # It pinged over HTTPS (through the closed proxy) instead of trusting the record.
+    assert "cannot reach https://registry.example.com/v2/" in str(info.value)
+
+
+@pytest.mark.parametrize("content", ["", "{", "[]", '{"registries": []}',
+                                     '{"registries": {"HOST": {"base": 5}}}',
+                                     '{"registries": {"HOST": {"base": "http://HOST", '
+                                     '"challenge": {"scheme": "ntlm"}}}}'])
+def test_malformed_remembered_endpoints_are_ignored(registry, tmp_path, content):
+    from isobox.registry import EndpointMemory
+
+    path = tmp_path / "registries.json"
+    path.write_text(content.replace("HOST", registry.host))
+    memory = EndpointMemory(path, lambda p, data: Path(p).write_bytes(data))
+    repo = repo_name()
+    digest, _ = registry.push_image(repo, "v1", [os.urandom(32)])
+    with client(memory=memory) as c:
+        assert c.head_manifest(f"{registry.host}/{repo}:v1") == digest
+    remembered = json.loads(path.read_text())["registries"][registry.host]
+    assert remembered == {"base": f"http://{registry.host}", "challenge": None}

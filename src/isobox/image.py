@@ -4,7 +4,8 @@ Images come from a registry (`Image.pull`, see registry.py and store.py) or from
 directory (`Image.from_directory`), which is how tests build root filesystems.
 
 Pulling, in order: the reference's current digest is compared with the store's tag record
-(one HEAD request; none offline or for a digest already stored); otherwise the registry
+(one HEAD request: how each registry wants to be asked is remembered in the store's
+``registries.json``; none offline or for a digest already stored); otherwise the registry
 resolves it to one platform's manifest and config; every layer not yet in the store is
 streamed, several at once, socket -> digest -> decompressor -> tar -> a temporary
 directory, which is renamed to ``layers/<diff_id>/`` once the blob digest and the diff_id
@@ -56,6 +57,10 @@ ProgressCallback = Callable[[str, int, int], None]
 (one per layer at a time); a layer already in the store is reported once as complete."""
 
 MAX_PARALLEL_LAYERS = 4
+# Under the store root: what each registry's GET /v2/ answered (registry.EndpointMemory),
+# so that a cached re-pull in a new process is one HEAD request. Not garbage: prune keeps
+# it; removing it costs one ping per registry.
+REGISTRIES_FILE = "registries.json"
 
 
 def _str_tuple(value: Any) -> Tuple[str, ...]:
@@ -293,9 +298,10 @@ class Image:
                 return cached
             if offline:
                 raise ImageNotFound(f"{reference} ({wanted}) is not in the store and offline=True")
-            from .registry import RegistryClient
+            from .registry import EndpointMemory, RegistryClient
 
-            with RegistryClient(credentials=auth) as client:
+            memory = EndpointMemory(st.root / REGISTRIES_FILE, st.write_file)
+            with RegistryClient(credentials=auth, memory=memory) as client:
                 if cached is not None:
                     tag = st.read_tag(str(reference))
                     current = client.head_manifest(reference)

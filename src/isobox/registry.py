@@ -2,8 +2,10 @@
 
 It speaks the OCI distribution protocol (Docker's registry v2 API) with ``requests``:
 
-- ``GET /v2/`` once per endpoint learns how the registry wants to be authenticated
-  (``WWW-Authenticate``). Bearer: one token per repository scope
+- ``GET /v2/`` learns how the registry wants to be authenticated (``WWW-Authenticate``),
+  once per endpoint, and once at all when the caller passes an `EndpointMemory` (the
+  store's ``registries.json``): later processes reuse the answer, and ping again only when
+  a request through it fails. Bearer: one token per repository scope
   (``repository:<path>:pull``) from the challenge's realm, anonymous or with credentials
   (Basic to the token endpoint; the oauth2 POST with a refresh token when ``docker login``
   stored an identity token), reused until its ``expires_in``; a 401 re-authenticates once.
@@ -472,6 +474,72 @@ class _EndpointState:
     base: str  # scheme://host
     verify: Union[bool, str]
     challenge: Optional[Challenge]
+    remembered: bool = False  # from EndpointMemory, not from a ping in this process
+
+
+MAX_REMEMBERED_PARAM = 2048
+
+
+class EndpointMemory:
+    """What each registry's ``GET /v2/`` answered, kept in one small JSON file, so that a
+    later process (a re-pull is usually a new one) can skip the ping: a cached re-pull is
+    then one HEAD request, plus a token request where a token is needed.
+
+    The file (``registries.json`` under the store root, written through ``write``: the
+    store's atomic temp-and-rename) maps ``host[:port]`` to the scheme that answered and
+    the challenge (scheme, realm, service), or none for anonymous access. Tokens are never
+    written: they are credentials. A stale record costs one failed request: the client
+    pings again and rewrites it (see `RegistryClient._call`). Concurrent writers may lose
+    each other's update; the loser pings again next time. A malformed file is ignored.
+    """
+
+    def __init__(self, path: "os.PathLike[str]", write: Callable[[Any, bytes], None]) -> None:
+        self.path = path
+        self._write = write
+        self._lock = threading.Lock()
+
+    def _read(self) -> Dict[str, Any]:
+        try:
+            with open(self.path, "rb") as f:
+                doc = json.loads(f.read(1024 * 1024))
+        except (OSError, ValueError, RecursionError):
+            return {}
+        registries = doc.get("registries") if isinstance(doc, dict) else None
+        return dict(registries) if isinstance(registries, dict) else {}
+
+    def get(self, host: str) -> Optional[Tuple[str, Optional[Challenge]]]:
+        """(base URL, challenge) remembered for ``host``, or None."""
+        entry = self._read().get(host)
+        if not isinstance(entry, dict) or not isinstance(entry.get("base"), str):
+            return None
+        raw = entry.get("challenge")
+        if raw is None:
+            return entry["base"], None
+        if not isinstance(raw, dict) or raw.get("scheme") not in ("bearer", "basic"):
+            return None
+        params = raw.get("params")
+        if not isinstance(params, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
+            return None
+        return entry["base"], Challenge(raw["scheme"], dict(params))
+
+    def put(self, host: str, base: str, challenge: Optional[Challenge]) -> None:
+        """Remember an answer; writes only when it changed."""
+        record: Dict[str, Any] = {"base": base, "challenge": None}
+        if challenge is not None:
+            params = {k: v for k, v in challenge.params.items()
+                      if k in ("realm", "service") and len(v) <= MAX_REMEMBERED_PARAM}
+            record["challenge"] = {"scheme": challenge.scheme, "params": params}
+        with self._lock:
+            registries = self._read()
+            if registries.get(host) == record:
+                return
+            registries[host] = record
+            data = json.dumps({"registries": registries}, indent=1, sort_keys=True).encode()
+            try:
+                self._write(self.path, data)
+            except Exception:  # noqa: BLE001 - a cache: failing to write it changes nothing
+                pass
 
 
 class RegistryClient:
@@ -482,7 +550,8 @@ class RegistryClient:
     Docker Hub credentials never go to a mirror. ``insecure`` (hosts, default
     ``$ISOBOX_INSECURE_REGISTRIES``) may be reached over plain HTTP (after HTTPS failed);
     loopback hosts always may. ``mirror`` (a URL, default ``$ISOBOX_REGISTRY_MIRROR``,
-    ``""`` for none) is tried first for Docker Hub references.
+    ``""`` for none) is tried first for Docker Hub references. ``memory`` remembers what
+    each registry's ``GET /v2/`` answered across processes (`EndpointMemory`).
     """
 
     def __init__(
@@ -493,7 +562,9 @@ class RegistryClient:
         mirror: Optional[str] = None,
         timeout: float = 30.0,
         retry: RetryPolicy = RetryPolicy(),
+        memory: Optional[EndpointMemory] = None,
     ) -> None:
+        self._memory = memory
         self._credentials: Optional[Credentials] = Credentials.coerce(credentials)
         self._insecure = _parse_insecure(insecure)
         self._mirror = self._parse_mirror(os.environ.get(ENV_MIRROR) if mirror is None else mirror)
@@ -902,18 +973,38 @@ class RegistryClient:
 
     # -- HTTP plumbing --------------------------------------------------------------------
 
+    def _verify_for(self, ep: Endpoint, scheme: str) -> Union[bool, str]:
+        if scheme == "https" and self._allowed_plain(ep.host) and "http" in ep.schemes:
+            return False  # an insecure registry: TLS without verification first
+        return _ca_bundle()
+
     def _state(self, ep: Endpoint, ref: Reference) -> _EndpointState:
-        """Ping ``/v2/`` once per endpoint: picks the scheme and learns the challenge."""
+        """How to talk to ``ep``: learned once per process, from `EndpointMemory` when it
+        remembers the endpoint, else by pinging ``/v2/``."""
         with self._lock:
             state = self._states.get(ep.host)
         if state is not None:
             return state
+        remembered = self._memory.get(ep.host) if self._memory is not None else None
+        if remembered is not None:
+            base, challenge = remembered
+            scheme = base.partition("://")[0]
+            # Only a base this client would pick itself: a record never downgrades a
+            # registry to plain HTTP it may not use.
+            if scheme in ep.schemes and base == f"{scheme}://{ep.host}":
+                state = _EndpointState(base=base, verify=self._verify_for(ep, scheme),
+                                       challenge=challenge, remembered=True)
+                with self._lock:
+                    self._states[ep.host] = state
+                return state
+        return self._ping(ep)
+
+    def _ping(self, ep: Endpoint) -> _EndpointState:
+        """GET ``/v2/``: picks the scheme and learns the challenge (and remembers both)."""
         last: Optional[BaseException] = None
         for scheme in ep.schemes:
             base = f"{scheme}://{ep.host}"
-            verify: Union[bool, str] = _ca_bundle()
-            if scheme == "https" and self._allowed_plain(ep.host) and "http" in ep.schemes:
-                verify = False  # an insecure registry: TLS without verification first
+            verify = self._verify_for(ep, scheme)
             try:
                 resp = self._request_once("GET", base + "/v2/", {}, verify)
             except RegistryError as exc:
@@ -940,9 +1031,14 @@ class RegistryClient:
             state = _EndpointState(base=base, verify=verify, challenge=challenge)
             with self._lock:
                 self._states[ep.host] = state
+            self._remember(ep, state)
             return state
         assert last is not None
         raise last
+
+    def _remember(self, ep: Endpoint, state: _EndpointState) -> None:
+        if self._memory is not None:
+            self._memory.put(ep.host, state.base, state.challenge)
 
     def _authorization(
         self, ep: Endpoint, state: _EndpointState, ref: Reference, refresh: bool
@@ -1064,10 +1160,19 @@ class RegistryClient:
                     follow_redirects,
                 )
             except _TransportError:
+                if state.remembered:
+                    state = self._ping(ep)  # the remembered scheme may be stale: ping once
+                    continue
                 failures += 1
                 if failures >= self.retry.attempts:
                     raise
                 time.sleep(self.retry.backoff(failures))
+                continue
+            if resp.status_code == 401 and at_origin and state.remembered:
+                # A remembered answer no longer holds (auth turned on, another realm):
+                # the full dance once, as if nothing had been remembered.
+                resp.close()
+                state = self._ping(ep)
                 continue
             if resp.status_code == 401 and at_origin and not reauthed and state.challenge:
                 challenges = parse_challenges(resp.headers.get("WWW-Authenticate", ""))
@@ -1075,6 +1180,7 @@ class RegistryClient:
                 resp.close()
                 if new is not None:
                     state.challenge = new
+                    self._remember(ep, state)
                 reauthed = True
                 continue
             if resp.status_code == 401 and at_origin and state.challenge is None:
@@ -1085,6 +1191,7 @@ class RegistryClient:
                 if new is not None and not reauthed:
                     resp.close()
                     state.challenge = new
+                    self._remember(ep, state)
                     reauthed = True
                     continue
             if resp.status_code == 429 or resp.status_code in (500, 502, 503, 504):
@@ -1366,6 +1473,7 @@ def _config_platform(config: bytes, where: str) -> Optional[Platform]:
 
 __all__ = [
     "RegistryClient",
+    "EndpointMemory",
     "RetryPolicy",
     "Descriptor",
     "Manifest",
