@@ -48,7 +48,8 @@ def test_pull_of_an_index_reports_the_index_digest_and_platform(images, tmp_path
     assert proc.returncode == 0, proc.stderr
     assert f"Digest: {images.multiarch.digest}" in proc.stdout
     listing = isobox("images", root=tmp_path).stdout
-    assert "linux/arm64" in listing and images.multiarch.platforms["linux/arm64"].digest[7:19] in listing
+    assert "linux/arm64" in listing
+    assert images.multiarch.platforms["linux/arm64"].config_digest[7:19] in listing
 
 
 def test_python_dash_m_and_the_console_script_agree(images, tmp_path):
@@ -69,7 +70,8 @@ def test_hub_names_are_pulled_and_listed_as_docker_shows_them(hub_mirror, tmp_pa
     table = lines(isobox("images", root=tmp_path).stdout)
     assert table[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "PLATFORM", "CREATED", "SIZE"]
     row = table[1].split()
-    assert row[:4] == ["busybox", "latest", hub_mirror.hub_busybox.digest[7:19], "linux/amd64"]
+    assert row[:4] == ["busybox", "latest", hub_mirror.hub_busybox.config_digest[7:19],
+                       "linux/amd64"]
     assert row[-1].endswith("MB") and "ago" in table[1]
 
 
@@ -77,9 +79,34 @@ def test_images_quiet_and_digests(images, tmp_path):
     isobox("pull", "-q", images.busybox.reference, root=tmp_path)
     isobox("pull", "-q", images.layered.reference, root=tmp_path)
     quiet = lines(isobox("images", "-q", root=tmp_path).stdout)
-    assert sorted(quiet) == sorted([images.busybox.digest[7:19], images.layered.digest[7:19]])
+    assert sorted(quiet) == sorted([images.busybox.config_digest[7:19],
+                                    images.layered.config_digest[7:19]])
     with_digests = isobox("images", "--digests", root=tmp_path).stdout
     assert images.layered.digest in with_digests
+
+
+def test_image_id_is_the_config_digest_as_docker_and_inspect_show_it(images, tmp_path):
+    import json
+
+    for image in (images.layered, images.layered_zstd):
+        assert isobox("pull", "-q", image.reference, root=tmp_path).returncode == 0
+    # The gzip and zstd variants: two manifests, one config, so one image ID.
+    assert images.layered.config_digest == images.layered_zstd.config_digest
+    assert images.layered.digest != images.layered_zstd.digest
+    table = lines(isobox("images", "--digests", root=tmp_path).stdout)
+    header = table[0].split()
+    assert header[:4] == ["REPOSITORY", "TAG", "DIGEST", "IMAGE"]
+    rows = {row.split()[0]: row.split() for row in table[1:]}
+    image_id = images.layered.config_digest[7:19]
+    for image in (images.layered, images.layered_zstd):
+        row = rows[image.repository]
+        assert row[2] == image.digest and row[3] == image_id
+    inspected = json.loads(isobox("inspect", images.layered.reference, root=tmp_path).stdout)
+    assert inspected[0]["Id"] == images.layered.config_digest
+    assert lines(isobox("images", "-q", root=tmp_path).stdout) == [image_id]
+    removed = isobox("rmi", image_id, root=tmp_path)  # the ID shown is one rmi takes
+    assert removed.returncode == 0, removed.stderr
+    assert lines(isobox("images", "-q", root=tmp_path).stdout) == []
 
 
 def test_rmi_untags_and_reports_missing_images(images, tmp_path):

@@ -180,6 +180,75 @@ def test_second_pull_of_a_cached_tag_costs_one_head(images, store, registry_prox
     assert registry_proxy.requests("blobs") == []
 
 
+def test_cached_re_pull_in_a_new_process_is_one_request(images, store, registry_proxy):
+    # The registry's answer to GET /v2/ is remembered in the store, so a later process
+    # (a re-pull usually is one) does not ask again.
+    ref = registry_proxy.reference(images.layered)
+    Image.pull(ref, store=store)
+    registry_proxy.clear()
+    proc = subprocess.run([sys.executable, "-m", "isobox", "--root", str(store.root), "pull",
+                           "-q", ref], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 0, proc.stderr
+    assert registry_proxy.requests() == [("HEAD", "/v2/isobox-test/layered/manifests/latest")]
+    remembered = json.loads((store.root / "registries.json").read_text())
+    assert remembered["registries"][registry_proxy.host] == {
+        "base": f"http://{registry_proxy.host}", "challenge": None}  # loopback: plain HTTP
+
+
+@pytest.fixture
+def token_proxy(registry_token):
+    """A CountingProxy in front of the token-auth registry (the token server is reached
+    directly, and counts its own requests)."""
+    from fixtures.images import CountingProxy
+
+    proxy = CountingProxy(registry_token.host)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def test_cached_re_pull_from_a_token_registry_is_one_token_and_one_head(
+        registry_token, token_proxy, store):
+    repo = "isobox-test/token-cached"
+    registry_token.push_image(repo, "latest", [_tar(("f", b"token"))])
+    ref = f"{token_proxy.host}/{repo}:latest"
+    auth = (registry_token.username, registry_token.password)
+    Image.pull(ref, store=store, auth=auth)
+    token_proxy.clear()
+    tokens_before = len(registry_token.token_requests)
+    Image.pull(ref, store=store, auth=auth)  # a new client: nothing cached in memory
+    assert token_proxy.requests() == [("HEAD", f"/v2/{repo}/manifests/latest")]
+    new_tokens = registry_token.token_requests[tokens_before:]
+    assert [(m, scopes) for m, scopes, _ in new_tokens] == [
+        ("GET", (f"repository:{repo}:pull",))]
+
+
+def test_stale_remembered_answer_falls_back_to_the_full_dance_once(
+        registry, registry_token, token_proxy, store):
+    # The proxy's host first fronts an anonymous registry, then one that wants tokens:
+    # what was remembered (anonymous) no longer holds.
+    repo = "isobox-test/moved-auth"
+    token_proxy.upstream = registry.host
+    registry.push_image(repo, "latest", [_tar(("f", b"before"))])
+    ref = f"{token_proxy.host}/{repo}:latest"
+    auth = (registry_token.username, registry_token.password)
+    first = Image.pull(ref, store=store, auth=auth)
+    token_proxy.upstream = registry_token.host
+    after, _ = registry_token.push_image(repo, "latest", [_tar(("f", b"after"))])
+    token_proxy.clear()
+    second = Image.pull(ref, store=store, auth=auth)
+    assert second.digest == after != first.digest
+    log = token_proxy.requests()
+    assert log[:4] == [("HEAD", f"/v2/{repo}/manifests/latest"), ("GET", "/v2/"),
+                       ("HEAD", f"/v2/{repo}/manifests/latest"),
+                       ("GET", f"/v2/{repo}/manifests/latest")]
+    assert log.count(("GET", "/v2/")) == 1
+    remembered = json.loads((store.root / "registries.json").read_text())
+    assert remembered["registries"][token_proxy.host]["challenge"]["scheme"] == "bearer"
+
+
 def test_offline_pull_and_get_cost_no_request(images, store, registry_proxy):
     ref = registry_proxy.reference(images.busybox)
     with pytest.raises(ImageNotFound):

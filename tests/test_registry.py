@@ -7,6 +7,7 @@ import json
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fixtures.faults import (  # noqa: F401  (fixture)
+    close_delimited,
     content_length,
     endless,
     fault_server,
@@ -378,6 +380,46 @@ def test_docker_hub_name_resolves_at_the_mirror(registry, monkeypatch):
     assert resolved.reference == Reference.parse(f"{name}:1.0")
 
 
+@pytest.fixture
+def unreachable_docker_hub(monkeypatch):
+    """Docker Hub behind a proxy port nothing listens on: its requests fail at once and
+    never leave the machine (whether or not it has a network)."""
+    from fixtures.registry import free_port
+
+    proxy = f"http://127.0.0.1:{free_port()}"
+    for name in ("https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, proxy)
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    return proxy
+
+
+def test_name_missing_from_the_mirror_says_what_each_registry_answered(
+        registry, monkeypatch, unreachable_docker_hub):
+    monkeypatch.setenv("ISOBOX_REGISTRY_MIRROR", registry.url)
+    name = f"isobox-missing-{uuid.uuid4().hex[:8]}"
+    with client() as c, pytest.raises(RegistryError) as info:
+        c.resolve(f"{name}:1.0", Platform.parse("linux/amd64"))
+    message = str(info.value)
+    mirror_part, _, hub_part = message.partition("; then ")
+    assert mirror_part.startswith(f"docker.io/library/{name}:1.0: tried the registry mirror "
+                                  f"{registry.host} ($ISOBOX_REGISTRY_MIRROR): ")
+    assert "manifest not found" in mirror_part and "MANIFEST_UNKNOWN" in mirror_part
+    assert hub_part.startswith("Docker Hub (registry-1.docker.io): cannot reach https://"
+                               "registry-1.docker.io/v2/")
+    assert info.value.__cause__ is not None
+
+
+def test_blob_missing_from_the_mirror_says_what_each_registry_answered(
+        registry, monkeypatch, unreachable_docker_hub):
+    monkeypatch.setenv("ISOBOX_REGISTRY_MIRROR", registry.url)
+    data = os.urandom(100)
+    with client() as c, pytest.raises(RegistryError) as info:
+        c.fetch_blob("library/busybox", layer_desc(compute_digest(data), data))
+    assert "registry mirror" in str(info.value) and "blob not found" in str(info.value)
+    assert "; then Docker Hub (registry-1.docker.io): cannot reach" in str(info.value)
+
+
 def test_mirror_is_tried_before_docker_hub_and_only_for_hub_names():
     with client(mirror="http://127.0.0.1:5999") as c:
         hub = c.endpoints("busybox")
@@ -679,10 +721,106 @@ def test_endless_body_is_read_only_up_to_the_declared_size(fault_server):
     path = f"/v2/a/b/blobs/{digest}"
     srv.script(path, endless(prefix_with_content=True), endless(prefix_with_content=False))
     with client() as c:
-        assert c.fetch_blob(f"{srv.host}/a/b", layer_desc(digest, data)) == data
+        # The right bytes, then more: longer than its descriptor, refused as containerd does.
+        with pytest.raises(DigestMismatch, match="longer than the 50000 bytes"):
+            c.fetch_blob(f"{srv.host}/a/b", layer_desc(digest, data))
         with pytest.raises(DigestMismatch):
             c.fetch_blob(f"{srv.host}/a/b", layer_desc(digest, data))
     assert max(srv.wait_endless_done(2)) < 64 * 1024 * 1024
+
+
+# -- sizes: a blob is exactly as long as its descriptor says ---------------------------------
+
+
+def push_manifest_with_sizes(registry, repo, layer, config_delta=0, layer_delta=0):
+    """A manifest whose descriptors announce the blobs' sizes plus the deltas (the real
+    registry does not check descriptor sizes when a manifest is pushed)."""
+    config = json.dumps(config_for("amd64") | {
+        "rootfs": {"type": "layers", "diff_ids": [compute_digest(layer)]}}).encode()
+    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+           "config": {"mediaType": OCI_CONFIG, "digest": registry.push_blob(repo, config),
+                      "size": len(config) + config_delta},
+           "layers": [{"mediaType": OCI_LAYER, "digest": registry.push_blob(repo, layer),
+                       "size": len(layer) + layer_delta}]}
+    return registry.push_manifest(repo, "v1", json.dumps(doc).encode(), OCI_MANIFEST), config
+
+
+@pytest.mark.parametrize("delta", [-1, 1, 4096])
+def test_layer_whose_size_differs_from_its_descriptor_is_refused(registry, tmp_path, delta):
+    from isobox.image import Image
+
+    repo = repo_name()
+    layer = os.urandom(3000)
+    push_manifest_with_sizes(registry, repo, layer, layer_delta=delta)
+    with pytest.raises(DigestMismatch) as info:
+        Image.pull(f"{registry.host}/{repo}:v1", store=tmp_path / "store")
+    assert str(info.value).endswith(
+        f"blob {compute_digest(layer)} is 3000 bytes, not the {3000 + delta} its descriptor says")
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_config_whose_size_differs_from_its_descriptor_is_refused(registry, delta):
+    repo = repo_name()
+    _, config = push_manifest_with_sizes(registry, repo, b"layer", config_delta=delta)
+    with client() as c, pytest.raises(DigestMismatch) as info:
+        c.resolve(f"{registry.host}/{repo}:v1", Platform.parse("linux/amd64"))
+    assert str(info.value).endswith(
+        f"blob {compute_digest(config)} is {len(config)} bytes, not the {len(config) + delta} "
+        "its descriptor says")
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_index_entry_whose_size_differs_from_its_manifest_is_refused(registry, delta):
+    repo = repo_name()
+    manifest_digest, raw = registry.push_image(repo, "child", [os.urandom(64)])
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": len(raw) + delta,
+         "platform": {"os": "linux", "architecture": "amd64"}}]}
+    registry.push_manifest(repo, "multi", json.dumps(index).encode(), OCI_INDEX)
+    with client() as c, pytest.raises(DigestMismatch) as info:
+        c.resolve(f"{registry.host}/{repo}:multi", Platform.parse("linux/amd64"))
+    assert f"is {len(raw)} bytes, not the {len(raw) + delta}" in str(info.value)
+
+
+def test_close_delimited_blob_of_the_right_size_is_accepted(fault_server):
+    srv = fault_server()
+    data = os.urandom(70_000)
+    digest = srv.add_blob("a/b", data)
+    srv.script(f"/v2/a/b/blobs/{digest}", close_delimited())
+    with client() as c:
+        assert c.fetch_blob(f"{srv.host}/a/b", layer_desc(digest, data)) == data
+
+
+def test_close_delimited_blob_longer_than_its_descriptor_is_refused(fault_server):
+    # The descriptor's digest covers the first bytes; the body goes on without a
+    # Content-Length to say where it should end (a real registry always sends one).
+    srv = fault_server()
+    data = os.urandom(70_000)
+    digest = srv.add_blob("a/b", data)
+    srv.script(f"/v2/a/b/blobs/{digest}", close_delimited(b"trailing"))
+    with client() as c, pytest.raises(DigestMismatch, match="longer than the 70000 bytes"):
+        c.fetch_blob(f"{srv.host}/a/b", layer_desc(digest, data))
+
+
+def test_close_delimited_blob_shorter_than_its_descriptor_is_refused(fault_server):
+    srv = fault_server()
+    data = os.urandom(70_000)
+    digest = srv.add_blob("a/b", data)
+    srv.script(f"/v2/a/b/blobs/{digest}", close_delimited())
+    with client() as c, pytest.raises(DigestMismatch, match="is 70000 bytes, not the 70005"):
+        c.fetch_blob(f"{srv.host}/a/b", Descriptor(OCI_LAYER, digest, 70_005))
+
+
+def test_close_delimited_manifest_longer_than_its_index_entry_is_refused(fault_server):
+    srv = fault_server()
+    manifest_digest, _ = srv.add_image("a/b", "child", b"layer")
+    size = len(srv.content[f"/v2/a/b/manifests/{manifest_digest}"])
+    srv.add_manifest("a/b", "multi", {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": size,
+         "platform": {"os": "linux", "architecture": "amd64"}}]})
+    srv.script(f"/v2/a/b/manifests/{manifest_digest}", close_delimited(b" " * 100_000))
+    with client() as c, pytest.raises(DigestMismatch, match=f"longer, not the {size} bytes"):
+        c.resolve(f"{srv.host}/a/b:multi", Platform.parse("linux/amd64"))
 
 
 def test_content_length_larger_than_descriptor_is_refused(fault_server):
@@ -690,7 +828,7 @@ def test_content_length_larger_than_descriptor_is_refused(fault_server):
     data = b"y" * 1000
     digest = srv.add_blob("a/b", data)
     srv.script(f"/v2/a/b/blobs/{digest}", content_length(5000))
-    with client() as c, pytest.raises(DigestMismatch, match="sends 5000"):
+    with client() as c, pytest.raises(DigestMismatch, match="is 5000 bytes, not the 1000"):
         c.fetch_blob(f"{srv.host}/a/b", layer_desc(digest, data))
 
 
@@ -780,3 +918,38 @@ def test_descriptor_round_trips_through_oci_json():
            "urls": ["https://x/y"], "annotations": {"a": "b"},
            "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}}
     assert Descriptor.from_oci(doc).to_oci() == doc
+
+
+# -- remembered endpoints ------------------------------------------------------------------
+
+
+def test_remembered_plain_http_is_not_used_for_a_registry_that_needs_tls(
+        tmp_path, unreachable_docker_hub):
+    from isobox.registry import EndpointMemory
+
+    path = tmp_path / "registries.json"
+    path.write_text(json.dumps({"registries": {
+        "registry.example.com": {"base": "http://registry.example.com", "challenge": None}}}))
+    memory = EndpointMemory(path, lambda p, data: Path(p).write_bytes(data))
+    with client(memory=memory) as c, pytest.raises(RegistryError) as info:
+        c.head_manifest("registry.example.com/a/b:c")
+    # It pinged over HTTPS (through the closed proxy) instead of trusting the record.
+    assert "cannot reach https://registry.example.com/v2/" in str(info.value)
+
+
+@pytest.mark.parametrize("content", ["", "{", "[]", '{"registries": []}',
+                                     '{"registries": {"HOST": {"base": 5}}}',
+                                     '{"registries": {"HOST": {"base": "http://HOST", '
+                                     '"challenge": {"scheme": "ntlm"}}}}'])
+def test_malformed_remembered_endpoints_are_ignored(registry, tmp_path, content):
+    from isobox.registry import EndpointMemory
+
+    path = tmp_path / "registries.json"
+    path.write_text(content.replace("HOST", registry.host))
+    memory = EndpointMemory(path, lambda p, data: Path(p).write_bytes(data))
+    repo = repo_name()
+    digest, _ = registry.push_image(repo, "v1", [os.urandom(32)])
+    with client(memory=memory) as c:
+        assert c.head_manifest(f"{registry.host}/{repo}:v1") == digest
+    remembered = json.loads(path.read_text())["registries"][registry.host]
+    assert remembered == {"base": f"http://{registry.host}", "challenge": None}

@@ -255,6 +255,11 @@ def _split_name(reference: Optional[str]) -> Tuple[str, str]:
     return bare, ref.tag if ref.tag and not ref.digest else "<none>"
 
 
+def _short_id(digest: str) -> str:
+    """An image ID as Docker prints it: 12 hex digits, no algorithm."""
+    return digest.partition(":")[2][:12]
+
+
 def _images(args: argparse.Namespace) -> int:
     store = _store(args)
     records = {r.digest: r for r in store.records()}
@@ -269,14 +274,18 @@ def _images(args: argparse.Namespace) -> int:
         if args.digests:
             pointed = tags[image.reference].digest if image.reference in tags else image.digest
             row.append(pointed)
-        row += [image.digest[7:19], image.platform or "", _created(record.config),
+        # IMAGE ID is the config's digest, as Docker, podman and `isobox inspect` show it
+        # (the manifest digest is the DIGEST column): variants of one image that differ
+        # only in layer compression share it.
+        image_id = record.config_digest
+        row += [_short_id(image_id), image.platform or "", _created(record.config),
                 human_size(image.size)]
         rows.append(row)
-        if image.digest not in seen:
-            seen.append(image.digest)
+        if image_id not in seen:
+            seen.append(image_id)
     if args.quiet:
-        for digest in seen:
-            print(digest[7:19])
+        for image_id in seen:
+            print(_short_id(image_id))
         return 0
     header = ["REPOSITORY", "TAG"] + (["DIGEST"] if args.digests else []) + [
         "IMAGE ID", "PLATFORM", "CREATED", "SIZE"]

@@ -4,7 +4,8 @@ Images come from a registry (`Image.pull`, see registry.py and store.py) or from
 directory (`Image.from_directory`), which is how tests build root filesystems.
 
 Pulling, in order: the reference's current digest is compared with the store's tag record
-(one HEAD request; none offline or for a digest already stored); otherwise the registry
+(one HEAD request: how each registry wants to be asked is remembered in the store's
+``registries.json``; none offline or for a digest already stored); otherwise the registry
 resolves it to one platform's manifest and config; every layer not yet in the store is
 streamed, several at once, socket -> digest -> decompressor -> tar -> a temporary
 directory, which is renamed to ``layers/<diff_id>/`` once the blob digest and the diff_id
@@ -37,7 +38,13 @@ from typing import (
 
 import attrs
 
-from .errors import DigestMismatch, ImageNotFound, InvalidOption, IsoboxError, RegistryError
+from .errors import (
+    DigestMismatch,
+    ImageNotFound,
+    InvalidImage,
+    InvalidOption,
+    IsoboxError,
+)
 from .platform import Platform
 from .reference import Reference
 from .store import ImageRecord, LayerRecord, PathLike, Store, check_digest
@@ -50,14 +57,22 @@ ProgressCallback = Callable[[str, int, int], None]
 (one per layer at a time); a layer already in the store is reported once as complete."""
 
 MAX_PARALLEL_LAYERS = 4
+# Under the store root: what each registry's GET /v2/ answered (registry.EndpointMemory),
+# so that a cached re-pull in a new process is one HEAD request. Not garbage: prune keeps
+# it; removing it costs one ping per registry.
+REGISTRIES_FILE = "registries.json"
 
 
 def _str_tuple(value: Any) -> Tuple[str, ...]:
     if value is None:
         return ()
-    if isinstance(value, (str, bytes)):
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
         raise InvalidOption(f"expected a list of strings, got {value!r}")
-    return tuple(str(v) for v in value)
+    items = tuple(value)
+    for item in items:
+        if not isinstance(item, str):
+            raise InvalidOption(f"expected a list of strings, got {item!r} in it")
+    return items
 
 
 def _opt_str_tuple(value: Any) -> Optional[Tuple[str, ...]]:
@@ -65,7 +80,22 @@ def _opt_str_tuple(value: Any) -> Optional[Tuple[str, ...]]:
 
 
 def _labels(value: Any) -> Mapping[str, str]:
-    return dict(value or {})
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise InvalidOption(f"labels must map strings to strings, got {value!r}")
+    return dict(value)
+
+
+def _optional_str(_: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidOption(f"{attribute.name} must be a string, got {value!r}")
+
+
+def _str(_: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
+    if not isinstance(value, str):
+        raise InvalidOption(f"{attribute.name} must be a string, got {value!r}")
 
 
 @attrs.frozen
@@ -73,33 +103,68 @@ class ImageConfig:
     """The part of an OCI image config that says how to run it.
 
     ``cmd``/``entrypoint`` are None when the image does not set them (Docker distinguishes
-    an unset Cmd from an empty one).
+    an unset Cmd from an empty one). ``stop_signal`` is the image's text, as Docker keeps
+    it; `stop_signum` is the signal to send. ``source`` names the config in messages
+    ("config sha256:... of busybox"); it is not part of the value.
     """
 
     env: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     cmd: Optional[Tuple[str, ...]] = attrs.field(default=None, converter=_opt_str_tuple)
     entrypoint: Optional[Tuple[str, ...]] = attrs.field(default=None, converter=_opt_str_tuple)
-    working_dir: str = ""
-    user: str = ""
+    working_dir: str = attrs.field(default="", validator=_str)
+    user: str = attrs.field(default="", validator=_str)
     exposed_ports: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     labels: Mapping[str, str] = attrs.field(factory=dict, converter=_labels, hash=False)
-    stop_signal: Optional[str] = None
+    stop_signal: Optional[str] = attrs.field(default=None, validator=_optional_str)
+    source: str = attrs.field(default="image config", eq=False, repr=False, validator=_str)
 
     @classmethod
-    def from_oci(cls, doc: Mapping[str, Any]) -> "ImageConfig":
-        """From the ``config`` object of an OCI/Docker image configuration document."""
-        if not isinstance(doc, Mapping):
-            raise InvalidOption("image config must be a JSON object")
+    def from_oci(cls, doc: Any, *, source: str = "image config") -> "ImageConfig":
+        """From the ``config`` object of an OCI/Docker image configuration document (or
+        None), decoded as Docker decodes it (see `isobox.ociconfig`): a field of the wrong
+        type is InvalidImage naming ``source`` and the field."""
+        from . import ociconfig
+
+        section = ociconfig.decode(ociconfig.CONFIG, doc, source, "config") or {}
         return cls(
-            env=doc.get("Env") or (),
-            cmd=doc.get("Cmd"),
-            entrypoint=doc.get("Entrypoint"),
-            working_dir=doc.get("WorkingDir") or "",
-            user=doc.get("User") or "",
-            exposed_ports=sorted((doc.get("ExposedPorts") or {}).keys()),
-            labels=doc.get("Labels") or {},
-            stop_signal=doc.get("StopSignal") or None,
+            env=section.get("Env") or (),
+            cmd=section.get("Cmd"),
+            entrypoint=section.get("Entrypoint"),
+            working_dir=section.get("WorkingDir", ""),
+            user=section.get("User", ""),
+            exposed_ports=sorted(section.get("ExposedPorts") or {}),
+            labels=section.get("Labels") or {},
+            stop_signal=section.get("StopSignal") or None,
+            source=source,
         )
+
+    @property
+    def stop_signum(self) -> int:
+        """The signal that stops a container of this image: its StopSignal, else SIGTERM
+        (Docker's default, used only when the image sets none).
+
+        InvalidImage when StopSignal names no signal. Docker accepts such an image at pull
+        and at create (moby validates only the caller's StopSignal, before merging the
+        image's), then cannot send it: every ``docker stop`` logs "invalid signal" and
+        kills with SIGKILL after 2 s, and ``docker kill -s`` fails. Podman refuses to
+        create the container (ParseSignalNameOrNumber, 1..64). isobox does as podman:
+        containers read this property when they are created, so a bogus StopSignal fails
+        there, once, and `Container.stop` always has a real signal.
+        """
+        import signal
+
+        if not self.stop_signal:
+            return int(signal.SIGTERM)
+        from .ociconfig import parse_signal
+
+        number = parse_signal(self.stop_signal)
+        if number is None:
+            shown = self.stop_signal if len(self.stop_signal) <= 60 else self.stop_signal[:60] + "..."
+            raise InvalidImage(
+                f"{self.source}: StopSignal {shown!r} is not a signal (a name such as SIGTERM, "
+                "or a number from 1 to 64)"
+            )
+        return number
 
     def to_oci(self) -> Mapping[str, Any]:
         doc: dict[str, Any] = {}
@@ -126,9 +191,14 @@ def _layers(value: Any) -> Tuple[pathlib.Path, ...]:
     return tuple(pathlib.Path(p) for p in value)
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class Image:
-    """A runnable image: its config and its layer directories, lowest layer first."""
+    """A runnable image: its config and its layer directories, lowest layer first.
+
+    ``digest`` is the platform's manifest digest; ``id`` Docker's image ID, the config's
+    digest (what ``docker images`` and ``docker inspect`` show); ``created`` the config's
+    RFC 3339 time. The three are None for an image made from a directory.
+    """
 
     config: ImageConfig = attrs.field(factory=ImageConfig)
     layers: Tuple[pathlib.Path, ...] = attrs.field(default=(), converter=_layers)
@@ -136,6 +206,40 @@ class Image:
     digest: Optional[str] = None
     platform: Optional[str] = None
     size: int = 0
+    id: Optional[str] = None
+    created: Optional[str] = None
+
+    def __repr__(self) -> str:
+        parts = [_shown_reference(self.reference)]
+        if self.id or self.digest:
+            parts.append(_short_digest(self.id or self.digest or ""))
+        if self.platform:
+            parts.append(self.platform)
+        if self.id or self.size:
+            parts.append(_size_text(self.size))
+        return "<Image " + " ".join(_printable(p) for p in parts) + ">"
+
+    def _repr_html_(self) -> str:
+        """A small table for notebooks. Every value comes from the image (a registry's
+        data), so everything is escaped."""
+        import html
+
+        command = list(self.config.entrypoint or ()) + list(self.config.cmd or ())
+        rows = [
+            ("Reference", self.reference or ""),
+            ("ID", self.id or ""),
+            ("Digest", self.digest or ""),
+            ("Platform", self.platform or ""),
+            ("Size", _size_text(self.size) if self.id or self.size else ""),
+            ("Created", self.created or ""),
+            ("Command", json.dumps(command) if command else ""),
+        ]
+        body = "".join(
+            f"<tr><th style=\"text-align:left\">{html.escape(k)}</th>"
+            f"<td><code>{html.escape(v)}</code></td></tr>"
+            for k, v in rows if v
+        )
+        return f"<table><caption>isobox.Image</caption>{body}</table>"
 
     @classmethod
     def from_directory(
@@ -151,14 +255,17 @@ class Image:
     @classmethod
     def from_record(cls, record: ImageRecord, reference: Optional[str], store: Store) -> "Image":
         """The image a store record describes (its layers as the store's directories)."""
-        section = record.config.get("config") or {}
+        source = f"config {record.config_digest} of {reference or record.digest}"
+        created = record.config.get("created")
         return cls(
-            config=ImageConfig.from_oci(section),
+            config=ImageConfig.from_oci(record.config.get("config"), source=source),
             layers=[store.layer_path(d) for d in _unique_top(record.layer_keys)],
             reference=reference,
             digest=record.digest,
             platform=record.platform,
             size=record.size,
+            id=record.config_digest,
+            created=created if isinstance(created, str) else None,
         )
 
     @classmethod
@@ -191,9 +298,10 @@ class Image:
                 return cached
             if offline:
                 raise ImageNotFound(f"{reference} ({wanted}) is not in the store and offline=True")
-            from .registry import RegistryClient
+            from .registry import EndpointMemory, RegistryClient
 
-            with RegistryClient(credentials=auth) as client:
+            memory = EndpointMemory(st.root / REGISTRIES_FILE, st.write_file)
+            with RegistryClient(credentials=auth, memory=memory) as client:
                 if cached is not None:
                     tag = st.read_tag(str(reference))
                     current = client.head_manifest(reference)
@@ -230,19 +338,50 @@ class Image:
 
     @classmethod
     def remove(cls, ref: str, *, store: Union[None, Store, PathLike] = None) -> Tuple[str, ...]:
-        """Remove a tag (``"busybox"``) or, given a manifest digest or a unique prefix of
-        its hex (``"sha256:3f2a"``, ``"3f2a..."``: at least 12 digits), the image and all
-        its tags; then remove the layers nothing uses any more (layers of containers stay).
+        """Remove a tag (``"busybox"``) or, given an image ID (the config digest, as
+        `isobox images` shows it) or a manifest digest, or a unique prefix of its hex
+        (``"sha256:3f2a"``, ``"3f2a..."``: at least 12 digits), the image and all its tags; then remove the layers nothing uses any more (layers of containers stay).
         Returns what was removed; `ImageNotFound` if nothing matched."""
         st = Store.open(store)
-        digest = _match_digest(st, ref)
-        if digest is not None:
-            removed = st.remove(digest=digest)
+        digests = _match_digests(st, ref)
+        if digests is not None:
+            removed = tuple(r for d in digests for r in st.remove(digest=d))
         else:
             removed = st.remove(reference=str(_parse_reference(ref)))
         if not removed:
             raise ImageNotFound(f"no such image: {ref}")
         return removed
+
+
+def _short_digest(digest: str) -> str:
+    """``sha256:`` and the first 12 hex digits, as Docker abbreviates IDs."""
+    algorithm, _, hexpart = digest.partition(":")
+    return f"{algorithm}:{hexpart[:12]}" if hexpart else digest[:19]
+
+
+def _shown_reference(reference: Optional[str]) -> str:
+    if not reference:
+        return "<none>"
+    try:
+        return Reference.parse(reference).familiar
+    except IsoboxError:
+        return reference
+
+
+def _printable(text: str, limit: int = 80) -> str:
+    """Text for a repr: control characters escaped, long text cut."""
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _size_text(size: float) -> str:
+    """Decimal units with three significant digits, as Docker's HumanSize."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(size) < 1000 or unit == "TB":
+            return f"{size:.3g} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _unique_top(diff_ids: Sequence[str]) -> List[str]:
@@ -273,20 +412,27 @@ def _parse_platform(platform: Union[None, str, Platform]) -> Platform:
 _ID_PREFIX = re.compile(r"^(?:sha256:)?([0-9a-f]{12,64})$")
 
 
-def _match_digest(st: Store, text: str) -> Optional[str]:
-    """The manifest digest ``text`` names as an image ID (full, or a unique prefix of at
-    least 12 hex digits); None when it names no stored image (then it is a name)."""
+def _match_digests(st: Store, text: str) -> Optional[List[str]]:
+    """The manifest digests ``text`` names as an image ID: Docker's ID (the config
+    digest, what `isobox images` shows) or a manifest digest, in full or as a unique
+    prefix of at least 12 hex digits. An ID names every stored manifest of that config
+    (variants differing only in layer compression). None when it names no stored image
+    (then it is a name)."""
     match = _ID_PREFIX.match(text)
     if match is None:
         return None
     prefix = "sha256:" + match.group(1)
-    found = sorted({r.digest for r in st.records() if r.digest.startswith(prefix)})
-    if len(found) > 1:
-        raise InvalidOption(f"{text} is ambiguous: it matches {', '.join(found)}")
-    if found:
-        return found[0]
+    named: Dict[str, List[str]] = {}
+    for record in st.records():
+        for candidate in (record.digest, record.config_digest):
+            if candidate.startswith(prefix):
+                named.setdefault(candidate, []).append(record.digest)
+    if len(named) > 1:
+        raise InvalidOption(f"{text} is ambiguous: it matches {', '.join(sorted(named))}")
+    if named:
+        return sorted(set(next(iter(named.values()))))
     if len(match.group(1)) == 64:
-        return prefix  # not a name either (Docker refuses 64 hex digits as one): tags only
+        return [prefix]  # not a name either (Docker refuses 64 hex digits as one): tags only
     return None
 
 
@@ -336,17 +482,13 @@ def _lookup(st: Store, reference: Reference, wanted: Platform, *, fallback: bool
 
 
 def _check_config(raw: bytes, manifest_layers: int, where: str) -> Dict[str, Any]:
-    """The config document, with as many well-formed diff_ids as the manifest has layers."""
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise RegistryError(f"{where}: the image config is not JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise RegistryError(f"{where}: the image config is not a JSON object")
-    rootfs = doc.get("rootfs")
-    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-    if not isinstance(diff_ids, list):
-        raise RegistryError(f"{where}: the image config has no rootfs.diff_ids")
+    """The config document as Docker decodes it (`isobox.ociconfig`: InvalidImage for a
+    field of the wrong type), with as many well-formed diff_ids as the manifest has
+    layers."""
+    from . import ociconfig
+
+    doc = ociconfig.load(raw, where)
+    diff_ids = doc["rootfs"].get("diff_ids") or []
     if len(diff_ids) != manifest_layers:
         raise DigestMismatch(
             f"{where}: the manifest has {manifest_layers} layers but the config lists "
@@ -356,9 +498,8 @@ def _check_config(raw: bytes, manifest_layers: int, where: str) -> Dict[str, Any
         check_digest(diff_id)
         if not str(diff_id).startswith("sha256:"):
             raise DigestMismatch(f"{where}: diff_id {diff_id} is not sha256")
-    section = doc.get("config")
-    if section is not None:
-        ImageConfig.from_oci(section)  # refuses a config section that is not an object
+    doc["rootfs"] = {**doc["rootfs"], "diff_ids": list(diff_ids)}
+    ImageConfig.from_oci(doc.get("config"), source=where)
     return doc
 
 
@@ -385,12 +526,13 @@ def _install(
     manifest = resolved.manifest
     where = f"{reference} ({manifest.digest})"
     config_digest = manifest.config.digest
+    config_where = f"config {config_digest} of {reference}"
     algorithm = config_digest.partition(":")[0]
     import hashlib
 
     if f"{algorithm}:{hashlib.new(algorithm, resolved.config).hexdigest()}" != config_digest:
         raise DigestMismatch(f"{where}: the config does not hash to {config_digest}")
-    doc = _check_config(resolved.config, len(manifest.layers), where)
+    doc = _check_config(resolved.config, len(manifest.layers), config_where)
     diff_ids: List[str] = [str(d) for d in doc["rootfs"]["diff_ids"]]
 
     layers = _Layers(st, client, reference, list(manifest.layers), diff_ids, progress)

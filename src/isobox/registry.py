@@ -2,8 +2,10 @@
 
 It speaks the OCI distribution protocol (Docker's registry v2 API) with ``requests``:
 
-- ``GET /v2/`` once per endpoint learns how the registry wants to be authenticated
-  (``WWW-Authenticate``). Bearer: one token per repository scope
+- ``GET /v2/`` learns how the registry wants to be authenticated (``WWW-Authenticate``),
+  once per endpoint, and once at all when the caller passes an `EndpointMemory` (the
+  store's ``registries.json``): later processes reuse the answer, and ping again only when
+  a request through it fails. Bearer: one token per repository scope
   (``repository:<path>:pull``) from the challenge's realm, anonymous or with credentials
   (Basic to the token endpoint; the oauth2 POST with a refresh token when ``docker login``
   stored an identity token), reused until its ``expires_in``; a 401 re-authenticates once.
@@ -56,10 +58,12 @@ import attrs
 import requests
 import urllib3
 
+from . import ociconfig
 from .auth import Credentials, lookup_credentials
 from .errors import (
     AuthenticationError,
     DigestMismatch,
+    InvalidImage,
     InvalidOption,
     NotFound,
     RateLimited,
@@ -470,6 +474,72 @@ class _EndpointState:
     base: str  # scheme://host
     verify: Union[bool, str]
     challenge: Optional[Challenge]
+    remembered: bool = False  # from EndpointMemory, not from a ping in this process
+
+
+MAX_REMEMBERED_PARAM = 2048
+
+
+class EndpointMemory:
+    """What each registry's ``GET /v2/`` answered, kept in one small JSON file, so that a
+    later process (a re-pull is usually a new one) can skip the ping: a cached re-pull is
+    then one HEAD request, plus a token request where a token is needed.
+
+    The file (``registries.json`` under the store root, written through ``write``: the
+    store's atomic temp-and-rename) maps ``host[:port]`` to the scheme that answered and
+    the challenge (scheme, realm, service), or none for anonymous access. Tokens are never
+    written: they are credentials. A stale record costs one failed request: the client
+    pings again and rewrites it (see `RegistryClient._call`). Concurrent writers may lose
+    each other's update; the loser pings again next time. A malformed file is ignored.
+    """
+
+    def __init__(self, path: "os.PathLike[str]", write: Callable[[Any, bytes], None]) -> None:
+        self.path = path
+        self._write = write
+        self._lock = threading.Lock()
+
+    def _read(self) -> Dict[str, Any]:
+        try:
+            with open(self.path, "rb") as f:
+                doc = json.loads(f.read(1024 * 1024))
+        except (OSError, ValueError, RecursionError):
+            return {}
+        registries = doc.get("registries") if isinstance(doc, dict) else None
+        return dict(registries) if isinstance(registries, dict) else {}
+
+    def get(self, host: str) -> Optional[Tuple[str, Optional[Challenge]]]:
+        """(base URL, challenge) remembered for ``host``, or None."""
+        entry = self._read().get(host)
+        if not isinstance(entry, dict) or not isinstance(entry.get("base"), str):
+            return None
+        raw = entry.get("challenge")
+        if raw is None:
+            return entry["base"], None
+        if not isinstance(raw, dict) or raw.get("scheme") not in ("bearer", "basic"):
+            return None
+        params = raw.get("params")
+        if not isinstance(params, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
+            return None
+        return entry["base"], Challenge(raw["scheme"], dict(params))
+
+    def put(self, host: str, base: str, challenge: Optional[Challenge]) -> None:
+        """Remember an answer; writes only when it changed."""
+        record: Dict[str, Any] = {"base": base, "challenge": None}
+        if challenge is not None:
+            params = {k: v for k, v in challenge.params.items()
+                      if k in ("realm", "service") and len(v) <= MAX_REMEMBERED_PARAM}
+            record["challenge"] = {"scheme": challenge.scheme, "params": params}
+        with self._lock:
+            registries = self._read()
+            if registries.get(host) == record:
+                return
+            registries[host] = record
+            data = json.dumps({"registries": registries}, indent=1, sort_keys=True).encode()
+            try:
+                self._write(self.path, data)
+            except Exception:  # noqa: BLE001 - a cache: failing to write it changes nothing
+                pass
 
 
 class RegistryClient:
@@ -480,7 +550,8 @@ class RegistryClient:
     Docker Hub credentials never go to a mirror. ``insecure`` (hosts, default
     ``$ISOBOX_INSECURE_REGISTRIES``) may be reached over plain HTTP (after HTTPS failed);
     loopback hosts always may. ``mirror`` (a URL, default ``$ISOBOX_REGISTRY_MIRROR``,
-    ``""`` for none) is tried first for Docker Hub references.
+    ``""`` for none) is tried first for Docker Hub references. ``memory`` remembers what
+    each registry's ``GET /v2/`` answered across processes (`EndpointMemory`).
     """
 
     def __init__(
@@ -491,7 +562,9 @@ class RegistryClient:
         mirror: Optional[str] = None,
         timeout: float = 30.0,
         retry: RetryPolicy = RetryPolicy(),
+        memory: Optional[EndpointMemory] = None,
     ) -> None:
+        self._memory = memory
         self._credentials: Optional[Credentials] = Credentials.coerce(credentials)
         self._insecure = _parse_insecure(insecure)
         self._mirror = self._parse_mirror(os.environ.get(ENV_MIRROR) if mirror is None else mirror)
@@ -622,35 +695,32 @@ class RegistryClient:
             if _hasher(desc.digest).hexdigest() != desc.digest.split(":", 1)[1]:
                 raise DigestMismatch(f"blob {desc.digest} is announced empty but is not")
             return
-        endpoints = self.endpoints(ref)
-        for i, ep in enumerate(endpoints):
+        failures: List[Tuple[Endpoint, RegistryError]] = []
+        for ep in self.endpoints(ref):
             started = False
             try:
                 for chunk in self._blob_at(ep, ref, desc, progress):
                     started = True
                     yield chunk
                 return
-            except RegistryError:
-                if started or i == len(endpoints) - 1:
+            except RegistryError as exc:
+                if started:
                     raise
+                failures.append((ep, exc))
+        raise _tried_everywhere(ref, failures)
 
     # -- resolution -----------------------------------------------------------------------
 
     def _each_endpoint(self, ref: Reference, attempt: Callable[[Endpoint], _T]) -> _T:
-        """Try each endpoint (mirror, then origin) until one answers; the origin's error
-        is raised, chained to the mirror's."""
-        endpoints = self.endpoints(ref)
-        mirror_error: Optional[RegistryError] = None
-        for i, ep in enumerate(endpoints):
+        """Try each endpoint (mirror, then origin) until one answers. When all fail, the
+        error says what each answered (`_tried_everywhere`)."""
+        failures: List[Tuple[Endpoint, RegistryError]] = []
+        for ep in self.endpoints(ref):
             try:
                 return attempt(ep)
             except RegistryError as exc:
-                if i == len(endpoints) - 1:
-                    if mirror_error is not None and exc.__context__ is None:
-                        exc.__context__ = mirror_error
-                    raise
-                mirror_error = exc
-        raise AssertionError("no endpoints")  # pragma: no cover
+                failures.append((ep, exc))
+        raise _tried_everywhere(ref, failures)
 
     def _resolve_at(self, ep: Endpoint, ref: Reference, wanted: Platform) -> ResolvedImage:
         target = ref.digest or ref.tag or "latest"
@@ -699,7 +769,7 @@ class RegistryClient:
                 f"{MAX_CONFIG_SIZE} allowed"
             )
         config = b"".join(self._blob_at(ep, ref, manifest.config, None))
-        config_platform = _config_platform(config)
+        config_platform = _config_platform(config, f"config {manifest.config.digest} of {ref}")
         if chosen_platform is None:
             if config_platform is not None and not wanted.matches(config_platform):
                 raise NotFound(
@@ -734,13 +804,30 @@ class RegistryClient:
                     f"{ref}: manifest is {length} bytes, more than the "
                     f"{MAX_MANIFEST_SIZE} allowed"
                 )
-            raw = self._read_capped(resp, MAX_MANIFEST_SIZE + 1, ref)
+            if expected_size is not None:
+                encoded = resp.headers.get("Content-Encoding", "identity").lower() not in (
+                    "identity", "")
+                if length is not None and not encoded and length != expected_size:
+                    raise DigestMismatch(
+                        f"{ref}: manifest {expected} is {length} bytes, not the "
+                        f"{expected_size} its descriptor says"
+                    )
+                # One byte past the announced size tells a longer one; never read further.
+                raw = self._read_capped(resp, min(expected_size, MAX_MANIFEST_SIZE) + 1, ref)
+            else:
+                raw = self._read_capped(resp, MAX_MANIFEST_SIZE + 1, ref)
             if len(raw) > MAX_MANIFEST_SIZE:
                 raise RegistryError(
                     f"{ref}: manifest is more than the {MAX_MANIFEST_SIZE} bytes allowed"
                 )
             header_digest = resp.headers.get("Docker-Content-Digest")
             content_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if expected_size is not None and len(raw) != expected_size:
+            got = f"{len(raw)} bytes" if len(raw) <= expected_size else "longer"
+            raise DigestMismatch(
+                f"{ref}: manifest {expected} is {got}, not the {expected_size} bytes its "
+                "descriptor says"
+            )
         # Classified first: schema1's digest covers its payload without the signatures, so
         # it would look like a mismatch instead of what it is.
         media_type = _manifest_media_type(raw, content_type, ref)
@@ -753,10 +840,6 @@ class RegistryClient:
                     raise DigestMismatch(
                         f"{ref}: manifest hashes to {actual}, not {claimed} ({source})"
                     )
-        if expected_size is not None and len(raw) != expected_size:
-            raise DigestMismatch(
-                f"{ref}: manifest {expected} is {len(raw)} bytes, not {expected_size}"
-            )
         digest = expected or header_digest or compute_digest(raw)
         return raw, media_type, digest
 
@@ -792,7 +875,7 @@ class RegistryClient:
                 last_error = exc
             if resp is not None:
                 with resp:
-                    skip = self._check_blob_response(resp, ref, desc, received)
+                    skip, exact = self._check_blob_response(resp, ref, desc, received)
                     decode = resp.headers.get("Content-Encoding", "identity").lower() not in (
                         "identity",
                         "",
@@ -815,6 +898,15 @@ class RegistryClient:
                             pending = data
                             if progress is not None:
                                 progress(received)
+                        if received >= size and not exact and resp.raw.read(
+                                1, decode_content=decode):
+                            # No Content-Length vouched for where the body ends: one byte
+                            # more, never further, tells a blob longer than announced
+                            # (containerd refuses it too: "unexpected commit size").
+                            raise DigestMismatch(
+                                f"{ref}: blob {digest} is longer than the {size} bytes its "
+                                "descriptor says"
+                            )
                     except (requests.RequestException, urllib3.exceptions.HTTPError,
                             OSError) as exc:
                         last_error = exc
@@ -838,12 +930,15 @@ class RegistryClient:
 
     def _check_blob_response(
         self, resp: requests.Response, ref: Reference, desc: Descriptor, offset: int
-    ) -> int:
+    ) -> Tuple[int, bool]:
         """Check a blob response fits the descriptor; returns how many bytes to skip (a
-        server that ignored our Range sends the blob from its start)."""
+        server that ignored our Range sends the blob from its start) and whether an exact
+        Content-Length bounds the body. A blob whose size differs from the descriptor's,
+        longer or shorter, is DigestMismatch naming both sizes."""
         if resp.status_code == 416 and offset:
             raise DigestMismatch(
-                f"{ref}: blob {desc.digest} ends at {offset} bytes, not {desc.size}"
+                f"{ref}: blob {desc.digest} is {offset} bytes, not the {desc.size} its "
+                "descriptor says"
             )
         self._raise_for_status(resp, ref, "blob")
         skip = 0
@@ -858,7 +953,8 @@ class RegistryClient:
                 )
             if m.group(3) != "*" and int(m.group(3)) != desc.size:
                 raise DigestMismatch(
-                    f"{ref}: blob {desc.digest} is {m.group(3)} bytes, not {desc.size}"
+                    f"{ref}: blob {desc.digest} is {m.group(3)} bytes, not the {desc.size} "
+                    "its descriptor says"
                 )
             expected = desc.size - offset
         elif resp.status_code == 200:
@@ -869,25 +965,46 @@ class RegistryClient:
         length = _content_length(resp)
         if length is not None and not encoded and length != expected:
             raise DigestMismatch(
-                f"{ref}: blob {desc.digest} is announced as {desc.size} bytes but the "
-                f"registry sends {length + (desc.size - expected)}"
+                f"{ref}: blob {desc.digest} is {length + (desc.size - expected)} bytes, not "
+                f"the {desc.size} its descriptor says"
             )
-        return skip
+        return skip, length is not None and not encoded
+
 
     # -- HTTP plumbing --------------------------------------------------------------------
 
+    def _verify_for(self, ep: Endpoint, scheme: str) -> Union[bool, str]:
+        if scheme == "https" and self._allowed_plain(ep.host) and "http" in ep.schemes:
+            return False  # an insecure registry: TLS without verification first
+        return _ca_bundle()
+
     def _state(self, ep: Endpoint, ref: Reference) -> _EndpointState:
-        """Ping ``/v2/`` once per endpoint: picks the scheme and learns the challenge."""
+        """How to talk to ``ep``: learned once per process, from `EndpointMemory` when it
+        remembers the endpoint, else by pinging ``/v2/``."""
         with self._lock:
             state = self._states.get(ep.host)
         if state is not None:
             return state
+        remembered = self._memory.get(ep.host) if self._memory is not None else None
+        if remembered is not None:
+            base, challenge = remembered
+            scheme = base.partition("://")[0]
+            # Only a base this client would pick itself: a record never downgrades a
+            # registry to plain HTTP it may not use.
+            if scheme in ep.schemes and base == f"{scheme}://{ep.host}":
+                state = _EndpointState(base=base, verify=self._verify_for(ep, scheme),
+                                       challenge=challenge, remembered=True)
+                with self._lock:
+                    self._states[ep.host] = state
+                return state
+        return self._ping(ep)
+
+    def _ping(self, ep: Endpoint) -> _EndpointState:
+        """GET ``/v2/``: picks the scheme and learns the challenge (and remembers both)."""
         last: Optional[BaseException] = None
         for scheme in ep.schemes:
             base = f"{scheme}://{ep.host}"
-            verify: Union[bool, str] = _ca_bundle()
-            if scheme == "https" and self._allowed_plain(ep.host) and "http" in ep.schemes:
-                verify = False  # an insecure registry: TLS without verification first
+            verify = self._verify_for(ep, scheme)
             try:
                 resp = self._request_once("GET", base + "/v2/", {}, verify)
             except RegistryError as exc:
@@ -914,9 +1031,14 @@ class RegistryClient:
             state = _EndpointState(base=base, verify=verify, challenge=challenge)
             with self._lock:
                 self._states[ep.host] = state
+            self._remember(ep, state)
             return state
         assert last is not None
         raise last
+
+    def _remember(self, ep: Endpoint, state: _EndpointState) -> None:
+        if self._memory is not None:
+            self._memory.put(ep.host, state.base, state.challenge)
 
     def _authorization(
         self, ep: Endpoint, state: _EndpointState, ref: Reference, refresh: bool
@@ -1038,10 +1160,19 @@ class RegistryClient:
                     follow_redirects,
                 )
             except _TransportError:
+                if state.remembered:
+                    state = self._ping(ep)  # the remembered scheme may be stale: ping once
+                    continue
                 failures += 1
                 if failures >= self.retry.attempts:
                     raise
                 time.sleep(self.retry.backoff(failures))
+                continue
+            if resp.status_code == 401 and at_origin and state.remembered:
+                # A remembered answer no longer holds (auth turned on, another realm):
+                # the full dance once, as if nothing had been remembered.
+                resp.close()
+                state = self._ping(ep)
                 continue
             if resp.status_code == 401 and at_origin and not reauthed and state.challenge:
                 challenges = parse_challenges(resp.headers.get("WWW-Authenticate", ""))
@@ -1049,6 +1180,7 @@ class RegistryClient:
                 resp.close()
                 if new is not None:
                     state.challenge = new
+                    self._remember(ep, state)
                 reauthed = True
                 continue
             if resp.status_code == 401 and at_origin and state.challenge is None:
@@ -1059,6 +1191,7 @@ class RegistryClient:
                 if new is not None and not reauthed:
                     resp.close()
                     state.challenge = new
+                    self._remember(ep, state)
                     reauthed = True
                     continue
             if resp.status_code == 429 or resp.status_code in (500, 502, 503, 504):
@@ -1173,6 +1306,31 @@ class RegistryClient:
 
 # ---------------------------------------------------------------------------------------
 # Helpers
+
+
+def _tried_everywhere(ref: Reference, failures: Sequence[Tuple[Endpoint, RegistryError]]
+                      ) -> RegistryError:
+    """The error when every endpoint failed. With a mirror, it says what was tried where:
+    "not found at the mirror M (…); then Docker Hub (registry-1.docker.io): cannot reach
+    …", rather than only Docker Hub's failure, which hides that the mirror lacks the name.
+    Its class is the origin's (NotFound, AuthenticationError, ...), chained to it."""
+    assert failures, "no endpoints"
+    last = failures[-1][1]
+    if len(failures) == 1:
+        return last
+    prefix = f"{ref}: "
+    parts = []
+    for ep, exc in failures:
+        text = str(exc)
+        text = text[len(prefix):] if text.startswith(prefix) else text
+        where = (f"the registry mirror {ep.host} (${ENV_MIRROR})" if ep.is_mirror
+                 else f"Docker Hub ({ep.host})" if ep.domain == DOCKER_HUB_DOMAIN else ep.host)
+        parts.append(f"{where}: {text}")
+    cls = type(last) if type(last) is not _TransportError else RegistryError
+    error = cls(f"{ref}: tried " + "; then ".join(parts))
+    error.__cause__ = last  # the mirror's error is in the message (and last's context)
+    error.__suppress_context__ = True
+    return error
 
 
 def _as_reference(ref: Union[Reference, str]) -> Reference:
@@ -1300,21 +1458,22 @@ def _manifest_media_type(raw: bytes, content_type: str, ref: Reference) -> str:
     return media_type
 
 
-def _config_platform(config: bytes) -> Optional[Platform]:
-    try:
-        doc = json.loads(config)
-    except (ValueError, RecursionError) as exc:
-        raise RegistryError(f"image config is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict) or not doc.get("os") or not doc.get("architecture"):
+def _config_platform(config: bytes, where: str) -> Optional[Platform]:
+    """The platform an image config names (None without os and architecture), from the
+    document as Docker decodes it: a config Docker refuses is InvalidImage here, before
+    any layer is fetched."""
+    doc = ociconfig.load(config, where)
+    if not doc.get("os") or not doc.get("architecture"):
         return None
     try:
         return Platform.from_oci(doc)
     except InvalidOption as exc:
-        raise RegistryError(f"image config has an invalid platform: {exc}") from exc
+        raise InvalidImage(f"{where}: invalid platform: {exc}") from exc
 
 
 __all__ = [
     "RegistryClient",
+    "EndpointMemory",
     "RetryPolicy",
     "Descriptor",
     "Manifest",

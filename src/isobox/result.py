@@ -28,11 +28,37 @@ class RunResult:
             raise ExitStatusError(self)
 
 
+STDERR_TAIL_BYTES = 2048
+STDERR_TAIL_LINES = 10
+
+
+def stderr_tail(stderr: bytes) -> str:
+    """The end of ``stderr`` for a message: at most the last `STDERR_TAIL_LINES` lines of
+    the last `STDERR_TAIL_BYTES` bytes, decoded with errors="replace", control characters
+    shown as escapes (a container's output must not drive the caller's terminal)."""
+    tail = stderr[-STDERR_TAIL_BYTES:].decode("utf-8", errors="replace")
+    if len(stderr) > STDERR_TAIL_BYTES:
+        tail = tail.partition("\n")[2] or tail  # start at a line boundary when there is one
+    lines = tail.rstrip().splitlines()[-STDERR_TAIL_LINES:]
+    return "\n".join(
+        "".join(c if c.isprintable() or c == "\t" else c.encode("unicode_escape").decode("ascii")
+                for c in line)
+        for line in lines
+    )
+
+
 class ExitStatusError(ContainerError):
-    """Raised by ``run(check=True)`` when the container's command did not exit with 0."""
+    """Raised by ``run(check=True)`` when the container's command did not exit with 0.
+
+    The message ends with the last lines of the command's stderr (bounded), since that is
+    where a failing command says why; ``result`` holds all of it."""
 
     def __init__(self, result: RunResult) -> None:
         self.result = result
         how = (f"was killed by signal {-result.exit_code}" if result.exit_code < 0
                else f"exited with status {result.exit_code}")
-        super().__init__(f"command {list(result.args)!r} {how}")
+        text = f"command {list(result.args)!r} {how}"
+        tail = stderr_tail(result.stderr or b"")
+        if tail:
+            text += ":\n  " + tail.replace("\n", "\n  ")
+        super().__init__(text)
