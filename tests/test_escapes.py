@@ -333,3 +333,20 @@ def test_a_container_gets_a_default_pids_limit(busybox_image, store_root):
     with isobox.Container(busybox_image, ["sleep", "30"], pids_limit=10) as c:
         asked = pids_max(c.pid)
     assert (default, unlimited, asked) == ("2048", "no group", "10")
+
+
+# -- hostile image configuration -----------------------------------------------------------
+
+
+def test_relative_or_odd_image_workdirs_are_checked_at_create(hostile_rootfs, store_root):
+    with pytest.raises(isobox.InvalidImage, match="WorkingDir 'srv' is not an absolute path"):
+        isobox.Container(image(hostile_rootfs, working_dir="srv"), ["pwd"])
+    (hostile_rootfs / "b").mkdir()
+    assert isobox.run(image(hostile_rootfs, working_dir="/a/../b/."), ["pwd"], timeout=30).stdout == b"/b\n"
+
+
+def test_a_bogus_stop_signal_is_refused_at_create_not_at_stop(hostile_rootfs, store_root):
+    with pytest.raises(isobox.InvalidImage, match="StopSignal"):
+        isobox.Container(image(hostile_rootfs, stop_signal="SIGBOGUS"), ["sleep", "30"])
+    with isobox.Container(image(hostile_rootfs, stop_signal="SIGUSR1"), ["sleep", "30"], init=True) as c:
+        assert c.stop(timeout=5) == 128 + 10  # the init forwards USR1; sleep dies of it

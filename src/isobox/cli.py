@@ -667,7 +667,7 @@ class _Stopper:
         import signal
 
         if self.kill_at is None:
-            self.container.kill(self.container.image.config.stop_signal or signal.SIGTERM)
+            self.container.kill(self.container.stop_signal)
             self.kill_at = time.monotonic() + self.timeout
         else:
             self.container.kill(signal.SIGKILL)

@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import pathlib
+import posixpath
 import re
 import select
 import signal as _signal
@@ -36,6 +37,7 @@ from . import seccomp as _seccomp
 from .errors import (
     ContainerError,
     ExitStatusLost,
+    InvalidImage,
     InvalidOption,
     SetupError,
     IsoboxError,
@@ -418,6 +420,10 @@ class Container:
         self._ns_fds: Tuple[int, ...] = ()
         self._in_userns = False
         self._store_arg = store
+        # the image's own settings, checked now as podman checks them at create: a StopSignal
+        # that names no signal, a relative WorkingDir (runc would refuse it at start)
+        self.stop_signal = image.config.stop_signum
+        self.workdir = self._workdir()
         self.id = os.urandom(32).hex()
         self.name = self.config.name or f"isobox_{self.id[:12]}"
         self.pid: Optional[int] = None
@@ -435,6 +441,19 @@ class Container:
         self.argv = self._argv()
 
     # -- what runs --------------------------------------------------------------------------
+
+    def _workdir(self) -> str:
+        """The working directory: the caller's, else the image's (absolute, normalised:
+        resolved inside the root either way, see spawn.c), else "/"."""
+        if self.config.workdir:
+            return posixpath.normpath(self.config.workdir)
+        image_dir = self.image.config.working_dir
+        if not image_dir:
+            return "/"
+        if not image_dir.startswith("/") or "\0" in image_dir:
+            raise InvalidImage(f"image {self.image.reference or self.image.digest}: WorkingDir "
+                               f"{image_dir!r} is not an absolute path")
+        return posixpath.normpath(image_dir)
 
     def _argv(self) -> Tuple[str, ...]:
         img = self.image.config
@@ -627,7 +646,7 @@ class Container:
         etc_files = self._etc_files(cdir, hostname)
         assert self._store is not None
         volumes_root = self._store.volumes
-        workdir = cfg.workdir or self.image.config.working_dir or "/"
+        workdir = self.workdir
         ops = plan.ops(lambda first: plan_mounts(cfg.mounts, etc_files, volumes_root, first), workdir)
         console_parent, console_child = _socketpair() if cfg.tty else (None, None)
 
@@ -871,7 +890,7 @@ class Container:
         if self._status is Status.CREATED:
             raise ContainerError(f"container {self.name} has not been started")
         self._require_owner("stop")
-        self.kill(self.image.config.stop_signal or _signal.SIGTERM)
+        self.kill(self.stop_signal)
         try:
             return self.wait(timeout)
         except Timeout:
@@ -1032,7 +1051,7 @@ class Container:
                 caps=tuple(DEFAULT_CAPABILITIES.values()),
                 no_new_privs=True,
                 stdio=stdio,
-                workdir=workdir or self.config.workdir or self.image.config.working_dir or "/",
+                workdir=posixpath.normpath(workdir) if workdir else self.workdir,
                 argv=argv,
                 env=tuple(f"{k}={v}" for k, v in env_map.items()),
                 path=env_map.get("PATH", DEFAULT_PATH),

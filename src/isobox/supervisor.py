@@ -130,7 +130,7 @@ def _supervise(container: Container, server: Server, stop_timeout: float) -> int
             if pidfd in events:
                 break
             if stopping and kill_at is None:
-                container.kill(container.image.config.stop_signal or _signal.SIGTERM)
+                container.kill(container.stop_signal)
                 kill_at = time.monotonic() + stop_timeout
             if kill_at is not None and time.monotonic() >= kill_at:
                 container.kill(_signal.SIGKILL)
