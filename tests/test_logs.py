@@ -221,7 +221,9 @@ def runs(draw: st.DrawFn) -> Tuple[logs.LogPolicy, int, List[int]]:
     return policy, draw(st.integers(0, max_size)), draw(st.lists(st.integers(0, 200), max_size=12))
 
 
-@pytest.mark.parametrize("how", ["splice", "read-pwrite", "writer"])
+@pytest.mark.parametrize("how", [
+    pytest.param("splice", marks=pytest.mark.skipif(not hasattr(os, "splice"), reason="Python < 3.10 has no os.splice")),
+    "read-pwrite", "writer"])
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(run=runs())
 def test_read_returns_exactly_the_suffix_the_policy_keeps(tmp_path_factory, how, run):

@@ -30,9 +30,10 @@ a stream of T bytes written through one policy (max_size M, max_files F) and non
 
 (the live file holds 1..M bytes once anything was written, every rotated file exactly M).
 
-Every name is reached through an fd of the container's directory and opened with
-O_NOFOLLOW; renames never follow symlinks (rename(2)), so nothing planted in the
-directory redirects a write elsewhere.
+Every file is opened with O_NOFOLLOW, and from the first rotation on every name is
+reached through an fd of the container's directory (opened then, so a sink that never
+rotates holds no fd of it); renames never follow symlinks (rename(2)): nothing planted in
+the directory redirects a write elsewhere.
 
 A write that fails (ENOSPC, EDQUOT, EIO, EFBIG, a rotation or open that fails) never
 blocks the container: that chunk is drained from the pipe and dropped (spliced to
@@ -174,6 +175,9 @@ class LogPolicy:
         return None if self.max_size is None else self.max_size * self.max_files
 
 
+_DEFAULT = LogPolicy()
+
+
 @attrs.frozen
 class LogLoss:
     """Output of one stream that never reached its log file: ``nbytes`` so far; ``step``
@@ -213,8 +217,9 @@ class _LogFile:
 
     Used by one thread at a time (the pump's lock, or a `Writer`'s owner)."""
 
-    def __init__(self, dfd: int, cdir: str, stream: str, policy: LogPolicy) -> None:
-        self.dfd = dfd
+    def __init__(self, cdir: str, stream: str, policy: LogPolicy) -> None:
+        self.cdir = cdir
+        self.dfd = -1  # the directory, opened at the first rotation (an idle sink holds no more fds)
         self.stream = stream
         self.name = _log_name(stream)
         self.path = os.path.join(cdir, self.name)
@@ -228,7 +233,10 @@ class _LogFile:
         self._open()
 
     def _open(self) -> None:
-        fd = os.open(self.name, _OPEN_LOG, 0o600, dir_fd=self.dfd)
+        if self.dfd >= 0:
+            fd = os.open(self.name, _OPEN_LOG, 0o600, dir_fd=self.dfd)
+        else:
+            fd = os.open(self.path, _OPEN_LOG, 0o600)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -263,6 +271,11 @@ class _LogFile:
 
     def _rotate(self) -> None:
         files = self.policy.max_files
+        try:
+            if self.dfd < 0:
+                self.dfd = os.open(self.cdir, _OPEN_DIR)
+        except OSError as e:
+            raise _Failed("rotate", e.errno or _errno.EIO) from e
         dfd = self.dfd
         if not self.pruned:
             self._prune()
@@ -330,9 +343,10 @@ class _LogFile:
             view = view[n:]
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        for fd in (self.fd, self.dfd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self.dfd = -1
 
 
 # what one _Stream.pump did
@@ -415,7 +429,7 @@ class _Stream:
         return _MOVED
 
     def fds(self) -> List[int]:
-        return [fd for fd in (self.pipe, self.log.fd) if fd >= 0]
+        return [fd for fd in (self.pipe, self.log.fd, self.log.dfd) if fd >= 0]
 
 
 class _Pump:
@@ -511,7 +525,6 @@ class _Pump:
         fds = {self.epoll.fileno(), self.null}
         for s in self.streams.values():
             fds.update(s.fds())
-            fds.add(s.sink._dfd)
         for fd in fds:
             if fd >= 0:
                 try:
@@ -557,14 +570,17 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class Sink:
     """One container's two streams, fed by the process's pump (made by `attach`)."""
 
-    def __init__(self, pump: _Pump, dfd: int, cdir: str) -> None:
+    def __init__(self, pump: _Pump, cdir: str) -> None:
         self._pump = pump
-        self._dfd = dfd
         self.cdir = cdir
         self._streams: List[_Stream] = []
         self._left = 0
         self._drained = False
-        self._done = threading.Event()
+        # held until the sink is done: a bare lock, as threading.Event costs a Condition
+        # (several µs, paid by every container start)
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._finished = False
 
     def _retired(self, drained: bool) -> None:
         # with the pump's lock held
@@ -573,11 +589,9 @@ class Sink:
             self._left = -1
         if self._left == 0:
             self._drained = True
-        if self._left <= 0:
-            if self._dfd >= 0:
-                os.close(self._dfd)
-                self._dfd = -1
-            self._done.set()
+        if self._left <= 0 and not self._finished:
+            self._finished = True
+            self._done.release()
 
     def _check_owner(self) -> None:
         if self._pump.pid != os.getpid():
@@ -595,7 +609,7 @@ class Sink:
         # Pump our own streams while we wait (we would only sleep otherwise): a container
         # that has exited needs no round trip through the pump thread.
         pump = self._pump
-        while not self._done.is_set():
+        while not self._finished:
             moved = False
             with pump.lock:
                 for s in self._streams:
@@ -603,8 +617,9 @@ class Sink:
                         moved = True
             if not moved or (deadline is not None and time.monotonic() >= deadline):
                 break
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        self._done.wait(left)
+        left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if self._done.acquire(timeout=left):
+            self._done.release()  # for any other waiter
         return self._drained
 
     def close(self) -> None:
@@ -638,20 +653,18 @@ def attach(cdir: Union[str, os.PathLike[str]], stdout_r: int, stderr_r: int,
     Takes ownership of the two read ends, even when it raises (`StoreError` naming the
     step and the path when the directory or a file cannot be opened). Call it after the
     container is spawned and its write ends closed here (or before: the pump waits)."""
-    policy = LogPolicy() if policy is None else policy
+    policy = _DEFAULT if policy is None else policy
     cdir = os.fspath(cdir)
     if stdout_r == stderr_r:
         os.close(stdout_r)
         raise InvalidOption("stdout and stderr need a pipe each")
     pipes = (stdout_r, stderr_r)
-    dfd = -1
     logs: List[_LogFile] = []
     step, path = "open", cdir
     try:
-        dfd = os.open(cdir, _OPEN_DIR)
         for stream in STREAMS:
             path = os.path.join(cdir, _log_name(stream))
-            logs.append(_LogFile(dfd, cdir, stream, policy))
+            logs.append(_LogFile(cdir, stream, policy))
         step, path = "set O_NONBLOCK on", "the pipes"
         for fd in pipes:
             os.set_blocking(fd, False)
@@ -660,13 +673,12 @@ def attach(cdir: Union[str, os.PathLike[str]], stdout_r: int, stderr_r: int,
     except BaseException as e:
         for log in logs:
             log.close()
-        for fd in (*pipes, dfd):
-            if fd >= 0:
-                os.close(fd)
+        for fd in pipes:
+            os.close(fd)
         if isinstance(e, OSError):
             raise StoreError(f"container log: {step} {path}: {os.strerror(e.errno or _errno.EIO)}") from e
         raise
-    sink = Sink(pump, dfd, cdir)
+    sink = Sink(pump, cdir)
     sink._streams = [_Stream(sink, pipe, log) for pipe, log in zip(pipes, logs)]
     sink._left = len(sink._streams)
     pump.add(sink._streams)
@@ -682,13 +694,9 @@ class Writer:
                  policy: Optional[LogPolicy] = None) -> None:
         cdir = os.fspath(cdir)
         path = os.path.join(cdir, _log_name(stream))
-        self._dfd = -1
         try:
-            self._dfd = os.open(cdir, _OPEN_DIR)
-            self._log = _LogFile(self._dfd, cdir, stream, LogPolicy() if policy is None else policy)
+            self._log = _LogFile(cdir, stream, _DEFAULT if policy is None else policy)
         except OSError as e:
-            if self._dfd >= 0:
-                os.close(self._dfd)
             raise StoreError(f"container log: open {path}: {os.strerror(e.errno or _errno.EIO)}") from e
 
     def write(self, data: bytes) -> None:
@@ -701,9 +709,6 @@ class Writer:
 
     def close(self) -> None:
         self._log.close()
-        if self._dfd >= 0:
-            os.close(self._dfd)
-            self._dfd = -1
 
     def __enter__(self) -> "Writer":
         return self
