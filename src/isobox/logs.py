@@ -58,7 +58,6 @@ from __future__ import annotations
 import errno as _errno
 import fcntl
 import os
-import pathlib
 import re
 import select
 import stat
