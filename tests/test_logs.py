@@ -394,6 +394,8 @@ def test_no_fd_or_thread_is_left_behind(tmp_path):
     os.close(w2)
     assert open_fds() == fds
     assert threading.active_count() == threads
+    pump = logs._PUMP
+    assert pump is not None and pump.owned <= {pump.epoll.fileno(), pump.null}
 
 
 def test_symlinks_in_the_container_directory_are_never_followed(tmp_path):
@@ -692,44 +694,63 @@ def test_follow_ends_when_the_container_directory_is_removed(tmp_path):
 
 
 def test_a_child_after_fork_has_its_own_pump_and_the_parents_goes_on(tmp_path):
-    (tmp_path / "parent").mkdir()
-    (tmp_path / "child").mkdir()
+    """Forked while the pump is busy with a flood: the child holds none of the parent's
+    pump fds, cannot act on the parent's sinks, and pumps its own; the parent's pump
+    goes on as if nothing happened."""
+    for name in ("parent", "flood", "child"):
+        (tmp_path / name).mkdir()
     parent = Feed(tmp_path / "parent")
+    flood = Feed(tmp_path / "flood", logs.LogPolicy(max_size=1 << 20, max_files=2))
     parent.write(b"before fork\n")
     wait_for(lambda: logs.read(tmp_path / "parent", "stdout") == b"before fork\n", "the parent's first line")
-    parent_read_end = parent.sink._streams[0].pipe
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            # the parent's sink is not ours: finish refuses, close leaves it alone
+    stop = threading.Event()
+
+    def spew() -> None:
+        while not stop.is_set():
+            flood.write(b"f" * 65536)
+
+    t = threading.Thread(target=spew)
+    t.start()
+    try:
+        wait_for(lambda: (tmp_path / "flood" / "stdout.log.1").exists(), "the flood to rotate")
+        theirs = [s.pipe for s in parent.sink._streams + flood.sink._streams]
+        pid = os.fork()
+        if pid == 0:
+            code = 1
             try:
-                parent.sink.finish(0)
-            except ContainerError:
-                pass
-            else:
-                raise AssertionError("finish acted on the parent's sink")
-            parent.sink.close()
-            # our copies of the parent's pump fds are closed
-            try:
-                os.fstat(parent_read_end)
-                raise AssertionError("the child kept the parent's pipe read end")
-            except OSError as e:
-                assert e.errno == errno.EBADF
-            os.close(parent.out)
-            os.close(parent.err)
-            child = Feed(tmp_path / "child", logs.LogPolicy(max_size=4, max_files=2))
-            child.write(b"from the child")
-            child.finish()
-            out = b"from the child"
-            assert logs.read(tmp_path / "child", "stdout") == out[-kept_length(len(out), 4, 2):]
-            assert pump_threads() == 1
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
+                try:
+                    parent.sink.finish(0)
+                except ContainerError:
+                    pass
+                else:
+                    raise AssertionError("finish acted on the parent's sink")
+                parent.sink.close()  # does nothing here
+                for fd in theirs:
+                    try:
+                        os.fstat(fd)
+                    except OSError as e:
+                        assert e.errno == errno.EBADF
+                    else:
+                        raise AssertionError(f"the child kept the parent's pipe read end {fd}")
+                child = Feed(tmp_path / "child", logs.LogPolicy(max_size=4, max_files=2))
+                child.write(b"from the child")
+                child.finish()
+                out = b"from the child"
+                assert logs.read(tmp_path / "child", "stdout") == out[-kept_length(len(out), 4, 2):]
+                assert pump_threads() == 1
+                code = 0
+            except BaseException:
+                import traceback
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        stop.set()
+        t.join()
     assert os.waitstatus_to_exitcode(status) == 0
     parent.write(b"after fork\n")
     parent.finish()
+    flood.finish()
     assert logs.read(tmp_path / "parent", "stdout") == b"before fork\nafter fork\n"
     assert pump_threads() == 1

@@ -65,7 +65,7 @@ import struct
 import termios
 import threading
 import time
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import attrs
 
@@ -214,9 +214,12 @@ class _Failed(Exception):
 class _LogFile:
     """One stream's live file and its rotated predecessors, written at an offset we keep.
 
-    Used by one thread at a time (the pump's lock, or a `Writer`'s owner)."""
+    Used by one thread at a time (the pump's lock, or a `Writer`'s owner). Every fd it
+    holds is in ``owned`` (added once open, removed before closing): the pump's set, which
+    a child after fork closes."""
 
-    def __init__(self, cdir: str, stream: str, policy: LogPolicy) -> None:
+    def __init__(self, cdir: str, stream: str, policy: LogPolicy, owned: Optional[Set[int]] = None) -> None:
+        self.owned: Set[int] = set() if owned is None else owned
         self.cdir = cdir
         self.dfd = -1  # the directory, opened at the first rotation (an idle sink holds no more fds)
         self.stream = stream
@@ -236,14 +239,19 @@ class _LogFile:
             fd = os.open(self.name, _OPEN_LOG, 0o600, dir_fd=self.dfd)
         else:
             fd = os.open(self.path, _OPEN_LOG, 0o600)
+        self.owned.add(fd)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(_errno.EINVAL, "not a regular file")
         except BaseException:
-            os.close(fd)
+            self._close(fd)
             raise
         self.fd, self.offset = fd, st.st_size
+
+    def _close(self, fd: int) -> None:
+        self.owned.discard(fd)
+        os.close(fd)
 
     def due(self) -> bool:
         """The live file is full (or missing): the next byte needs a rotation (or open)."""
@@ -273,6 +281,7 @@ class _LogFile:
         try:
             if self.dfd < 0:
                 self.dfd = os.open(self.cdir, _OPEN_DIR)
+                self.owned.add(self.dfd)
         except OSError as e:
             raise _Failed("rotate", e.errno or _errno.EIO) from e
         dfd = self.dfd
@@ -295,8 +304,8 @@ class _LogFile:
             # The full live file stays where it is (Docker would truncate it anyway): a
             # later chunk tries again, and nothing that could not be moved is destroyed.
             raise _Failed("rotate", e.errno or _errno.EIO) from e
-        os.close(self.fd)
-        self.fd = -1
+        fd, self.fd = self.fd, -1
+        self._close(fd)
         try:
             self._open()
         except OSError as e:
@@ -342,10 +351,11 @@ class _LogFile:
             view = view[n:]
 
     def close(self) -> None:
-        for fd in (self.fd, self.dfd):
-            if fd >= 0:
-                os.close(fd)
+        fds = (self.fd, self.dfd)
         self.fd = self.dfd = -1
+        for fd in fds:
+            if fd >= 0:
+                self._close(fd)
 
 
 # what one _Stream.pump did
@@ -427,21 +437,22 @@ class _Stream:
         self.log.lose(n, step, err)
         return _MOVED
 
-    def fds(self) -> List[int]:
-        return [fd for fd in (self.pipe, self.log.fd, self.log.dfd) if fd >= 0]
-
 
 class _Pump:
     """The process's one log thread and what it serves (see the module docstring).
 
     A lock, held for one write at a time, makes the thread, `attach`, `Sink.finish` and
-    `Sink.close` take turns with the fds; nothing else is shared."""
+    `Sink.close` take turns with the fds; nothing else is shared. ``owned`` holds every fd
+    of the pump and its streams, each added once open and removed before it is closed,
+    so that at any instant (a fork's) every fd in it is open and ours."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.lock = threading.Lock()
         self.streams: Dict[int, _Stream] = {}
+        self.owned: Set[int] = set()
         self.epoll = select.epoll()  # EPOLL_CLOEXEC
+        self.owned.add(self.epoll.fileno())
         self.null = -1
         self.thread = threading.Thread(target=self._run, name="isobox-logs", daemon=True)
         self.thread.start()
@@ -450,6 +461,7 @@ class _Pump:
         if self.null < 0:
             try:
                 self.null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+                self.owned.add(self.null)
             except OSError:
                 return -1  # no /dev/null here: drain with read(2)
         return self.null
@@ -510,26 +522,24 @@ class _Pump:
             pass
         if self.streams.get(s.pipe) is s:
             del self.streams[s.pipe]
+        self.owned.discard(s.pipe)
         os.close(s.pipe)
         s.log.close()
         s.sink._retired(drained)
 
     def orphan(self) -> None:
-        """In a child after fork: close this process's copies of the parent's fds, never
-        touching the parent's files, pipes or epoll set (they are shared descriptions).
-        Skipped when the fork caught the thread mid-write (lock held): its fd numbers
-        may then be stale, and a few CLOEXEC fds left in the child are the lesser harm."""
-        if self.lock.locked():
-            return
-        fds = {self.epoll.fileno(), self.null}
-        for s in self.streams.values():
-            fds.update(s.fds())
-        for fd in fds:
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        """In a child after fork: close this process's copies of the parent's fds (a
+        child that lives on would otherwise keep every container's pipes and log files,
+        rotated-out ones included, open), never touching the parent's files, pipes or
+        epoll set (they are shared open file descriptions). Whatever the thread was
+        doing when the fork came, ``owned`` names only fds open at that instant; one
+        being opened or closed then stays open in the child (CLOEXEC), the lesser harm."""
+        for fd in list(self.owned):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.owned.clear()
 
 
 # One pump per process: a thread and an epoll set are process resources, like the fd
@@ -659,20 +669,22 @@ def attach(cdir: Union[str, os.PathLike[str]], stdout_r: int, stderr_r: int,
         raise InvalidOption("stdout and stderr need a pipe each")
     pipes = (stdout_r, stderr_r)
     logs: List[_LogFile] = []
-    step, path = "open", cdir
+    step, path = "start", "the log pump"
     try:
+        pump = _the_pump()
+        pump.owned.update(pipes)
         for stream in STREAMS:
-            path = os.path.join(cdir, _log_name(stream))
-            logs.append(_LogFile(cdir, stream, policy))
+            step, path = "open", os.path.join(cdir, _log_name(stream))
+            logs.append(_LogFile(cdir, stream, policy, pump.owned))
         step, path = "set O_NONBLOCK on", "the pipes"
         for fd in pipes:
             os.set_blocking(fd, False)
-        step, path = "start", "the log pump"
-        pump = _the_pump()
     except BaseException as e:
         for log in logs:
             log.close()
         for fd in pipes:
+            if _PUMP is not None:
+                _PUMP.owned.discard(fd)
             os.close(fd)
         if isinstance(e, OSError):
             raise StoreError(f"container log: {step} {path}: {os.strerror(e.errno or _errno.EIO)}") from e
