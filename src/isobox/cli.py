@@ -599,7 +599,7 @@ def _set_winsize(master: int, size: Optional[Tuple[int, int]]) -> None:
 
 
 def _tty_loop(master: int, interactive: bool, done_fd: int, signals: _Signals,
-              on_signal: Callable[[int], None], log_fd: int = -1) -> None:
+              on_signal: Callable[[int], None], log: Optional[Callable[[bytes], None]] = None) -> None:
     """Copy our stdin to the terminal's master and its output to our stdout (and the
     log), until ``done_fd`` is readable (the process exited) and the output is drained.
     SIGWINCH resizes the terminal; other signals go to ``on_signal``."""
@@ -630,8 +630,8 @@ def _tty_loop(master: int, interactive: bool, done_fd: int, signals: _Signals,
                 poller.unregister(master)
                 master_open = False
             else:
-                if log_fd >= 0:
-                    os.write(log_fd, data)
+                if log is not None:
+                    log(data)
                 out_ok = out_ok and _write_all(1, data)
         if interactive and 0 in events:
             data = os.read(0, 65536)
@@ -649,8 +649,8 @@ def _tty_loop(master: int, interactive: bool, done_fd: int, signals: _Signals,
             break
         if not data:
             break
-        if log_fd >= 0:
-            os.write(log_fd, data)
+        if log is not None:
+            log(data)
         out_ok = out_ok and _write_all(1, data)
 
 
@@ -680,41 +680,33 @@ class _Stopper:
 
 
 def _follow_logs(container: Any, pidfd: int, signals: _Signals, stopper: _Stopper) -> None:
-    """Stream the container's stdout.log and stderr.log to our stdout and stderr while
-    it runs (each stream in order; between them, order is not kept, as with Docker)."""
+    """Stream the container's stdout and stderr logs to our stdout and stderr while it
+    runs (each stream in order; between them, order is not kept, as with Docker), across
+    the logs' rotations (logs.follow)."""
     import select
     import signal
 
-    files = [(open(container.dir / "stdout.log", "rb"), 1), (open(container.dir / "stderr.log", "rb"), 2)]
-    ok = {1: True, 2: True}
+    from . import logs
+
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
     poller.register(signals.wake_r, select.POLLIN)
-    delay = 1.0
-    try:
-        while True:
-            events = dict(poller.poll(delay))
-            for sig in signals.take():
-                if sig != signal.SIGWINCH:
-                    stopper(sig)
-            stopper.tick()
-            got = False
-            for f, fd in files:
-                data = f.read(65536)
-                while data:
-                    got = True
-                    ok[fd] = ok[fd] and _write_all(fd, data)
-                    data = f.read(65536)
-            if pidfd in events:
-                break
-            delay = 1.0 if got else min(delay * 2, 50.0)
-        for f, fd in files:
-            data = f.read()
-            if data:
-                ok[fd] = ok[fd] and _write_all(fd, data)
-    finally:
-        for f, _ in files:
-            f.close()
+
+    def done() -> bool:
+        for sig in signals.take():
+            if sig != signal.SIGWINCH:
+                stopper(sig)
+        stopper.tick()
+        # reaping also waits for the log pump to write the last bytes (Container._reap)
+        return bool(container.status != "running")
+
+    def wait(seconds: float) -> None:  # until new output is likely, or the exit, or a signal
+        poller.poll(seconds * 1000)
+
+    ok = {"stdout": True, "stderr": True}
+    out = {"stdout": 1, "stderr": 2}
+    for stream, data in logs.follow(container.dir, ("stdout", "stderr"), done, 0.02, wait):
+        ok[stream] = ok[stream] and _write_all(out[stream], data)
 
 
 # -- run -----------------------------------------------------------------------------------------------
@@ -819,15 +811,14 @@ def _attach(container: Any, args: argparse.Namespace) -> int:
             if args.tty:
                 assert container.pty is not None
                 _set_winsize(container.pty, _terminal_size())
-                log_fd = os.open(container.dir / "stdout.log", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-                try:
-                    with _RawTerminal(0, args.interactive and os.isatty(0)):
-                        _tty_loop(container.pty, args.interactive, pidfd, signals, stopper, log_fd)
-                finally:
-                    os.close(log_fd)
+                with container.log_writer() as log, _RawTerminal(0, args.interactive and os.isatty(0)):
+                    _tty_loop(container.pty, args.interactive, pidfd, signals, stopper, log.write)
             else:
                 _follow_logs(container, pidfd, signals, stopper)
-        return int(container.wait())
+        code = int(container.wait())
+        for loss in container.log_lost:
+            print(f"isobox: {loss}", file=sys.stderr)
+        return code
     finally:
         os.close(pidfd)
 

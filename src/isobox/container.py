@@ -22,6 +22,7 @@ import posixpath
 import re
 import select
 import signal as _signal
+import stat
 import threading
 import time
 import weakref
@@ -33,6 +34,7 @@ import attrs
 from . import native
 from . import cgroups as _cgroups
 from . import devices as _devices_mod
+from . import logs as _logs
 from . import seccomp as _seccomp
 from .errors import (
     ContainerError,
@@ -194,6 +196,7 @@ class ContainerConfig:
     seccomp: bool = True
     limits: _cgroups.Limits = attrs.field(factory=_cgroups.Limits)
     devices: Tuple[_devices_mod.DeviceNode, ...] = attrs.field(default=(), converter=_devices)
+    log: _logs.LogPolicy = attrs.field(factory=_logs.LogPolicy)
 
 
 class Status(str, enum.Enum):
@@ -396,6 +399,8 @@ class Container:
         pids_limit: Optional[int] = None,
         cpus: Optional[float] = None,
         devices: Optional[Sequence[Union[str, _devices_mod.Device]]] = None,
+        log_max_size: Union[int, str, None] = "20m",
+        log_max_files: int = 5,
         stdin: Union[None, bool, int, IO[Any]] = None,
         store: Union[Store, str, "os.PathLike[str]", None] = None,
     ) -> None:
@@ -407,13 +412,17 @@ class Container:
             user=user, hostname=hostname, init=init, read_only=read_only, network=network,
             userns=userns, rlimits=rlimits, mounts=mounts, tty=tty, tty_size=tty_size, seccomp=seccomp,
             limits=_cgroups.Limits(memory=memory, pids=pids_limit, cpus=cpus), devices=devices,
+            log=_logs.LogPolicy(max_size=log_max_size, max_files=log_max_files),
         )
         self._cgroup: Optional[_cgroups.Group] = None
         self.oom_killed = False  # set when the kernel's OOM killer ended it (memory=...)
         if not (stdin is None or isinstance(stdin, (bool, int)) or hasattr(stdin, "fileno")):
             raise InvalidOption("stdin must be None, True (a pipe), a file descriptor or a file object")
         self._stdin = stdin
+        self._stdin_is_ours = True  # the fd given to the child is ours to close
         self.stdin: Optional[IO[bytes]] = None  # with stdin=True: the write end
+        self._sink: Optional[_logs.Sink] = None  # the pump of its stdout and stderr
+        self.log_lost: Tuple[str, ...] = ()  # what the log files could not take, and why
         self.pty: Optional[int] = None  # with tty=True: the terminal's master fd
         self._env: Dict[str, str] = {}
         self._ns_flags = 0
@@ -650,10 +659,16 @@ class Container:
         ops = plan.ops(lambda first: plan_mounts(cfg.mounts, etc_files, volumes_root, first), workdir)
         console_parent, console_child = _socketpair() if cfg.tty else (None, None)
 
-        out_fd = os.open(cdir / "stdout.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        err_fd = os.open(cdir / "stderr.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        in_fd = self._stdin_fd()
+        # stdout and stderr are pipes, never host files a container could reopen through
+        # /proc/self/fd (logs.py); with a terminal, the terminal is all three.  Registered
+        # with the core as a start's fds are: a fork meanwhile does not keep a write end
+        # (the pump would wait for EOF until that fork exits).
+        out_r = out_w = err_r = err_w = -1
+        if not cfg.tty:
+            out_r, out_w, err_r, err_w = _pipes()
+        in_fd = -1
         try:
+            in_fd = self._stdin_fd()
             spec = native.Spec(
                 clone_flags=flags,
                 ops=tuple(ops),
@@ -667,7 +682,7 @@ class Container:
                 groups=groups,
                 caps=tuple(DEFAULT_CAPABILITIES.values()),
                 no_new_privs=True,
-                stdio=(in_fd, out_fd, err_fd),
+                stdio=(in_fd, out_w, err_w),
                 workdir=workdir,
                 argv=self.argv,
                 env=tuple(f"{k}={v}" for k, v in env.items()),
@@ -677,17 +692,29 @@ class Container:
                 tty_size=cfg.tty_size,
                 seccomp=_seccomp.default_filter() if cfg.seccomp else None,
             )
-            self._write_state(Status.CREATED)
+            with _host_step(f"write {self.dir / 'state.json'}"):
+                self._write_state(Status.CREATED)
             child = spawn_child(spec)
+        except BaseException:
+            for fd in (out_r, err_r):
+                if fd >= 0:
+                    native.lib.ib_close(fd)
+            raise
         finally:
-            os.close(out_fd)
-            os.close(err_fd)
-            if self._stdin is None or self._stdin is True:
+            for fd in (out_w, err_w):
+                if fd >= 0:
+                    native.lib.ib_close(fd)
+            if in_fd >= 0 and self._stdin_is_ours:
                 os.close(in_fd)
             if console_child is not None:
                 console_child.close()
         self.pid, self._pidfd = child.pid, child.pidfd
         try:
+            if out_r >= 0:
+                native.lib.ib_forget(out_r)
+                native.lib.ib_forget(err_r)
+                fds, out_r, err_r = (out_r, err_r), -1, -1
+                self._sink = _logs.attach(cdir, fds[0], fds[1], cfg.log)  # owns them now
             # the device policy and the default pids limit wherever a group can be made,
             # the caller's limits (or HostNotSupported); moved in while it waits for its
             # go byte: nothing has run in it yet
@@ -702,6 +729,9 @@ class Container:
             if console_parent is not None:
                 self.pty = _receive_fd(console_parent)
         except BaseException:
+            for fd in (out_r, err_r):
+                if fd >= 0:
+                    native.lib.ib_close(fd)
             child.abandon()
             self._reap(block=True)
             raise
@@ -710,37 +740,47 @@ class Container:
                 console_parent.close()
         self._status = Status.RUNNING
         _started.add(self)
-        self._write_state(Status.RUNNING)
+        try:
+            self._write_state(Status.RUNNING)
+        except OSError:
+            pass  # "created" stays on disk; readers check the pid (control.py): true enough
 
     def _stdin_fd(self) -> int:
+        """What the container reads: /dev/null, a pipe whose write end is ``.stdin``, or the
+        caller's fd when it is a pipe or socket already.  Anything else the caller gives (a
+        file, a terminal) is fed through a pipe by a thread: the container could reopen a
+        file through /proc/self/fd with write access, or read a terminal after it ended."""
+        self._stdin_is_ours = True
         if self._stdin is None or self._stdin is False:
             return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         if self._stdin is True:
             r, w = os.pipe2(os.O_CLOEXEC)
             self.stdin = os.fdopen(w, "wb", buffering=0)
             return r
-        if isinstance(self._stdin, int):
-            return self._stdin
-        return int(self._stdin.fileno())
+        fd = self._stdin if isinstance(self._stdin, int) else int(self._stdin.fileno())
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            self._stdin_is_ours = False
+            return fd
+        return _feed(fd)
 
     def _etc_files(self, cdir: pathlib.Path, hostname: str) -> List[Tuple[str, str]]:
         """/etc/hostname, /etc/hosts and /etc/resolv.conf as Docker provides them."""
-        hosts = cdir / "hosts"
         if self.config.network == "host":
-            hosts.write_bytes(_read_host("/etc/hosts"))
+            hosts = _read_host("/etc/hosts")
         else:
-            hosts.write_text(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\n"
-                "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
-            )
-        (cdir / "hostname").write_text(hostname + "\n")
+            hosts = (b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                     b"fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\n"
+                     b"ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
         resolv = _read_host("/etc/resolv.conf")
         if self.config.network != "host":
             # a loopback resolver of the host means nothing in the container's own network
             resolv = b"".join(line for line in resolv.splitlines(keepends=True)
                               if not re.match(rb"\s*nameserver\s+(127\.|::1\b)", line))
-        (cdir / "resolv.conf").write_bytes(resolv)
+        for name, data in (("hosts", hosts), ("hostname", hostname.encode() + b"\n"),
+                           ("resolv.conf", resolv)):
+            with _host_step(f"write {cdir / name}"):
+                (cdir / name).write_bytes(data)
         return [(str(cdir / "hostname"), "/etc/hostname"), (str(cdir / "hosts"), "/etc/hosts"),
                 (str(cdir / "resolv.conf"), "/etc/resolv.conf")]
 
@@ -774,6 +814,7 @@ class Container:
             "owner_pid": os.getpid(),
             "created": self._created or time.time(),
             "exit_code": self._exit_code,
+            "log_lost": list(self.log_lost),
         })
 
     # -- waiting and signals --------------------------------------------------------------------
@@ -823,6 +864,7 @@ class Container:
             code, self._lost = None, ExitStatusLost(f"container {self.name}: {exc}")
         self._exit_code = code
         self._reaped = True
+        self._finish_logs()
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
@@ -843,6 +885,16 @@ class Container:
             except OSError:
                 pass
         return True
+
+    def _finish_logs(self) -> None:
+        """Once pid 1 is gone (and with it every process of its pid namespace), wait for
+        the pump to write the rest of its output, and keep what it could not."""
+        sink, self._sink = self._sink, None
+        if sink is None:
+            return
+        if not sink.finish(timeout=10):
+            sink.close()  # a writer survived (it cannot: its pid namespace died): give up
+        self.log_lost = tuple(str(loss) for loss in sink.lost.values())
 
     def _poll(self) -> None:
         self._reap(block=False)
@@ -905,42 +957,22 @@ class Container:
 
     def logs(self, stream: str = "both", follow: bool = False) -> Union[bytes, Iterator[bytes]]:
         """What the container wrote: ``stream`` is "stdout", "stderr" or "both" (stdout
-        then stderr: they are kept in separate files). ``follow=True`` yields output as it
-        comes, until the container has exited and everything was read."""
+        then stderr: they are kept in separate files), as far as the log files keep it
+        (``log_max_size`` × ``log_max_files`` per stream). ``follow=True`` yields output as
+        it comes, until the container has exited and everything was read."""
         if stream not in ("both", "stdout", "stderr"):
             raise InvalidOption(f"stream must be 'stdout', 'stderr' or 'both', got {stream!r}")
-        names = {"both": ("stdout.log", "stderr.log"), "stdout": ("stdout.log",),
-                 "stderr": ("stderr.log",)}[stream]
+        streams = ("stdout", "stderr") if stream == "both" else (stream,)
         if follow:
-            return self._follow(names)
-        out = b""
-        for fname in names:
-            try:
-                out += (self.dir / fname).read_bytes()
-            except FileNotFoundError:
-                pass
-        return out
+            return (data for _, data in _logs.follow(
+                self.dir, streams, lambda: self._status is not Status.RUNNING or self._reap(block=False)))
+        return b"".join(_logs.read(self.dir, s) for s in streams)
 
-    def _follow(self, names: Sequence[str]) -> Iterator[bytes]:
-        files = []
-        try:
-            for fname in names:
-                files.append(open(self.dir / fname, "rb"))
-            while True:
-                exited = self._status is not Status.RUNNING or self._reap(block=False)
-                got = False
-                for f in files:
-                    chunk = f.read(65536)
-                    if chunk:
-                        got = True
-                        yield chunk
-                if not got:
-                    if exited:
-                        return
-                    time.sleep(0.02)
-        finally:
-            for f in files:
-                f.close()
+    def log_writer(self) -> _logs.Writer:
+        """A writer of the container's stdout log, with its rotation: for a terminal's
+        output, which its reader (the isobox command, the supervisor) copies there (a
+        terminal is not a pipe the log pump could own)."""
+        return _logs.Writer(self.dir, "stdout", self.config.log)
 
     def resize(self, rows: int, cols: int) -> None:
         """Set the terminal's window size (tty=True)."""
@@ -1157,6 +1189,9 @@ class Container:
         if self.pid is not None and not self._reaped:
             self.kill(_signal.SIGKILL)
             self._reap(block=True)
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
         if self._store is not None:
             cdir = self._store.containers / self.id
             try:
@@ -1259,3 +1294,51 @@ def _read_host(path: str) -> bytes:
             return f.read(1 << 20)
     except OSError:
         return b""
+
+
+def _pipes() -> Tuple[int, int, int, int]:
+    """Two pipes (read, write, read, write), registered with the core (spawn.c: ib_pipes)."""
+    fds = native.ffi.new("int[4]")
+    rc = native.lib.ib_pipes(fds)
+    if rc < 0:
+        raise SetupError("create the container's output pipes", -rc)
+    return fds[0], fds[1], fds[2], fds[3]
+
+
+def _feed(src: int) -> int:
+    """A pipe fed from ``src`` (a file or a terminal the caller gave as stdin) by a daemon
+    thread; returns its read end. The caller's fd stays the caller's."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    src = os.dup(src)  # the caller may close theirs while we copy
+    os.set_inheritable(src, False)
+
+    def copy() -> None:
+        try:
+            while True:
+                try:
+                    chunk = os.read(src, 65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(w, view):]
+        except OSError:  # EPIPE: the container closed its stdin or exited
+            pass
+        finally:
+            os.close(src)
+            os.close(w)
+
+    threading.Thread(target=copy, name="isobox-stdin", daemon=True).start()
+    return r
+
+
+@contextlib.contextmanager
+def _host_step(what: str) -> Iterator[None]:
+    """A host-side step of a start: an OSError (a full disk, a quota) becomes a SetupError
+    naming the step and its path, never a bare errno (issue 9)."""
+    try:
+        yield
+    except OSError as exc:
+        raise SetupError(what, exc.errno or 0) from exc

@@ -937,7 +937,8 @@ class _Follower:
 
 
 def follow(cdir: Union[str, os.PathLike[str]], streams: Sequence[str], done: Callable[[], bool],
-           poll_interval: float = 0.02) -> Iterator[Tuple[str, bytes]]:
+           poll_interval: float = 0.02,
+           wait: Callable[[float], None] = time.sleep) -> Iterator[Tuple[str, bytes]]:
     """(stream, bytes) as the container writes them, from the oldest kept byte on, until
     ``done()`` is true and every file was read to its end.
 
@@ -946,7 +947,9 @@ def follow(cdir: Union[str, os.PathLike[str]], streams: Sequence[str], done: Cal
     the following after that round. Removing the directory ends it as well. A rotation is followed: the file renamed away is
     read to its end before the next one. A reader that falls more than max_files - 1
     files behind misses the files dropped meanwhile (they are gone from disk), and goes
-    on from the oldest kept file. Between streams, order is not kept (as with Docker)."""
+    on from the oldest kept file. Between streams, order is not kept (as with Docker).
+    ``wait(poll_interval)`` is how a round with nothing new waits: a caller that can tell
+    sooner that something happened (the container exited, a signal came) returns early."""
     names = list(streams)
     for s in names:
         _log_name(s)
@@ -971,7 +974,7 @@ def follow(cdir: Union[str, os.PathLike[str]], streams: Sequence[str], done: Cal
             if finished and all(f.at_end for f in followers):
                 return
             if not got:
-                time.sleep(poll_interval)
+                wait(poll_interval)
     finally:
         for f in followers:
             f.close()

@@ -14,6 +14,7 @@ The files, under the store's ``containers/<id>/``:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -39,8 +40,30 @@ def socket_path(dfd: int) -> str:
 
 
 def write_json(path: pathlib.Path, doc: Mapping[str, Any]) -> None:
-    """Replace a state file whole (no fsync: a lost one is swept with its container)."""
-    replace_file(path, json.dumps(doc).encode(), f"{path}.tmp", durable=False)
+    """Replace a state file whole (no fsync: a lost one is swept with its container).
+
+    On a full disk (a container's own output can fill it) a new file may find no block
+    while the old one's still holds the new text: then the file is overwritten in place,
+    so "exited" is still recorded rather than "running" left standing (issue 9).  A
+    reader meanwhile may see half of it, and reads again (control.py)."""
+    data = json.dumps(doc).encode()
+    try:
+        replace_file(path, data, f"{path}.tmp", durable=False)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        try:
+            os.unlink(f"{path}.tmp")
+        except OSError:
+            pass
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            if os.fstat(fd).st_blocks * 512 < len(data):
+                raise
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
 
 
 def owner_alive(cdir: pathlib.Path) -> bool:

@@ -32,6 +32,7 @@ from .container import Container
 from .control import ContainerHandle, ContainerInfo, StoreArg, error_doc, raise_error
 from .errors import ContainerError, IsoboxError
 from .image import Image
+from .logs import Writer
 from .server import Server
 from .state import options_from_json, options_to_json, write_options
 from .store import Store
@@ -105,10 +106,8 @@ def _supervise(container: Container, server: Server, stop_timeout: float) -> int
     for sig in (_signal.SIGTERM, _signal.SIGINT):
         _signal.signal(sig, lambda signum, frame: stopping.append(signum))
     _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
-    log_fd = -1
     master = container.pty if container.pty is not None else -1
-    if master >= 0:
-        log_fd = os.open(container.dir / "stdout.log", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    log = container.log_writer() if master >= 0 else None  # a terminal's output: ours to log
     kill_at: Optional[float] = None
     try:
         poller = select.poll()
@@ -119,7 +118,7 @@ def _supervise(container: Container, server: Server, stop_timeout: float) -> int
         while True:
             events = dict(poller.poll(1000))
             if master >= 0 and master in events:
-                if not _copy_once(master, log_fd):
+                if not _copy_once(master, log):
                     poller.unregister(master)
                     master = -1
             if wake_r in events:
@@ -137,26 +136,27 @@ def _supervise(container: Container, server: Server, stop_timeout: float) -> int
             if not events and not (container.dir / "lock").exists():
                 container.kill(_signal.SIGKILL)  # the store was deleted under us
         code = container.wait()
-        while master >= 0 and _copy_once(master, log_fd, block=False):
+        while master >= 0 and _copy_once(master, log, block=False):
             pass
         return code
     finally:
         _signal.set_wakeup_fd(-1)
-        for fd in (pidfd, wake_r, wake_w, log_fd):
-            if fd >= 0:
-                os.close(fd)
+        for fd in (pidfd, wake_r, wake_w):
+            os.close(fd)
+        if log is not None:
+            log.close()
 
 
-def _copy_once(src: int, dst: int, block: bool = True) -> bool:
-    """Copy what ``src`` (a terminal master) has to ``dst``; False at its end."""
+def _copy_once(src: int, dst: Optional[Writer], block: bool = True) -> bool:
+    """Copy what ``src`` (a terminal master) has to the log ``dst``; False at its end."""
     if not block and not select.select([src], [], [], 0)[0]:
         return False
     try:
         data = os.read(src, 65536)
     except OSError:  # EIO: every slave fd is closed
         return False
-    if data and dst >= 0:
-        os.write(dst, data)
+    if data and dst is not None:
+        dst.write(data)
     return bool(data)
 
 

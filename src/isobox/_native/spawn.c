@@ -1443,6 +1443,17 @@ int ib_pipes(int fds[4])
     return inflight_pipes(fds, fds + 2);
 }
 
+/* Stops tracking a registered fd that outlives the start (a pipe's read end handed to
+ * the log pump, which has its own at-fork handling); 0, or -EBADF if not registered. */
+int ib_forget(int fd)
+{
+    int rc;
+    pthread_mutex_lock(&inflight_lock);
+    rc = inflight_remove_locked(fd) < 0 ? -EBADF : 0;
+    pthread_mutex_unlock(&inflight_lock);
+    return rc;
+}
+
 static void atfork_prepare(void)
 {
     pthread_mutex_lock(&inflight_lock);

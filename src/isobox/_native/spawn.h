@@ -145,5 +145,6 @@ int ib_remove_tree(const char *path);
 int ib_join(const struct ib_spec *spec, const int *ns_fds, int n_fds, struct ib_child *out);
 int ib_pipes(int fds[4]);
 int ib_close(int fd);
+int ib_forget(int fd);
 
 #endif
