@@ -639,3 +639,16 @@ def test_random_sparse_maps_are_refused_or_written_within_their_size(
             assert st_.st_blocks * 512 <= data + (len(pairs) + 2) * 8192
     finally:
         box.close()
+
+
+def test_a_hard_link_to_a_sparse_lower_file_is_copied_with_its_holes(tmp_path: Path) -> None:
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    regions: Regions = [(4096, b"data" * 1024), (10**9, b"end")]
+    make_sparse_file(lower / "sparse", 10**9 + 3, regions)
+    dest = tmp_path / "d"
+    dest.mkdir()
+    stats = apply(member("h", kind=b"1", link="sparse") + END, dest, lower_dirs=[lower])
+    assert stats.depends_on_lower
+    assert content(dest / "h") == content(lower / "sparse")
+    assert_holes(dest / "h", 4096 + 3, 2)

@@ -482,6 +482,7 @@ _DATALESS = frozenset((b"2", b"3", b"4", b"6"))
 _PAX_STRINGS = frozenset((b"path", b"linkpath", b"uname", b"gname", b"GNU.sparse.name"))
 _SPARSE_OFFSET = b"GNU.sparse.offset"
 _SPARSE_NUMBYTES = b"GNU.sparse.numbytes"
+_Map = List[Tuple[int, int]]  # a sparse file's data regions: (offset, length)
 
 
 def _cstr(field: bytes) -> bytes:
@@ -556,7 +557,8 @@ def _parse_pax(data: bytes) -> Tuple[Dict[bytes, bytes], List[bytes]]:
     pos, end = 0, len(data)
     while pos < end:
         space = data.find(b" ", pos, end)
-        length = _decimal(data[pos:space], end) if space > pos and data[pos:space].isdigit() else None
+        digits = data[pos:space] if space > pos else b""
+        length = _decimal(digits, end) if digits.isdigit() else None
         if length is None:
             # NUL padding ends the records for GNU tar; Go refuses it
             raise LayerError("a record does not start with its decimal length and a space")
@@ -583,9 +585,7 @@ def _parse_pax(data: bytes) -> Tuple[Dict[bytes, bytes], List[bytes]]:
     return records, sparse
 
 
-def _regions_in(
-    regions: List[Tuple[int, int]], size: int, data: int, name: bytes
-) -> List[Tuple[int, int]]:
+def _regions_in(regions: "_Map", size: int, data: int, name: bytes) -> "_Map":
     """Checks a sparse map against the file's size and the data stored for it, as Go
     (validateSparseEntries, errMissData, errUnrefData) and GNU tar (sparse.c) check it:
     regions in order, none overlapping, none past the size, and exactly the stored data.
@@ -790,6 +790,8 @@ class _TarReader:
             if block is None or block == _ZERO_BLOCK:
                 if pax is not None or long_name is not None or long_link is not None:
                     raise LayerError("truncated tar archive: extended header without entry")
+                if malformed is not None:  # a broken global header at the end
+                    raise LayerError(malformed)
                 if block is not None and (self._pos < len(self._buf) or self._refill()):
                     # the end is two zero blocks, or one at the end of the stream; GNU
                     # tar stops at a lone one, Go refuses a header after it
@@ -815,7 +817,8 @@ class _TarReader:
                 try:
                     records, sparse = _parse_pax(data)
                 except LayerError as exc:
-                    malformed = malformed or f"invalid PAX {'global ' if kind_flag == b'g' else ''}header: {exc}"
+                    what = "global header" if kind_flag == b"g" else "header"
+                    malformed = malformed or f"invalid PAX {what}: {exc}"
                     records, sparse = {}, []
                 if kind_flag == b"x":
                     # Of several in a row only the last counts, to Go (parsePAX's map
@@ -904,7 +907,9 @@ class _TarReader:
                             raise LayerError("an xattr record without a name")
                         if b"%3D" in xname or b"%25" in xname:
                             # GNU tar decodes these two escapes in the name, Go does not
-                            raise LayerError(f"xattr name {xname!r} reads differently to GNU tar and Go")
+                            raise LayerError(
+                                f"xattr name {xname!r} reads differently to GNU tar and Go"
+                            )
                         e.xattrs = e.xattrs or {}
                         e.xattrs[xname.decode("utf-8", "surrogateescape")] = value
                         continue
@@ -980,18 +985,22 @@ class _TarReader:
         self._left = size + (-size % _BLOCK)
         if kind_flag == b"S":
             if is_sparse:
-                raise LayerError(f"{os.fsdecode(name)!r}: both an old GNU sparse header and GNU sparse records")
+                raise LayerError(
+                    f"{os.fsdecode(name)!r}: both an old GNU sparse header and GNU sparse records"
+                )
             e.sparse, size = self._old_gnu_sparse(block, name, size)
         elif is_sparse:
             if kind != REG:
-                raise LayerError(f"{os.fsdecode(name)!r}: GNU sparse records on an entry that is no file")
+                raise LayerError(
+                    f"{os.fsdecode(name)!r}: GNU sparse records on an entry that is no file"
+                )
             if sparse_name:
                 name = sparse_name
             e.sparse, size = self._pax_sparse(pax or {}, sparse0, name, size)
         e.name, e.link, e.kind, e.size = name, link, kind, size
         return e
 
-    def _old_gnu_sparse(self, block: bytes, name: bytes, data: int) -> Tuple[List[Tuple[int, int]], int]:
+    def _old_gnu_sparse(self, block: bytes, name: bytes, data: int) -> Tuple[_Map, int]:
         """The map of an old GNU sparse entry (type 'S'): four regions in the header, 21
         in each extension block after it while "isextended" is set (GNU tar's
         oldgnu_get_sparse_info, Go's readOldGNUSparseMap).  Returns it and the real size."""
@@ -1010,15 +1019,20 @@ class _TarReader:
                 # GNU tar ends the list at an empty numbytes field, Go at an empty offset
                 if entry[0] == 0 or entry[12] == 0:
                     if entry[0] != entry[12]:
-                        raise LayerError(f"sparse file {os.fsdecode(name)!r}: a half-empty map entry")
+                        raise LayerError(
+                            f"sparse file {os.fsdecode(name)!r}: a half-empty map entry"
+                        )
                     ended = True
                     break
-                regions.append((_num(entry[:12], "sparse offset"), _num(entry[12:], "sparse numbytes")))
+                offset = _num(entry[:12], "sparse offset")
+                regions.append((offset, _num(entry[12:], "sparse numbytes")))
             if not extended:
                 break
             if ended:
                 # GNU tar reads no extension block after a list that ended early; Go does
-                raise LayerError(f"sparse file {os.fsdecode(name)!r}: extension blocks after the end of its map")
+                raise LayerError(
+                    f"sparse file {os.fsdecode(name)!r}: extension blocks after the end of its map"
+                )
             self._header_data(_BLOCK)
             ext = self._read(_BLOCK)
             table, count, extended = ext, 21, ext[504]
@@ -1027,7 +1041,7 @@ class _TarReader:
 
     def _pax_sparse(
         self, pax: Dict[bytes, bytes], sparse0: List[bytes], name: bytes, data: int
-    ) -> Tuple[List[Tuple[int, int]], int]:
+    ) -> Tuple[_Map, int]:
         """The map of a GNU sparse file in PAX form (GNU tar's sparse.c, Go's
         readGNUSparsePAXHeaders): 0.0 (repeated offset/numbytes records), 0.1 (one
         GNU.sparse.map record) or 1.0 (the map at the start of the data).  Returns the map
@@ -1037,7 +1051,9 @@ class _TarReader:
         if major or minor:
             version = (major, minor)
             if version not in ((b"0", b"0"), (b"0", b"1"), (b"1", b"0")):
-                raise LayerError(f"sparse file {shown!r}: GNU sparse format {major!r}.{minor!r} is unknown")
+                raise LayerError(
+                    f"sparse file {shown!r}: GNU sparse format {major!r}.{minor!r} is unknown"
+                )
         elif not sparse0 and not pax.get(b"GNU.sparse.map"):
             raise LayerError(f"sparse file {shown!r}: GNU sparse records without a map")
         size = data
@@ -1045,7 +1061,9 @@ class _TarReader:
         if sizes:
             if len(sizes) == 2 and sizes[0] != sizes[1]:
                 # Go takes GNU.sparse.size, GNU tar the later record
-                raise LayerError(f"sparse file {shown!r}: GNU.sparse.size and GNU.sparse.realsize disagree")
+                raise LayerError(
+                    f"sparse file {shown!r}: GNU.sparse.size and GNU.sparse.realsize disagree"
+                )
             size = _pax_uint(sizes[0], b"GNU.sparse.size")
         if major == b"1":
             return self._sparse_map_1_0(name, size, data)
@@ -1058,7 +1076,9 @@ class _TarReader:
         else:
             text = pax.get(b"GNU.sparse.map", b"")
             if text.count(b",") + 1 != 2 * count:
-                raise LayerError(f"sparse file {shown!r}: GNU.sparse.map does not hold {count} regions")
+                raise LayerError(
+                    f"sparse file {shown!r}: GNU.sparse.map does not hold {count} regions"
+                )
             values = text.split(b",")
         if len(values) != 2 * count:
             raise LayerError(f"sparse file {shown!r}: the map does not hold {count} regions")
@@ -1068,7 +1088,7 @@ class _TarReader:
         ]
         return _regions_in(regions, size, data, name), size
 
-    def _sparse_map_1_0(self, name: bytes, size: int, data: int) -> Tuple[List[Tuple[int, int]], int]:
+    def _sparse_map_1_0(self, name: bytes, size: int, data: int) -> Tuple[_Map, int]:
         """GNU sparse 1.0: decimal numbers, one a line, at the start of the data: the
         region count, then offset and length of each; the map ends with the block that
         holds its last newline (GNU tar's pax_decode_header, Go's readGNUSparseMap1x0)."""
@@ -1591,20 +1611,37 @@ class _Layer:
                 return None
         return None
 
-    def _copy_file(self, sfd_dir: int, sname: bytes, pfd: int, name: bytes, st: os.stat_result) -> None:
-        self.copied += st.st_size
+    def _copy_file(
+        self, sfd_dir: int, sname: bytes, pfd: int, name: bytes, st: os.stat_result
+    ) -> None:
+        # What is written counts: a sparse file's holes are kept (below), not written.
+        self.copied += min(st.st_size, st.st_blocks * 512)
         if self.copied > self.limits.max_total_size:
             raise LayerError("hard links copy more than Limits.max_total_size from lower layers")
         src = os.open(sname, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=sfd_dir)
         try:
             dst = os.open(name, _O_NEW_FILE, 0o600, dir_fd=pfd)
             try:
-                left = st.st_size
-                while left > 0:
-                    n = os.sendfile(dst, src, None, min(left, 64 * MiB))
-                    if n == 0:
-                        break
-                    left -= n
+                # Only the data segments are copied (lseek(2) SEEK_DATA/SEEK_HOLE, Linux
+                # 3.1; file systems without them report one segment), then the size is
+                # set: a sparse lower file stays sparse, as overlayfs's copy-up keeps it.
+                pos = 0
+                while pos < st.st_size:
+                    try:
+                        start = os.lseek(src, pos, os.SEEK_DATA)
+                    except OSError as exc:
+                        if exc.errno == errno.ENXIO:  # only a hole is left
+                            break
+                        raise
+                    end = min(os.lseek(src, start, os.SEEK_HOLE), st.st_size)
+                    os.lseek(dst, start, os.SEEK_SET)
+                    while start < end:
+                        n = os.sendfile(dst, src, start, min(end - start, 64 * MiB))
+                        if n == 0:  # the file shrank under us
+                            break
+                        start += n
+                    pos = end if start >= end else st.st_size
+                os.ftruncate(dst, st.st_size)
                 if self.privileged:
                     os.fchown(dst, st.st_uid, st.st_gid)
                 os.fchmod(dst, stat.S_IMODE(st.st_mode))
