@@ -800,7 +800,10 @@ class _TarReader:
                 return None
             self._check_sum(block)
             kind_flag = block[156:157]
-            size = _num(block[124:136], "size")
+            try:
+                size = _num(block[124:136], "size")
+            except LayerError as exc:
+                raise LayerError(f"{os.fsdecode(_cstr(block[0:100]))!r}: {exc}") from exc
             if kind_flag in (b"x", b"g", b"L", b"K"):
                 if size < 0:
                     raise LayerError("invalid tar header: negative size")
@@ -883,16 +886,19 @@ class _TarReader:
             if prefix:
                 name = prefix + b"/" + name
         link = _cstr(block[157:257])
-        e.mode = _num(block[100:108], "mode") & 0o7777
-        e.uid = _num(block[108:116], "uid")
-        e.gid = _num(block[116:124], "gid")
-        e.mtime_ns = _num(block[136:148], "mtime") * 10**9
+        try:
+            e.mode = _num(block[100:108], "mode") & 0o7777
+            e.uid = _num(block[108:116], "uid")
+            e.gid = _num(block[116:124], "gid")
+            e.mtime_ns = _num(block[136:148], "mtime") * 10**9
+            if kind_flag in (b"3", b"4"):
+                e.devmajor = _num(block[329:337], "devmajor")
+                e.devminor = _num(block[337:345], "devminor")
+            else:
+                e.devmajor = e.devminor = 0
+        except LayerError as exc:
+            raise LayerError(f"{os.fsdecode(long_name or name)!r}: {exc}") from exc
         atime_ns: Optional[int] = None
-        if kind_flag in (b"3", b"4"):
-            e.devmajor = _num(block[329:337], "devmajor")
-            e.devminor = _num(block[337:345], "devminor")
-        else:
-            e.devmajor = e.devminor = 0
         e.xattrs = None
         e.sparse = None
         is_sparse = bool(sparse0)
