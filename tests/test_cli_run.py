@@ -668,6 +668,24 @@ def test_exec_tty_through_a_real_terminal(root, terminal):
     ok("rm", "-f", "box")
 
 
+def test_a_terminal_that_reports_0x0_gets_the_default_size(root, terminal):
+    """`script` and some CI terminals report 0 rows and 0 columns: podman (and Docker)
+    proceed, and so does isobox, with 24x80; a resize to 0x0 keeps the size it had."""
+    term = terminal("run", "--rm", "-it", "busybox", "sh", "-c",
+                    "sleep 0.3; stty size; read x; stty size", rows=0, cols=0)
+    term.read_until(b"24 80")
+    term.set_size(0, 0)  # SIGWINCH to 0x0
+    time.sleep(0.3)
+    term.write(b"\r")
+    assert term.finish() == 0, term.output
+    assert term.output.replace(b"\r\n", b"\n").split(b"\n").count(b"24 80") == 2
+    ok("run", "-d", "--name", "zero", "busybox", "sleep", "60")
+    term = terminal("exec", "-it", "zero", "sh", "-c", "sleep 0.3; stty size", rows=0, cols=0)
+    assert term.finish() == 0, term.output
+    assert b"24 80" in term.output
+    ok("rm", "-f", "zero")
+
+
 def test_exec_user(root):
     needs_ids()
     ok("run", "-d", "--name", "users", "busybox", "sleep", "60")

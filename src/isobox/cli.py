@@ -570,9 +570,17 @@ class _RawTerminal:
 
 
 def _terminal_size() -> Optional[Tuple[int, int]]:
+    """Our terminal's size, or None when there is none or it does not know its size: a
+    pty nobody sized reports 0x0 (`script`, some CI runners), and podman and Docker then
+    go on with their default, as we do (None: the container's 24x80, or no resize)."""
     for fd in (1, 0, 2):
         if os.isatty(fd):
-            size = os.get_terminal_size(fd)
+            try:
+                size = os.get_terminal_size(fd)
+            except OSError:
+                return None
+            if size.lines <= 0 or size.columns <= 0:
+                return None
             return size.lines, size.columns
     return None
 
