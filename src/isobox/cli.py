@@ -639,7 +639,9 @@ def _tty_loop(master: int, interactive: bool, done_fd: int, signals: _Signals,
                 interactive = False
         if done_fd in events:
             break
-    while master_open and select.select([master], [], [], 0)[0]:
+    drain = select.poll()  # not select: the master's fd number can exceed FD_SETSIZE
+    drain.register(master, select.POLLIN)
+    while master_open and drain.poll(0):
         try:
             data = os.read(master, 65536)
         except OSError:
@@ -874,35 +876,13 @@ def _exec(args: argparse.Namespace) -> int:
 
                 _tty_loop(proc.master, args.interactive, proc.fileno(), signals, leave)
             return exit_status(proc.wait())
-    # our terminal is never handed over (see _run): pipes we copy through instead
-    given: List[int] = []
-    outputs: List[threading.Thread] = []
-    stdio: List[int] = []
-    for fd in (0, 1, 2):
-        if fd == 0 and not args.interactive:
-            stdio.append(-1)
-        elif not os.isatty(fd):
-            stdio.append(fd)
-        elif fd == 0:
-            r, w = os.pipe2(os.O_CLOEXEC)
-            _copy_thread(0, w, close_dst=True)
-            stdio.append(r)
-            given.append(r)
-        else:
-            r, w = os.pipe2(os.O_CLOEXEC)
-            outputs.append(_copy_thread(r, fd, close_dst=False))
-            stdio.append(w)
-            given.append(w)
-    try:
-        proc = handle.exec_start(args.command, env=env, workdir=args.workdir, user=args.user,
-                                 stdio=(stdio[0], stdio[1], stdio[2]))
-    finally:
-        for fd in given:
-            os.close(fd)
+    # none of our fds is handed over, terminal or file: the container could read what is
+    # typed after it ends, or reopen our file through /proc/self/fd and truncate it;
+    # exec_start gives it pipes and copies between them and ours
+    proc = handle.exec_start(args.command, env=env, workdir=args.workdir, user=args.user,
+                             stdio=(0 if args.interactive else -1, 1, 2))
     with proc:
         code = proc.wait()
-    for t in outputs:
-        t.join(timeout=2)  # a background process may hold the pipe open: do not wait for it
     return exit_status(code)
 
 
