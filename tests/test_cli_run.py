@@ -15,6 +15,7 @@ import re
 import select
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -666,6 +667,109 @@ def test_exec_tty_through_a_real_terminal(root, terminal):
     assert term.finish() == 6
     assert term.output.replace(b"\r\n", b"\n").split(b"\n")[:3] == [b"/dev/pts/0", b"30 90", b"key"]
     ok("rm", "-f", "box")
+
+
+def test_a_terminal_that_reports_0x0_gets_the_default_size(root, terminal):
+    """`script` and some CI terminals report 0 rows and 0 columns: podman (and Docker)
+    proceed, and so does isobox, with 24x80; a resize to 0x0 keeps the size it had."""
+    term = terminal("run", "--rm", "-it", "busybox", "sh", "-c",
+                    "sleep 0.3; stty size; read x; stty size", rows=0, cols=0)
+    term.read_until(b"24 80")
+    term.set_size(0, 0)  # SIGWINCH to 0x0
+    time.sleep(0.3)
+    term.write(b"\r")
+    assert term.finish() == 0, term.output
+    assert term.output.replace(b"\r\n", b"\n").split(b"\n").count(b"24 80") == 2
+    ok("run", "-d", "--name", "zero", "busybox", "sleep", "60")
+    term = terminal("exec", "-it", "zero", "sh", "-c", "sleep 0.3; stty size", rows=0, cols=0)
+    assert term.finish() == 0, term.output
+    assert b"24 80" in term.output
+    ok("rm", "-f", "zero")
+
+
+# What the container does with the stdio it is given: reopen it through /proc/self/fd
+# with truncation, and change its mode (chmod follows the magic link to the file).
+HOSTILE = ("echo from-exec; : > /proc/self/fd/1; chmod 600 /proc/self/fd/1; "
+           "chmod 666 /proc/self/fd/0 /proc/self/fd/2; echo after; true")
+
+
+def test_exec_hands_the_container_pipes_never_the_callers_files(root, tmp_path):
+    ok("run", "-d", "--name", "thief", "busybox", "sleep", "60")
+    log = tmp_path / "caller.log"
+    log.write_text("precious\n")
+    os.chmod(log, 0o640)
+    null_ctime = os.stat(os.devnull).st_ctime_ns
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "isobox", "exec", "thief", "sh", "-c", HOSTILE],
+                              stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(fd)
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text() == "precious\nfrom-exec\nafter\n"  # appended, never truncated
+    assert stat.S_IMODE(log.stat().st_mode) == 0o640
+    assert os.stat(os.devnull).st_ctime_ns == null_ctime  # our /dev/null was not handed over either
+    ok("rm", "-f", "thief")
+
+
+def test_the_library_exec_hands_the_container_pipes_never_the_callers_files(root, tmp_path):
+    handle = run_detached("busybox", ["sleep", "60"], name="thief2", store=root)
+    try:
+        log = tmp_path / "caller.log"
+        log.write_text("precious\n")
+        os.chmod(log, 0o640)
+        null_ctime = os.stat(os.devnull).st_ctime_ns
+        fds = open_fds()
+        out = os.open(log, os.O_WRONLY | os.O_APPEND)
+        try:
+            with handle.exec_start(["sh", "-c", HOSTILE], stdio=(-1, out, out)) as proc:
+                assert proc.wait(30) == 0
+        finally:
+            os.close(out)
+        assert log.read_text() == "precious\nfrom-exec\nafter\n"
+        assert stat.S_IMODE(log.stat().st_mode) == 0o640
+        result = handle.exec(["sh", "-c", HOSTILE + "; cat"], stdin=b"input\n")
+        assert (result.exit_code, result.stdout) == (0, b"from-exec\nafter\ninput\n")
+        assert handle.exec(["sh", "-c", HOSTILE]).stdout == b"from-exec\nafter\n"
+        assert os.stat(os.devnull).st_ctime_ns == null_ctime
+        assert open_fds() == fds
+    finally:
+        handle.remove(force=True)
+
+
+def test_the_server_refuses_stdio_that_is_not_a_pipe_or_a_socket(root, tmp_path):
+    """Defense in depth, for clients other than isobox's own: a file, a terminal or a
+    named FIFO given as an exec's stdio would let the container reopen or chmod it."""
+    from isobox.control import connect
+
+    handle = run_detached("busybox", ["sleep", "60"], name="strict", store=root)
+    try:
+        victim = tmp_path / "victim"
+        victim.write_text("precious\n")
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        r, w = os.pipe()
+        cases = [("a regular file", os.open(victim, os.O_RDWR)),
+                 ("a named FIFO", os.open(fifo, os.O_RDWR)),
+                 ("a device", os.open(os.devnull, os.O_RDWR))]
+        try:
+            for kind, fd in cases:
+                conn = connect(handle.path)
+                assert conn is not None
+                conn.send({"op": "exec", "argv": ["sh", "-c", ": > /proc/self/fd/1"]}, [r, fd, w])
+                reply = conn.recv(timeout=10)
+                conn.close()
+                assert reply is not None and not reply["ok"], (kind, reply)
+                assert reply["error"] == "InvalidOption" and "stdout" in reply["message"] \
+                    and kind in reply["message"], reply
+        finally:
+            for _, fd in cases:
+                os.close(fd)
+            os.close(r)
+            os.close(w)
+        assert victim.read_text() == "precious\n"
+    finally:
+        handle.remove(force=True)
 
 
 def test_exec_user(root):

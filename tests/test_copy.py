@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import io
 import os
+import pathlib
+import shutil
+import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
+import time
 
 import pytest
 
 import isobox
 from isobox import Tmpfs
+
+from test_users import flipper  # noqa: F401 (fixture: a static program that swaps two names)
 
 
 def test_copy_a_file_into_and_out_of_a_container(busybox_image, store_root, tmp_path):
@@ -121,3 +128,152 @@ def test_a_large_copy_out_is_spooled_to_disk_not_held_in_memory(busybox_rootfs, 
     size, grown_mib = map(int, done.stdout.split())
     assert size == 128 << 20
     assert grown_mib < 48  # at most the 16 MiB spool; held in memory, the 128 MiB tar would show
+
+
+# -- a container that swaps files while they are copied out ----------------------------------------
+
+
+def test_copy_from_never_blocks_on_a_fifo_swapped_in_after_the_stat(busybox_image, store_root, tmp_path, flipper):
+    """The container exchanges a file with a FIFO as fast as it can while we copy it out:
+    each copy gets the file or the FIFO (as a FIFO entry), and never opens the FIFO (a
+    reader would block in open(2) until the container chose to write)."""
+    import threading
+
+    with isobox.Container(busybox_image, ["sleep", "60"]) as c:
+        c.copy_to(flipper, "/flip")
+        c.exec(["sh", "-c", "mkdir /data && echo content > /data/f && mkfifo /data/p && "
+                "(/flip /data/f /data/p >/dev/null 2>&1 &)"])
+        kinds: set = set()
+        errors: list = []
+
+        def copy_many() -> None:
+            deadline = time.monotonic() + 4
+            n = 0
+            while time.monotonic() < deadline:
+                out = tmp_path / f"out{n}"
+                n += 1
+                try:
+                    c.copy_from("/data/f", out)
+                except isobox.ContainerError as exc:  # between the two names of one exchange
+                    errors.append(str(exc))
+                    continue
+                kinds.add("fifo" if stat.S_ISFIFO(os.lstat(out).st_mode) else out.read_text())
+
+        t = threading.Thread(target=copy_many, daemon=True)
+        t.start()
+        t.join(30)
+        blocked = t.is_alive()
+        if blocked:  # let the stuck reader go: stop the exchanges, write to both names
+            c.exec(["sh", "-c", "killall flip; for f in /data/f /data/p; do "
+                    "[ -p $f ] && (echo x > $f &); done; true"])
+            t.join(10)
+        assert not blocked, "copy_from blocked on a FIFO the container swapped in"
+        assert kinds <= {"content\n", "fifo"} and "content\n" in kinds, (kinds, errors[:3])
+
+
+# -- where copies out land, and who owns them -------------------------------------------------------
+
+
+def _foreign_dir(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A sticky, world-writable directory the caller does not own (as /tmp)."""
+    if os.geteuid() == 0:
+        d = tmp_path / "shared"
+        d.mkdir()
+        os.chown(d, 65534, 65534)
+        os.chmod(d, 0o1777)
+        return d
+    d = pathlib.Path(tempfile.gettempdir())
+    st = d.stat()
+    if st.st_uid == os.geteuid() or not st.st_mode & stat.S_ISVTX:
+        pytest.skip(f"{d} is this user's own: no directory of another user to copy into")
+    return d
+
+
+def test_copy_from_into_a_directory_the_caller_does_not_own(busybox_image, store_root, tmp_path):
+    """As `docker cp` does: files and directories land owned by the caller, with their
+    modes, in any directory the caller can write (here a sticky one such as /tmp)."""
+    dest = _foreign_dir(tmp_path)
+    tag = f"isobox-cp-{os.getpid()}-{time.monotonic_ns()}"
+    made = [dest / f"{tag}-f", dest / f"{tag}-d", dest / f"{tag}-renamed"]
+    try:
+        with isobox.Container(busybox_image, ["sleep", "30"]) as c:
+            c.exec(["sh", "-c", f"echo hi > /tmp/{tag}-f && chmod 640 /tmp/{tag}-f && "
+                    f"mkdir -p /tmp/{tag}-d/sub && echo x > /tmp/{tag}-d/sub/y"])
+            if os.geteuid() == 0:  # owned by a user of the container: ours once out
+                c.exec(["chown", "-R", "1000:1000", f"/tmp/{tag}-d", f"/tmp/{tag}-f"])
+            c.copy_from(f"/tmp/{tag}-f", dest)                   # a file into the directory
+            c.copy_from(f"/tmp/{tag}-d", dest)                   # a tree into the directory
+            c.copy_from(f"/tmp/{tag}-f", dest / f"{tag}-renamed")  # a file to a new name
+            c.copy_from(f"/tmp/{tag}-f", dest / f"{tag}-renamed")  # and over it again
+        assert (dest / f"{tag}-f").read_text() == "hi\n"
+        assert stat.S_IMODE((dest / f"{tag}-f").stat().st_mode) == 0o640
+        assert (dest / f"{tag}-d" / "sub" / "y").read_text() == "x\n"
+        assert (dest / f"{tag}-renamed").read_text() == "hi\n"
+        for path in (made[0], made[1], made[1] / "sub", made[1] / "sub" / "y", made[2]):
+            st = path.lstat()
+            assert (st.st_uid, st.st_gid) == (os.geteuid(), os.getegid()), path
+        assert [p.name for p in dest.iterdir() if p.name.startswith(".isobox")] == []  # nothing staged left
+    finally:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def test_copy_from_merges_a_tree_into_an_existing_one(busybox_image, store_root, tmp_path):
+    out = tmp_path / "out"
+    (out / "data" / "keep").mkdir(parents=True)
+    (out / "data" / "keep" / "mine").write_text("mine")
+    (out / "data" / "f").write_text("old")
+    with isobox.Container(busybox_image, ["sleep", "30"]) as c:
+        c.exec(["sh", "-c", "mkdir -p /data/keep /data/new && echo new > /data/f && echo n > /data/new/g"])
+        c.copy_from("/data", out)
+    assert (out / "data" / "keep" / "mine").read_text() == "mine"
+    assert (out / "data" / "f").read_text() == "new\n"
+    assert (out / "data" / "new" / "g").read_text() == "n\n"
+
+
+def test_copy_from_errors_name_the_path_and_the_step(busybox_image, store_root, tmp_path):
+    with isobox.Container(busybox_image, ["sleep", "30"]) as c:
+        with pytest.raises(isobox.ContainerError) as info:
+            c.copy_from("/etc/passwd", tmp_path / "missing" / "dir" / "passwd")
+        message = str(info.value)
+        assert "/etc/passwd" in message and str(tmp_path / "missing" / "dir") in message, message
+        assert "No such file or directory" in message, message
+        (tmp_path / "afile").write_text("")
+        with pytest.raises(isobox.ContainerError, match="cannot overwrite"):
+            c.copy_from("/etc", tmp_path / "afile")
+        if os.geteuid() != 0:
+            locked = tmp_path / "locked"
+            locked.mkdir(mode=0o555)
+            with pytest.raises(isobox.ContainerError) as info:
+                c.copy_from("/etc/passwd", locked)
+            assert str(locked) in str(info.value) and "Permission denied" in str(info.value)
+
+
+def test_what_is_copied_in_belongs_to_the_containers_root(busybox_image, store_root, tmp_path):
+    """As `docker cp` into a container: created with the root user's uid and gid."""
+    src = tmp_path / "owned"
+    src.mkdir()
+    (src / "f").write_text("x")
+    if os.geteuid() == 0:
+        os.chown(src, 1000, 1000)
+        os.chown(src / "f", 1000, 1000)
+    with isobox.Container(busybox_image, ["sleep", "30"]) as c:
+        c.copy_to(src, "/tmp")
+        assert c.exec(["stat", "-c", "%u:%g", "/tmp/owned", "/tmp/owned/f"]).stdout == b"0:0\n0:0\n"
+
+
+def test_a_file_that_cannot_be_read_is_named(busybox_image, store_root, tmp_path):
+    with isobox.Container(busybox_image, ["sleep", "30"]) as c:
+        c.exec(["sh", "-c", "mkdir -p /d/sub && echo s > /d/sub/secret && chmod 000 /d/sub/secret && "
+                            "chown 1000 /d/sub/secret 2>/dev/null; true"])
+        if os.geteuid() == 0:
+            c.copy_from("/d", tmp_path)  # root reads it
+            assert (tmp_path / "d" / "sub" / "secret").read_text() == "s\n"
+            return
+        out = tmp_path / "out"
+        out.mkdir()
+        fds = sorted(os.listdir("/proc/self/fd"))
+        with pytest.raises(isobox.ContainerError, match=r"/d/sub/secret: cannot copy it out.*Permission denied"):
+            c.copy_from("/d", out)
+        assert sorted(os.listdir("/proc/self/fd")) == fds
+        assert list(out.iterdir()) == []

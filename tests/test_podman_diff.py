@@ -50,8 +50,10 @@ PASSWD = (b"root:x:0:0:root:/root:/bin/sh\n"
           b"daemon:x:1:1:daemon:/usr/sbin:/bin/false\n"
           b"app:x:1000:1000:app:/home/app:/bin/sh\n"
           b"nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+# root is a member of no group; app of two besides its own; nobody is listed in its own
+# primary group (as initgroups(3) and Docker count it once)
 GROUP = (b"root:x:0:\ndaemon:x:1:\naudio:x:29:app,nobody\nstaff:x:50:app\napp:x:1000:\n"
-         b"nogroup:x:65534:\n")
+         b"nogroup:x:65534:nobody\n")
 ENTRYPOINT = ["/usr/local/bin/probe", "from-entrypoint"]
 
 IMAGE_WORKDIR = "/srv/work"  # the probe image's WorkingDir; not in its layers
@@ -78,6 +80,9 @@ KNOWN_DIFFERENCES = {
                                 "after the uid with the working directory as home (so `id` shows "
                                 "a name and HOME is the workdir); Docker and isobox use HOME=/ and "
                                 "leave /etc/passwd alone",
+    "gid-without-group-entry": "for a gid missing from /etc/group podman adds an entry named after "
+                               "the gid (so `id` shows gid=4343(4343)); Docker and isobox leave "
+                               "/etc/group alone",
     "root-dir-mode": "podman (containers/storage) gives / mode 555 whatever the layers say; "
                      "isobox keeps the mode of the image's top layer (755 here), as Docker does",
 }
@@ -261,10 +266,12 @@ class Case:
         names = ["container-env", "term-env", "hostname", "no-new-privs"]
         if user is None:
             names.append("root-groups")
-        if workdir == IMAGE_WORKDIR and user not in (None, "root"):
+        if workdir == IMAGE_WORKDIR and user not in (None, "root", "0"):
             names.append("created-workdir-owner")
-        if user == "4242":
+        if user is not None and user.split(":")[0] == "4242":
             names.append("uid-without-passwd-entry")
+        if user is not None and user.split(":")[1:2] == ["4343"]:
+            names.append("gid-without-group-entry")
         if workdir == "/":
             names.append("root-dir-mode")
         return names
@@ -282,7 +289,12 @@ CASES = [
     Case("user-uid-and-gid", user="1000:50"),
     Case("user-name-and-group-name", user="app:audio"),
     Case("user-uid-not-in-passwd", user="4242"),
-    Case("user-nobody", user="nobody"),
+    Case("user-nobody-listed-in-its-own-primary-group", user="nobody"),
+    Case("user-root-by-uid-with-member-less-groups", user="0"),
+    Case("user-uid-and-group-name", user="1000:staff"),
+    Case("user-name-and-gid", user="daemon:50"),
+    Case("user-name-and-gid-not-in-group-file", user="app:4343"),
+    Case("user-uid-not-in-passwd-and-group-name", user="4242:audio"),
     Case("user-root-group-override", user="root:staff"),
     Case("workdir-existing", workdir="/tmp", user="daemon"),
     Case("workdir-root", workdir="/"),
@@ -347,9 +359,12 @@ def reconcile(case: Case, ours: Probe, theirs: Probe) -> None:
         theirs["cwd owner and mode"] = _replace(theirs["cwd owner and mode"], f"{uid_gid} 755",
                                                 "0:0 755")
     if "uid-without-passwd-entry" in names:
-        assert our_id == "uid=4242 gid=0(root) groups=0(root)" and "HOME=/" in ours["env"]
-        theirs["id"] = _replace(theirs["id"], "uid=4242(4242) gid=0(root) groups=0(root)", our_id)
+        assert our_id.startswith("uid=4242 gid=") and "HOME=/" in ours["env"]
+        theirs["id"] = [v.replace("uid=4242(4242) ", "uid=4242 ", 1) for v in theirs["id"]]
         theirs["env"] = _replace(theirs["env"], f"HOME={workdir}", "HOME=/")
+    if "gid-without-group-entry" in names:
+        assert "gid=4343 groups=4343" in our_id
+        theirs["id"] = [v.replace("4343(4343)", "4343") for v in theirs["id"]]
     if "root-dir-mode" in names:
         assert ours["cwd owner and mode"] == [f"0:0 {IMAGE_ROOT_MODE}"]
         theirs["cwd owner and mode"] = _replace(theirs["cwd owner and mode"], "0:0 555",
@@ -380,6 +395,16 @@ def test_missing_workdir_option_is_created_where_podman_refuses(setup: Setup) ->
     ours = split(isobox.run(setup.pulled["probe"], ["x"], workdir="/new/deep/dir", user="app",
                             store=setup.store).stdout.decode())
     assert ours["pwd"] == ["/new/deep/dir"] and ours["cwd owner and mode"] == ["0:0 755"]
+
+
+def test_a_third_user_field_is_ignored_where_podman_refuses(setup: Setup) -> None:
+    """Docker reads ``--user`` with runc's parseLine, which takes the first two fields and
+    ignores the rest; isobox does the same. podman 4.3 refuses the group "audio:extra"."""
+    code, _, err = setup.podman.run(setup.references["probe"], ["x"], options=["--user=app:audio:extra"])
+    assert code != 0 and 'unknown group error looking up group "audio:extra"' in err, err
+    ours = split(isobox.run(setup.pulled["probe"], ["x"], user="app:audio:extra",
+                            store=setup.store).stdout.decode())
+    assert ours["id"] == ["uid=1000(app) gid=29(audio) groups=29(audio)"]
 
 
 def test_missing_and_non_executable_commands(setup: Setup) -> None:

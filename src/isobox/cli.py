@@ -581,9 +581,17 @@ class _RawTerminal:
 
 
 def _terminal_size() -> Optional[Tuple[int, int]]:
+    """Our terminal's size, or None when there is none or it does not know its size: a
+    pty nobody sized reports 0x0 (`script`, some CI runners), and podman and Docker then
+    go on with their default, as we do (None: the container's 24x80, or no resize)."""
     for fd in (1, 0, 2):
         if os.isatty(fd):
-            size = os.get_terminal_size(fd)
+            try:
+                size = os.get_terminal_size(fd)
+            except OSError:
+                return None
+            if size.lines <= 0 or size.columns <= 0:
+                return None
             return size.lines, size.columns
     return None
 
@@ -642,7 +650,9 @@ def _tty_loop(master: int, interactive: bool, done_fd: int, signals: _Signals,
                 interactive = False
         if done_fd in events:
             break
-    while master_open and select.select([master], [], [], 0)[0]:
+    drain = select.poll()  # not select: the master's fd number can exceed FD_SETSIZE
+    drain.register(master, select.POLLIN)
+    while master_open and drain.poll(0):
         try:
             data = os.read(master, 65536)
         except OSError:
@@ -871,35 +881,13 @@ def _exec(args: argparse.Namespace) -> int:
 
                 _tty_loop(proc.master, args.interactive, proc.fileno(), signals, leave)
             return exit_status(proc.wait())
-    # our terminal is never handed over (see _run): pipes we copy through instead
-    given: List[int] = []
-    outputs: List[threading.Thread] = []
-    stdio: List[int] = []
-    for fd in (0, 1, 2):
-        if fd == 0 and not args.interactive:
-            stdio.append(-1)
-        elif not os.isatty(fd):
-            stdio.append(fd)
-        elif fd == 0:
-            r, w = os.pipe2(os.O_CLOEXEC)
-            _copy_thread(0, w, close_dst=True)
-            stdio.append(r)
-            given.append(r)
-        else:
-            r, w = os.pipe2(os.O_CLOEXEC)
-            outputs.append(_copy_thread(r, fd, close_dst=False))
-            stdio.append(w)
-            given.append(w)
-    try:
-        proc = handle.exec_start(args.command, env=env, workdir=args.workdir, user=args.user,
-                                 stdio=(stdio[0], stdio[1], stdio[2]))
-    finally:
-        for fd in given:
-            os.close(fd)
+    # none of our fds is handed over, terminal or file: the container could read what is
+    # typed after it ends, or reopen our file through /proc/self/fd and truncate it;
+    # exec_start gives it pipes and copies between them and ours
+    proc = handle.exec_start(args.command, env=env, workdir=args.workdir, user=args.user,
+                             stdio=(0 if args.interactive else -1, 1, 2))
     with proc:
         code = proc.wait()
-    for t in outputs:
-        t.join(timeout=2)  # a background process may hold the pipe open: do not wait for it
     return exit_status(code)
 
 

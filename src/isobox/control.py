@@ -23,7 +23,15 @@ stderr (none with tty)                    client goes away first, the process is
 ========================================  =================================================
 
 Any failure: ``{"ok": false, "error": "CommandNotFound", "message": ..., "step": ...,
-"errno": ...}``, raised again on the client side as the same isobox exception.
+"errno": ...}``, raised again on the client side as the same isobox exception. A request
+that does not follow this table (not JSON, not an object, an unknown op or field, a field
+of the wrong type, fds where none belong, more than 1 MiB, no newline before EOF, nothing
+within 10 s) gets ``{"ok": false, "error": "InvalidOption", "message": <what>}`` and the
+connection is closed. Exec's stdio must be pipes or sockets (the client copies between
+them and its own fds): any other fd would let the container reopen or chmod it. The owner
+bounds what clients make it hold (server.py: connections still sending, parked waits,
+execs, other requests, each separately); past a bound the reply is a ContainerError
+saying it is busy.
 
 Exit statuses are `Container.wait`'s: N, or -N for a death by signal N.
 
@@ -32,6 +40,7 @@ Both ends reach the socket through an fd of the container's directory (state.soc
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -39,6 +48,7 @@ import pathlib
 import select
 import socket
 import struct
+import threading
 import time
 from typing import IO, TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tuple, Union
 
@@ -190,6 +200,14 @@ def raise_error(doc: Mapping[str, Any]) -> NoReturn:
     raise cls(str(doc.get("message")))
 
 
+def _poll_in(fd: int, timeout: float) -> bool:
+    """Whether fd is readable (or at EOF) within ``timeout`` s. poll, not select: a
+    process with many files open has fd numbers select cannot take (FD_SETSIZE 1024)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout * 1000 + 0.999))))
+
+
 class Conn:
     """JSON lines over a unix stream socket, with fds (SCM_RIGHTS)."""
 
@@ -213,7 +231,7 @@ class Conn:
         while b"\n" not in self.buf:
             if deadline is not None:
                 left = deadline - time.monotonic()
-                if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                if left <= 0 or not _poll_in(self.sock.fileno(), left):
                     raise socket.timeout("no reply")
             data, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
             for fd in fds:
@@ -284,22 +302,111 @@ def connect(cdir: pathlib.Path) -> Optional[Conn]:
 # -- the client ---------------------------------------------------------------------------------
 
 
+class _Pump:
+    """Copies between one of the caller's fds and one end of a pipe given to the
+    container, in a thread: the container only ever holds the pipe (see
+    `ContainerHandle.exec_start`). splice(2) moves the bytes in the kernel where both
+    ends allow it (it refuses O_APPEND files and terminals: then read and write).
+
+    ``src`` is read until EOF, or until `stop`: an output pump then takes what the pipe
+    holds at that moment (everything the exited process wrote) and ends, so a
+    background process that keeps the pipe open cannot hold the caller. ``dst`` -1
+    discards. The pipe end (``src`` of an output, ``dst`` of the input) is ours and
+    closed at the end; the caller's fd is never closed or changed."""
+
+    def __init__(self, src: int, dst: int, *, output: bool) -> None:
+        self.src, self.dst, self.output = src, dst, output
+        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        self._splice = dst >= 0
+        self.thread = threading.Thread(target=self._run, name="isobox-exec-pump", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        try:
+            os.write(self._stop_w, b"x")
+        except OSError:
+            pass
+
+    def _move(self) -> bool:
+        """One chunk from src to dst; False at EOF or when dst is gone."""
+        if self._splice:
+            try:
+                n = os.splice(self.src, self.dst, 1 << 16)
+                return n > 0
+            except BlockingIOError:
+                _wait_writable(self.dst)
+                return True
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EBADF, errno.ESPIPE):
+                    return False  # EPIPE and the like: the reader went away
+                self._splice = False  # not spliceable (O_APPEND file, terminal): copy
+        try:
+            data = os.read(self.src, 1 << 16)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        view = memoryview(data)
+        while view and self.dst >= 0:
+            try:
+                view = view[os.write(self.dst, view):]
+            except BlockingIOError:
+                _wait_writable(self.dst)
+            except OSError:
+                return False
+        return True
+
+    def _run(self) -> None:
+        pipe_end = self.src if self.output else self.dst
+        try:
+            poller = select.poll()
+            poller.register(self.src, select.POLLIN)
+            poller.register(self._stop_r, select.POLLIN)
+            while True:
+                events = dict(poller.poll())
+                if self._stop_r in events:
+                    if self.output:  # what the exited process wrote is in the pipe now
+                        while _readable(self.src) and self._move():
+                            pass
+                    return
+                if not self._move():
+                    return
+        finally:
+            os.close(pipe_end)
+            os.close(self._stop_r)
+            os.close(self._stop_w)
+
+
+def _readable(fd: int) -> bool:
+    return _poll_in(fd, 0)
+
+
+def _wait_writable(fd: int) -> None:
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    poller.poll(1000)
+
+
 class RemoteExec:
     """A process started in a container by its owner (`ContainerHandle.exec_start`).
 
     ``master`` is the terminal's master fd with tty (yours to read, write and resize,
     and to close), else -1. ``fileno()`` becomes readable when the exit status arrives."""
 
-    def __init__(self, conn: Conn, pid: int, master: int) -> None:
+    def __init__(self, conn: Conn, pid: int, master: int, pumps: Sequence[_Pump] = ()) -> None:
         self._conn = conn
         self.pid = pid
         self.master = master
         self.exit_code: Optional[int] = None
+        self._pumps = list(pumps)
 
     def fileno(self) -> int:
         return self._conn.sock.fileno()
 
     def wait(self, timeout: Optional[float] = None) -> int:
+        """The exit status, once the process exited and what it wrote reached your fds."""
         if self.exit_code is not None:
             return self.exit_code
         try:
@@ -311,11 +418,21 @@ class RemoteExec:
         if not doc.get("ok"):
             raise_error(doc)
         self.exit_code = int(doc["exit_code"])
+        self._finish_pumps()
         return self.exit_code
+
+    def _finish_pumps(self) -> None:
+        for pump in self._pumps:
+            pump.stop()
+        for pump in self._pumps:
+            if pump.output:
+                pump.thread.join()
+        self._pumps = [p for p in self._pumps if p.thread.is_alive()]
 
     def close(self) -> None:
         """Let go of the process: if it still runs, its owner kills it."""
         self._conn.close()
+        self._finish_pumps()
         if self.master >= 0:
             os.close(self.master)
             self.master = -1
@@ -478,45 +595,19 @@ class ContainerHandle:
             os.close(fd)
 
     def logs(self, stream: str = "both") -> bytes:
-        """What the container wrote: "stdout", "stderr" or "both" (stdout, then stderr)."""
-        out = b""
-        for name in _streams(stream):
-            try:
-                out += (self.path / f"{name}.log").read_bytes()
-            except FileNotFoundError:
-                pass
-        return out
+        """What the container wrote: "stdout", "stderr" or "both" (stdout, then stderr), as
+        far as its rotated log files keep it (logs.py)."""
+        from . import logs
+
+        return b"".join(logs.read(self.path, name) for name in _streams(stream))
 
     def follow_logs(self, stream: str = "both") -> Iterator[Tuple[str, bytes]]:
-        """(stream name, chunk) as the container writes them, from the start, until it
-        is no longer running and everything was read (`isobox logs -f`)."""
-        return self._follow(_streams(stream))
+        """(stream name, chunk) as the container writes them, from the oldest kept byte on,
+        across rotations, until it is no longer running and everything was read (`isobox
+        logs -f`). Its owner records "exited" only once the last output is in the files."""
+        from . import logs
 
-    def _follow(self, names: Sequence[str]) -> Iterator[Tuple[str, bytes]]:
-        files: List[Tuple[str, IO[bytes]]] = []
-        try:
-            for name in names:
-                try:
-                    files.append((name, open(self.path / f"{name}.log", "rb")))
-                except FileNotFoundError:
-                    pass
-            delay = 0.005
-            while True:
-                done = self.status != "running"
-                got = False
-                for name, f in files:
-                    chunk = f.read(65536)
-                    while chunk:
-                        got = True
-                        yield name, chunk
-                        chunk = f.read(65536)
-                if done:
-                    return
-                delay = 0.005 if got else min(delay * 2, 0.1)
-                time.sleep(delay)
-        finally:
-            for _, f in files:
-                f.close()
+        return logs.follow(self.path, _streams(stream), lambda: self.status != "running")
 
     def exec_start(
         self,
@@ -529,30 +620,45 @@ class ContainerHandle:
         stdio: Tuple[int, int, int] = (-1, -1, -1),
         tty_size: Optional[Tuple[int, int]] = None,
     ) -> RemoteExec:
-        """Start a process in the running container with these fds as its stdio (sent to
-        the owner; -1: /dev/null), or with a new terminal (``tty``: its master comes back
-        as ``.master``). Pass pipes rather than your terminal: a process holding your
-        terminal could read what you type after it, or change its settings."""
+        """Start a process in the running container with these fds as its stdio (-1: no
+        input; output dropped), or with a new terminal (``tty``: its master comes back as
+        ``.master``). The container is handed pipes, never these fds: threads here copy
+        between them and the pipes until the process exits (`RemoteExec.wait` returns
+        once its output has arrived). A process holding one of your fds could reopen it
+        through /proc/self/fd (and truncate your file), change its mode or owner, or read
+        what you type into your terminal after it ends."""
         argv = [str(a) for a in command]
         if not argv:
             raise InvalidOption("exec needs a command")
         doc = {"op": "exec", "argv": argv, "env": [f"{k}={v}" for k, v in parse_env(env)],
                "workdir": workdir, "user": user, "tty": tty,
                "tty_size": list(tty_size) if tty_size else None}
-        opened: List[int] = []
-        fds: List[int] = []
-        if not tty:
-            for i, fd in enumerate(stdio):
-                if fd < 0:
-                    fd = os.open(os.devnull, (os.O_RDONLY if i == 0 else os.O_WRONLY) | os.O_CLOEXEC)
-                    opened.append(fd)
-                fds.append(fd)
+        given: List[int] = []  # the pipe ends that go to the container
+        pumps: List[_Pump] = []
         try:
-            conn = self._request(doc, fds)
+            if not tty:
+                for i, fd in enumerate(stdio):
+                    r, w = os.pipe2(os.O_CLOEXEC)
+                    if i == 0:
+                        given.append(r)
+                        if fd >= 0:
+                            pumps.append(_Pump(fd, w, output=False))
+                        else:
+                            os.close(w)  # no input: EOF at once
+                    else:
+                        given.append(w)
+                        pumps.append(_Pump(r, fd, output=True))  # -1: read and dropped
+            conn = self._request(doc, given)
+        except BaseException:
+            for pump in pumps:
+                pump.stop()
+            raise
         finally:
-            for fd in opened:
+            for fd in given:
                 os.close(fd)
         if conn is None:
+            for pump in pumps:
+                pump.stop()
             raise self._unserved("exec in")
         try:
             reply = conn.recv()
@@ -564,9 +670,11 @@ class ContainerHandle:
             master = got[0] if tty and got else -1
             for fd in got[1:] if tty else got:
                 os.close(fd)
-            return RemoteExec(conn, int(reply["pid"]), master)
+            return RemoteExec(conn, int(reply["pid"]), master, pumps)
         except BaseException:
             conn.close()
+            for pump in pumps:
+                pump.stop()
             raise
 
     def exec(

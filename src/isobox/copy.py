@@ -5,25 +5,34 @@ helper joins it and hands back an O_PATH fd of "/"), so its own mounts (volumes,
 are seen as its processes see them. Every path below it is resolved by the kernel with
 the container's root as root (openat2 RESOLVE_IN_ROOT): a symlink in the container,
 absolute or `..`, never leads to the host. Walking for `get_archive` goes one component
-at a time with O_NOFOLLOW; `put_archive` applies the stream with unpack.apply_layer,
-which resolves the same way.
+at a time with O_PATH|O_NOFOLLOW, and what fstat of that descriptor shows is what is
+archived: a regular file is read through the descriptor itself, so a FIFO or a device the
+container swaps in after a look is never opened (a FIFO would block us; a device node
+the container made could be a device of the host). `put_archive` applies the stream with
+unpack.apply_layer, which resolves the same way.
+
+Ownership as `docker cp` gives it: what is copied in belongs to the container's root,
+what is copied out to the caller (modes are kept). A copy out is unpacked into a private
+directory next to its destination, then moved into place entry by entry, so that only
+the caller's write permission on the destination matters (the caller need not own it,
+as with /tmp), and a failure names the path and the step.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import pathlib
 import posixpath
 import stat
 import tarfile
+import tempfile
 from typing import IO, TYPE_CHECKING, Iterable, Iterator, List, Optional, Tuple, Union
 
 from . import native
 from .errors import ContainerError, InvalidOption
 
 if TYPE_CHECKING:
-    import tempfile
-
     from .container import Container
 
 RESOLVE_IN_ROOT = 0x10
@@ -73,7 +82,9 @@ def get_archive(container: "Container", path: str, arcname: "str | None" = None)
     return out.getvalue()
 
 
-def _write_archive(container: "Container", path: str, arcname: "str | None", out: IO[bytes]) -> None:
+def _write_archive(container: "Container", path: str, arcname: "str | None", out: IO[bytes],
+                   owner: Optional[Tuple[int, int]] = None) -> None:
+    """``owner``: the uid and gid every entry gets (copies out), else their own."""
     _check_path(path)
     root = _root(container)
     try:
@@ -83,7 +94,7 @@ def _write_archive(container: "Container", path: str, arcname: "str | None", out
     name = posixpath.basename(path.rstrip("/")) or "."
     try:
         with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            _add(tar, parent, name, arcname or name)
+            _add(tar, parent, name, arcname or name, owner, path.rstrip("/") or "/")
     except FileNotFoundError as exc:
         raise ContainerError(f"{path}: no such file or directory in the container") from exc
     finally:
@@ -93,8 +104,6 @@ def _write_archive(container: "Container", path: str, arcname: "str | None", out
 def _spool(container: "Container") -> "tempfile.SpooledTemporaryFile[bytes]":
     """A file for a tar stream on its way: memory up to 16 MiB, then a file in the
     container's state directory (a container can make a copy as large as it likes)."""
-    import tempfile
-
     return tempfile.SpooledTemporaryFile(max_size=16 << 20, mode="w+b", dir=str(container.dir))
 
 
@@ -108,11 +117,27 @@ def _read_chunks(f: "tempfile.SpooledTemporaryFile[bytes]", size: int = 1 << 20)
 MAX_DEPTH = 512
 
 
-def _add(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str) -> None:
+def _add(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str,
+         owner: Optional[Tuple[int, int]] = None, where: str = "") -> None:
     """Add dirfd/name (never following a symlink) and, for a directory, what is below:
     depth first, by name, iteratively (a container's tree can be deeper than Python
-    recurses), with at most `MAX_DEPTH` levels below it."""
+    recurses), with at most `MAX_DEPTH` levels below it. ``where`` is its path in the
+    container, for errors."""
     stack: List[Tuple[int, Iterator[str], str]] = []  # open directories: fd, names left, arcname
+
+    def entry(fd: int, child: str, arc: str) -> Optional[int]:
+        try:
+            return _add_entry(tar, fd, child, arc, owner)
+        except OSError as exc:
+            if fd == dirfd and isinstance(exc, FileNotFoundError):
+                raise  # the path asked for: _write_archive says so
+            shown = where + arc[len(arcname):]
+            hint = ""
+            if isinstance(exc, PermissionError) and os.geteuid() != 0:
+                hint = (" (a rootless copy reads as the calling user, who cannot read what only "
+                        "another user of the container may read)")
+            raise ContainerError(f"{shown}: cannot copy it out of the container: "
+                                 f"{exc.strerror or exc}{hint}") from exc
 
     def push(fd: int, base: str) -> None:
         try:
@@ -123,7 +148,7 @@ def _add(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str) -> None:
         stack.append((fd, iter(names), base))
 
     try:
-        sub = _add_entry(tar, dirfd, name, arcname)
+        sub = entry(dirfd, name, arcname)
         if sub is not None:
             push(sub, arcname)
         while stack:
@@ -133,7 +158,7 @@ def _add(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str) -> None:
                 os.close(fd)
                 stack.pop()
                 continue
-            sub = _add_entry(tar, fd, child, f"{base}/{child}")
+            sub = entry(fd, child, f"{base}/{child}")
             if sub is None:
                 continue
             if len(stack) > MAX_DEPTH:
@@ -146,36 +171,52 @@ def _add(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str) -> None:
             os.close(fd)
 
 
-def _add_entry(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str) -> Optional[int]:
-    """Add dirfd/name itself; for a directory, return an fd of it to walk."""
-    st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-    info = tarfile.TarInfo(arcname)
-    info.mode = stat.S_IMODE(st.st_mode)
-    info.uid, info.gid = st.st_uid, st.st_gid
-    info.mtime = int(st.st_mtime)
-    if stat.S_ISLNK(st.st_mode):
-        info.type = tarfile.SYMTYPE
-        info.linkname = os.readlink(name, dir_fd=dirfd)
-        tar.addfile(info)
-    elif stat.S_ISREG(st.st_mode):
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
-        with os.fdopen(fd, "rb") as f:
-            info.size = os.fstat(f.fileno()).st_size
-            tar.addfile(info, f)
-    elif stat.S_ISDIR(st.st_mode):
-        info.type = tarfile.DIRTYPE
-        tar.addfile(info)
-        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
-    elif stat.S_ISFIFO(st.st_mode):
-        info.type = tarfile.FIFOTYPE
-        tar.addfile(info)
-    # sockets and devices are left out, as docker cp leaves out sockets
-    return None
+def _add_entry(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str,
+               owner: Optional[Tuple[int, int]] = None) -> Optional[int]:
+    """Add dirfd/name itself; for a directory, return an fd of it to walk. The entry is
+    looked at once, through an O_PATH descriptor that never follows it, and only that
+    descriptor's file is read (see the module docstring)."""
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+    try:
+        st = os.fstat(fd)
+        info = tarfile.TarInfo(arcname)
+        info.mode = stat.S_IMODE(st.st_mode)
+        info.uid, info.gid = owner if owner is not None else (st.st_uid, st.st_gid)
+        info.mtime = int(st.st_mtime)
+        if stat.S_ISLNK(st.st_mode):
+            info.type = tarfile.SYMTYPE
+            info.linkname = os.readlink("", dir_fd=fd)  # readlinkat(2) on the link itself
+            tar.addfile(info)
+        elif stat.S_ISREG(st.st_mode):
+            # the reopened file is the one fstat saw (O_NONBLOCK: costs nothing, and a
+            # mandatory lock cannot stall us)
+            rfd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(rfd, "rb") as f:
+                info.size = os.fstat(f.fileno()).st_size
+                try:
+                    tar.addfile(info, f)
+                except OSError as exc:
+                    if exc.errno is not None:
+                        raise
+                    # tarfile's "unexpected end of data": the container truncated it
+                    raise ContainerError(f"{arcname}: the file shrank while it was copied") from exc
+        elif stat.S_ISDIR(st.st_mode):
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+            return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        elif stat.S_ISFIFO(st.st_mode):
+            info.type = tarfile.FIFOTYPE
+            tar.addfile(info)
+        # sockets and devices are left out, as docker cp leaves out sockets
+        return None
+    finally:
+        os.close(fd)
 
 
 def copy_to(container: "Container", host_path: Union[str, "os.PathLike[str]"], path: str) -> None:
     """Copy a host file or directory into the container (`docker cp SRC CONTAINER:DEST`):
-    into ``path`` when it is an existing directory, else to ``path`` itself."""
+    into ``path`` when it is an existing directory, else to ``path`` itself. What is
+    copied belongs to the container's root, as with Docker."""
     src = os.fspath(host_path)
     if not os.path.lexists(src):
         raise InvalidOption(f"no such file or directory on the host: {src}")
@@ -183,26 +224,104 @@ def copy_to(container: "Container", host_path: Union[str, "os.PathLike[str]"], p
     into_dir = _is_dir(container, path)
     dest_dir = path if into_dir else (posixpath.dirname(path.rstrip("/")) or "/")
     arcname = os.path.basename(src.rstrip("/")) if into_dir else posixpath.basename(path.rstrip("/"))
+
+    def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
     with _spool(container) as buf:
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            tar.add(src, arcname=arcname)
+            tar.add(src, arcname=arcname, filter=as_root)
         put_archive(container, dest_dir, _read_chunks(buf))
 
 
 def copy_from(container: "Container", path: str, host_path: Union[str, "os.PathLike[str]"]) -> None:
     """Copy a file or directory out of the container (`docker cp CONTAINER:SRC DEST`):
     into ``host_path`` when it is an existing directory, else to ``host_path`` itself.
-    Symlinks are copied as symlinks; the stream is applied with the same kernel-resolved
-    safety as image layers, so nothing lands outside the destination."""
+    Symlinks are copied as symlinks; what is copied belongs to the caller, with its
+    modes. The stream is unpacked with the same kernel-resolved safety as image layers,
+    into a private directory beside the destination, then moved into place: a file
+    replaces a file, a directory is merged into an existing directory, and a directory
+    and a non-directory never replace each other (an error says so)."""
+    from .errors import LayerError
+    from .store import remove_tree
     from .unpack import apply_layer
 
     dest = os.path.abspath(os.fspath(host_path))
     into_dir = os.path.isdir(dest)
     target_dir = dest if into_dir else os.path.dirname(dest)
     arcname = (posixpath.basename(path.rstrip("/")) or ".") if into_dir else os.path.basename(dest)
+    what = f"copy {path} out of container {container.name} to {dest}"
     with _spool(container) as buf:
-        _write_archive(container, path, arcname, buf)
-        apply_layer(_read_chunks(buf), target_dir, existing=True)
+        _write_archive(container, path, arcname, buf, owner=(os.geteuid(), os.getegid()))
+        try:
+            stage = tempfile.mkdtemp(prefix=".isobox-cp-", dir=target_dir)
+        except OSError as exc:
+            raise ContainerError(f"{what}: cannot create a file in {target_dir}: {exc.strerror}") from exc
+        try:
+            try:
+                apply_layer(_read_chunks(buf), stage, existing=True)
+            except LayerError as exc:
+                raise ContainerError(f"{what}: unpacking into {stage}: {exc}") from exc
+            _move_into_place(stage, target_dir, arcname, what)
+        finally:
+            remove_tree(pathlib.Path(stage))
+
+
+def _move_into_place(stage: str, target_dir: str, name: str, what: str) -> None:
+    """Move ``stage/name`` to ``target_dir/name`` as tar extraction would lay it over what
+    is there (rename(2) each entry; merge directories into existing directories),
+    never following a symlink of the destination. Iterative, two fds per level."""
+    shown = os.path.join(target_dir, name)
+    step = f"open {target_dir}"
+    stack: List[Tuple[int, int, List[str], str]] = []
+    try:
+        sfd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            dfd = os.open(target_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except BaseException:
+            os.close(sfd)
+            raise
+        stack.append((sfd, dfd, [name], target_dir))
+        while stack:
+            sfd, dfd, names, where = stack[-1]
+            if not names:
+                os.close(sfd)
+                os.close(dfd)
+                stack.pop()
+                continue
+            entry = names.pop()
+            shown = os.path.join(where, entry)
+            step = f"look at {shown}"
+            source = os.stat(entry, dir_fd=sfd, follow_symlinks=False)
+            try:
+                there: Optional[os.stat_result] = os.stat(entry, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                there = None
+            if there is not None and stat.S_ISDIR(source.st_mode) and stat.S_ISDIR(there.st_mode):
+                step = f"merge into the directory {shown}"
+                child_s = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=sfd)
+                try:
+                    child_d = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                      dir_fd=dfd)
+                except BaseException:
+                    os.close(child_s)
+                    raise
+                stack.append((child_s, child_d, sorted(os.listdir(child_s), reverse=True), shown))
+                continue
+            if there is not None and stat.S_ISDIR(there.st_mode):
+                raise ContainerError(f"{what}: cannot overwrite the directory {shown} with a non-directory")
+            if there is not None and stat.S_ISDIR(source.st_mode):
+                raise ContainerError(f"{what}: cannot overwrite the non-directory {shown} with a directory")
+            step = f"move into place {shown}"
+            os.rename(entry, entry, src_dir_fd=sfd, dst_dir_fd=dfd)  # replaces a file atomically
+    except OSError as exc:
+        raise ContainerError(f"{what}: {step}: {exc.strerror or exc}") from exc
+    finally:
+        for sfd, dfd, _, _ in stack:
+            os.close(sfd)
+            os.close(dfd)
 
 
 def _is_dir(container: "Container", path: str) -> bool:

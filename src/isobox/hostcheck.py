@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import pathlib
 import platform
-import shutil
 import tempfile
+import warnings
 from typing import List, Optional
 
 import attrs
@@ -101,13 +101,14 @@ def _subids() -> Check:
     uid = os.geteuid()
     if uid == 0:
         return Check("subordinate ids", True, "not needed as root")
-    ids = _idmap.for_caller()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", _idmap.SubordinateIdWarning)  # the report says it
+        ids = _idmap.for_caller()
     if ids.helpers:
         r = ids.uids[1]
         return Check("subordinate ids", True, f"{r.size} ids from {r.host} via newuidmap/newgidmap")
-    missing = "newuidmap/newgidmap (package uidmap)" if not shutil.which("newuidmap") else \
-        "a range for this user in /etc/subuid and /etc/subgid"
-    return Check("subordinate ids", False, f"only root exists in containers: add {missing}")
+    return Check("subordinate ids", False, f"{ids.fallback_reason}; other users need a range for "
+                 "this user in /etc/subuid and /etc/subgid and newuidmap/newgidmap (package uidmap)")
 
 
 def _overlay() -> Check:
@@ -120,7 +121,9 @@ def _overlay() -> Check:
                        strv=(os.path.join(tmp, "lower"),), upper=os.path.join(tmp, "upper"),
                        work=os.path.join(tmp, "work"), userxattr=in_userns)
         flags = native.CLONE_NEWNS | (native.CLONE_NEWUSER if in_userns else 0)
-        ids = _idmap.for_caller() if in_userns else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", _idmap.SubordinateIdWarning)  # _subids reports it
+            ids = _idmap.for_caller() if in_userns else None
         why = _try_child(native.Spec(clone_flags=flags, ops=(op,), set_ids=False), ids)
     finally:
         remove_tree(pathlib.Path(tmp))  # overlayfs leaves work/work with mode 000

@@ -14,6 +14,7 @@ import os
 import pathlib
 import pwd
 import shutil
+import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import attrs
@@ -33,6 +34,8 @@ class IdMap:
     uids: Tuple[IdRange, ...]
     gids: Tuple[IdRange, ...]
     helpers: bool  # written through newuidmap/newgidmap
+    #: without helpers: why the caller's subordinate ranges are not used (None otherwise)
+    fallback_reason: Optional[str] = attrs.field(default=None, eq=False)
 
     @property
     def single(self) -> bool:
@@ -84,6 +87,25 @@ def _write(path: str, text: str) -> None:
         os.close(fd)
 
 
+# Where the ranges and the helpers are looked up. Module constants rather than options or
+# environment variables: they are facts of the host, and newuidmap itself reads only the
+# real /etc/subuid (a redirected file could only produce maps it refuses); the tests point
+# them at files of their own.
+SUBUID_FILE = "/etc/subuid"
+SUBGID_FILE = "/etc/subgid"
+HELPER_DIRS = "/usr/bin:/usr/sbin:/bin:/sbin"  # setuid helpers, also when PATH lacks sbin
+
+
+class SubordinateIdWarning(UserWarning):
+    """Warned when the caller's subordinate id ranges exist but cannot be used (a malformed
+    line, an unreadable file, a missing newuidmap): rootless containers then have only
+    root, and the warning says why."""
+
+
+def _find_helper(tool: str) -> Optional[str]:
+    return shutil.which(tool) or shutil.which(tool, path=HELPER_DIRS)
+
+
 def _run_helper(args: List[str]) -> Tuple[int, str]:
     """Run a setuid helper (newuidmap) and return its status and stderr.  Started by the
     native core rather than subprocess: subprocess's pipes (its exec-error pipe, captured
@@ -115,44 +137,91 @@ def _run_helper(args: List[str]) -> Tuple[int, str]:
 
 
 def _helper(tool: str) -> str:
-    return shutil.which(tool) or shutil.which(tool, path="/usr/bin:/usr/sbin:/bin:/sbin") or tool
+    return _find_helper(tool) or tool
+
+
+def _names(uid: int) -> Tuple[str, ...]:
+    """How the caller may appear in /etc/subuid: by name or by number (subuid(5))."""
+    try:
+        return (pwd.getpwuid(uid).pw_name, str(uid))
+    except KeyError:
+        return (str(uid),)
+
+
+def _read_range(path: str, uid: int) -> Tuple[Optional[Tuple[int, int]], str, bool]:
+    """The caller's first usable range in an /etc/subuid-style file, or None; then why not,
+    and whether that is a fault. A missing file or no line for the caller is the ordinary
+    host without ranges (no fault); a line for the caller that newuidmap could not use,
+    or a file that cannot be read, is one, named with its place."""
+    names = _names(uid)
+    problem: Optional[str] = None
+    try:
+        with open(path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                line = raw.decode("utf-8", "replace").strip()
+                parts = line.split(":")
+                if not line or parts[0] not in names:
+                    continue
+                where = f"{path}:{number}"
+                if len(parts) != 3:
+                    problem = problem or (f"{where}: {line!r} needs 3 fields (name:start:count), "
+                                          f"has {len(parts)}")
+                elif not all(p.isascii() and p.isdigit() for p in parts[1:]):
+                    problem = problem or f"{where}: {line!r}: the start or the count is not a number"
+                elif int(parts[2]) <= 0:
+                    problem = problem or f"{where}: {line!r}: the count must be positive"
+                else:
+                    return (int(parts[1]), int(parts[2])), "", False
+    except FileNotFoundError:
+        return None, f"there is no {path}", False
+    except OSError as exc:
+        return None, f"cannot read {path}: {exc.strerror}", True
+    if problem is not None:
+        return None, problem + " (the line is not used)", True
+    return None, f"no range for {names[0]} in {path}", False
 
 
 def subid_range(path: str, uid: int) -> Optional[Tuple[int, int]]:
-    """The first range for uid (by name or number) in /etc/subuid-style files."""
-    try:
-        name: Optional[str] = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = None
-    try:
-        with open(path) as f:
-            for line in f:
-                parts = line.strip().split(":")
-                if len(parts) != 3 or parts[0] not in (name, str(uid)):
-                    continue
-                try:
-                    start, count = int(parts[1]), int(parts[2])
-                except ValueError:
-                    continue
-                if count > 0:
-                    return start, count
-    except OSError:
-        return None
-    return None
+    """The first usable range for uid (by name or number) in /etc/subuid-style files."""
+    return _read_range(path, uid)[0]
 
 
 def for_caller() -> IdMap:
-    """The map a rootless container of this caller gets (see the module docstring)."""
+    """The map a rootless container of this caller gets (see the module docstring).
+
+    Falling back to root only is quiet when the host simply has no range for the caller
+    (``fallback_reason`` still says so, for `isobox.doctor`); when something was there but
+    cannot be used, a `SubordinateIdWarning` says what, since the error that follows
+    ("uid 1000 is not mapped") would otherwise blame a range that seems to exist."""
     uid, gid = os.geteuid(), os.getegid()
-    sub_u = subid_range("/etc/subuid", uid)
-    sub_g = subid_range("/etc/subgid", uid)
-    if sub_u and sub_g and shutil.which(_helper("newuidmap")) and shutil.which(_helper("newgidmap")):
-        return IdMap(
-            uids=(IdRange(0, uid, 1), IdRange(1, sub_u[0], sub_u[1])),
-            gids=(IdRange(0, gid, 1), IdRange(1, sub_g[0], sub_g[1])),
-            helpers=True,
-        )
-    return IdMap(uids=(IdRange(0, uid, 1),), gids=(IdRange(0, gid, 1),), helpers=False)
+    sub_u, why_u, bad_u = _read_range(SUBUID_FILE, uid)
+    sub_g, why_g, bad_g = _read_range(SUBGID_FILE, uid)
+    if sub_u is not None and sub_g is not None:
+        missing = [t for t in ("newuidmap", "newgidmap") if _find_helper(t) is None]
+        if not missing:
+            return IdMap(
+                uids=(IdRange(0, uid, 1), IdRange(1, sub_u[0], sub_u[1])),
+                gids=(IdRange(0, gid, 1), IdRange(1, sub_g[0], sub_g[1])),
+                helpers=True,
+            )
+        reason = (f"{' and '.join(missing)} not found (in PATH or {HELPER_DIRS}): install the "
+                  f"uidmap package to use the ranges in {SUBUID_FILE} and {SUBGID_FILE}")
+        fault = True
+    elif bad_u or bad_g:
+        reason = "; ".join(why for why, bad in ((why_u, bad_u), (why_g, bad_g)) if bad)
+        fault = True
+    elif sub_u is not None or sub_g is not None:
+        reason = (f"{why_g or why_u}, so the range in {SUBUID_FILE if sub_u else SUBGID_FILE} "
+                  "is not used either")
+        fault = True
+    else:
+        reason = f"{why_u}; {why_g}"
+        fault = False
+    reason = f"rootless containers get only root: {reason}"
+    if fault:
+        warnings.warn(reason, SubordinateIdWarning, stacklevel=2)
+    return IdMap(uids=(IdRange(0, uid, 1),), gids=(IdRange(0, gid, 1),), helpers=False,
+                 fallback_reason=reason)
 
 
 def chown_in_userns(root: str, entries: "Sequence[Tuple[str, int, int, Optional[int]]]", ids: IdMap) -> None:

@@ -147,9 +147,16 @@ def _supervise(container: Container, server: Server, stop_timeout: float) -> int
             log.close()
 
 
+def _readable(fd: int) -> bool:
+    """poll, not select: the supervisor's fds can number past FD_SETSIZE (1024)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def _copy_once(src: int, dst: Optional[Writer], block: bool = True) -> bool:
     """Copy what ``src`` (a terminal master) has to the log ``dst``; False at its end."""
-    if not block and not select.select([src], [], [], 0)[0]:
+    if not block and not _readable(src):
         return False
     try:
         data = os.read(src, 65536)
