@@ -103,3 +103,15 @@ def test_a_start_on_a_full_disk_names_the_step_and_path(busybox_image, small_sto
     finally:
         filler.unlink()
     assert isobox.run(busybox_image, ["echo", "ok"], timeout=30).stdout == b"ok\n"
+
+
+def test_exec_gets_pipes_only_and_returns_when_its_process_does(busybox_image, store_root):
+    with isobox.Container(busybox_image, ["sleep", "60"]) as c:
+        r = c.exec(["sh", "-c", "stat -L -c %F /proc/self/fd/0 /proc/self/fd/1 /proc/self/fd/2 >&2; cat"],
+                   stdin=b"fed\n")
+        assert r.stderr == b"fifo\nfifo\nfifo\n" and r.stdout == b"fed\n"
+        assert c.exec(["sh", "-c", "stat -L -c %F /proc/self/fd/0"]).stdout == b"fifo\n"  # no stdin
+        # a process left in the background keeps the pipes open: the exec still returns
+        r = c.exec(["sh", "-c", "sleep 50 & echo started"], timeout=20)
+        assert r.stdout == b"started\n"
+        assert list(c.dir.glob("exec-*")) == []

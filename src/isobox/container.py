@@ -1005,30 +1005,30 @@ class Container:
         extra_env = parse_env(env)
         if self._status is not Status.RUNNING or self._reap(block=False):
             raise ContainerError(f"container {self.name} is not running")
-        cdir = self.dir
-        tag = os.urandom(6).hex()
-        out_path, err_path = cdir / f"exec-{tag}.out", cdir / f"exec-{tag}.err"
-        out_fd = os.open(out_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        err_fd = os.open(err_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        in_file: Optional[IO[bytes]] = None
-        if stdin is None:
-            in_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        elif isinstance(stdin, bytes):
-            import tempfile
-
-            in_file = tempfile.TemporaryFile(dir=cdir)
-            in_file.write(stdin)
-            in_file.seek(0)
-            in_fd = in_file.fileno()
-        else:
-            in_fd = stdin if isinstance(stdin, int) else int(stdin.fileno())
+        # Pipes only, never a host file (not even /dev/null, which the container's root
+        # could fchmod through /proc/self/fd): see logs.py.
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        in_r, in_w = os.pipe2(os.O_CLOEXEC)
         master = -1
         try:
+            if isinstance(stdin, bytes):
+                _feed_bytes(in_w, stdin)  # takes in_w
+            elif stdin is not None:
+                os.close(in_w)
+                os.close(in_r)
+                in_r = _feed(stdin if isinstance(stdin, int) else int(stdin.fileno()))
+            else:
+                os.close(in_w)  # EOF at once, as /dev/null would give
+            in_w = -1
             _, pidfd, master = self._exec_spawn(argv, extra_env, cfg_workdir, user, tty,
-                                                (in_fd, out_fd, err_fd), tty_size)
-            code, tty_out = _wait_exec(pidfd, master, timeout)
-            stdout = tty_out if tty else os.pread(out_fd, 1 << 30, 0)
-            stderr = os.pread(err_fd, 1 << 30, 0)
+                                                (in_r, out_w, err_w), tty_size)
+            for fd in (in_r, out_w, err_w):
+                os.close(fd)
+            in_r = out_w = err_w = -1
+            code, (stdout, stderr, tty_out) = _wait_exec(pidfd, (out_r, err_r, master), timeout)
+            if tty:
+                stdout = tty_out
             if code is None:
                 exc = Timeout(f"exec {argv[0]} in {self.name} still running after {timeout} s: killed")
                 exc.stdout, exc.stderr = stdout, stderr  # type: ignore[attr-defined]
@@ -1037,18 +1037,9 @@ class Container:
 
             return RunResult(argv, code, stdout, stderr)
         finally:
-            for fd in (out_fd, err_fd, master):
+            for fd in (out_r, err_r, master, in_r, in_w, out_w, err_w):
                 if fd >= 0:
                     os.close(fd)
-            if stdin is None:
-                os.close(in_fd)
-            if in_file is not None:
-                in_file.close()
-            for path in (out_path, err_path):
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
 
     def _exec_spawn(
         self, argv: Tuple[str, ...], extra_env: Tuple[Tuple[str, str], ...], workdir: Optional[str],
@@ -1242,17 +1233,21 @@ def _set_winsize(fd: int, rows: int, cols: int) -> None:
     _fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def _wait_exec(pidfd: int, master: int, timeout: Optional[float]) -> Tuple[Optional[int], bytes]:
-    """Wait for an exec'd process (our child; closes its pidfd), draining its terminal if it
-    has one so it never blocks on a full pty. Returns (status or None after a timeout
-    kill, tty output)."""
+def _wait_exec(pidfd: int, outputs: Tuple[int, int, int],
+               timeout: Optional[float]) -> Tuple[Optional[int], Tuple[bytes, bytes, bytes]]:
+    """Wait for an exec'd process (our child; closes its pidfd), reading its stdout and
+    stderr pipes and its terminal (each -1 when absent) as it writes, so it never blocks on
+    a full pipe or pty.  Once it exited, what is already there is read and no more: a
+    process it left in the background may keep the pipes open.  Returns (status, or None
+    after a timeout kill; (stdout, stderr, terminal output))."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    out = bytearray()
+    got = [bytearray(), bytearray(), bytearray()]
+    index = {fd: i for i, fd in enumerate(outputs) if fd >= 0}
     try:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
-        if master >= 0:
-            poller.register(master, select.POLLIN)
+        for fd in index:
+            poller.register(fd, select.POLLIN)
         exited = False
         while not exited:
             wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
@@ -1260,32 +1255,53 @@ def _wait_exec(pidfd: int, master: int, timeout: Optional[float]) -> Tuple[Optio
             if not events and deadline is not None and time.monotonic() >= deadline:
                 _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
                 native.wait_exit(pidfd)
-                return None, bytes(out)
+                return None, (bytes(got[0]), bytes(got[1]), bytes(got[2]))
             for fd, _ in events:
                 if fd == pidfd:
                     exited = True
-                elif not _drain(master, out):
-                    poller.unregister(master)
-        if master >= 0:
-            while _drain(master, out, block=False):
+                elif not _drain(fd, got[index[fd]]):
+                    poller.unregister(fd)
+                    del index[fd]
+        for fd, i in index.items():
+            while _drain(fd, got[i], block=False):
                 pass
         code = native.wait_exit(pidfd)
         assert code is not None
-        return code, bytes(out)
+        return code, (bytes(got[0]), bytes(got[1]), bytes(got[2]))
     finally:
         os.close(pidfd)
 
 
-def _drain(master: int, out: bytearray, block: bool = True) -> bool:
-    """Read what the terminal has; False at its end (EIO once the slave side is closed)."""
-    if not block and not select.select([master], [], [], 0)[0]:
-        return False
+def _drain(fd: int, out: bytearray, block: bool = True) -> bool:
+    """Read what a pipe or terminal has; False at its end (EIO once a terminal's slave
+    side is closed)."""
+    if not block:
+        poller = select.poll()  # not select: any fd number
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(0):
+            return False
     try:
-        chunk = os.read(master, 65536)
+        chunk = os.read(fd, 65536)
     except OSError:
         return False
     out += chunk
     return bool(chunk)
+
+
+def _feed_bytes(w: int, data: bytes) -> None:
+    """Write ``data`` into the pipe ``w`` and close it, from a thread (a pipe holds 64 KiB,
+    and a command may write before it reads all of its input)."""
+    def feed() -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(w, view):]
+        except OSError:  # EPIPE: it stopped reading
+            pass
+        finally:
+            os.close(w)
+
+    threading.Thread(target=feed, name="isobox-stdin", daemon=True).start()
 
 
 def _read_host(path: str) -> bytes:
