@@ -204,3 +204,32 @@ def test_a_forked_child_does_not_keep_a_dead_owners_container_listed(busybox_roo
         done(listed=names)
     """, busybox_rootfs, store_root)
     assert result == {"listed": []}
+
+
+def test_a_running_container_holds_few_fds_and_the_limit_is_named(busybox_rootfs, store_root):
+    result = run_app("""
+        import resource
+        def fds():
+            return len(os.listdir("/proc/self/fd"))
+        isobox.run(image, ["true"])          # the pump and spawner threads exist now
+        before = fds()
+        cs = [isobox.Container(image, ["sleep", "60"]).start() for _ in range(10)]
+        per_container = (fds() - before) / 10
+        for c in cs:
+            c.remove(force=True)
+        after = fds()
+        # a hard limit that leaves room for a few containers only: a clear error
+        resource.setrlimit(resource.RLIMIT_NOFILE, (after + 40, after + 40))
+        cs, error = [], None
+        try:
+            for _ in range(40):
+                cs.append(isobox.Container(image, ["sleep", "60"]).start())
+        except isobox.ContainerError as exc:
+            error = str(exc)
+        for c in cs:
+            c.remove(force=True)
+        done(per_container=per_container, leak=after - before, started=len(cs), error=error)
+    """, busybox_rootfs, store_root)
+    assert result["per_container"] <= 6 and result["leak"] == 0, result
+    assert 0 < result["started"] < 40
+    assert "RLIMIT_NOFILE" in result["error"] and "hard limit" in result["error"], result

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import fcntl
 import json
 import os
@@ -541,6 +542,19 @@ class Container:
     def start(self) -> "Container":
         if self._status is not Status.CREATED:
             raise ContainerError(f"container {self.name} was already started")
+        _raise_fd_limit()
+        try:
+            return self._start()
+        except OSError as exc:
+            if exc.errno == errno.EMFILE:
+                raise _fd_limit_error() from exc
+            raise
+        except SetupError as exc:
+            if exc.errno == errno.EMFILE:
+                raise _fd_limit_error() from exc
+            raise
+
+    def _start(self) -> "Container":
         self._owner = os.getpid()
         cfg = self.config
         in_userns = cfg.userns if cfg.userns is not None else os.geteuid() != 0
@@ -723,8 +737,13 @@ class Container:
                 self._cgroup.add(child.pid)
             if ids is not None:
                 ids.apply(child.pid)
-            # for exec, while the child is still dumpable (see native.open_namespaces)
-            self._ns_fds = native.open_namespaces(child.pid, flags)
+            if cfg.init:
+                # for exec: the init never execs, so it stays a non-dumpable copy of this
+                # process whose /proc/<pid>/ns a rootless owner cannot open later (its mm
+                # belongs to the host's user namespace): open them now, while it may.  A
+                # command's /proc/<pid>/ns is opened when needed (see _joining), so a
+                # running container holds two fds (lock, pidfd) plus its log pump's four.
+                self._ns_fds = native.open_namespaces(child.pid, flags)
             child.release()
             if console_parent is not None:
                 self.pty = _receive_fd(console_parent)
@@ -1083,8 +1102,8 @@ class Container:
                 seccomp=_seccomp.default_filter() if self.config.seccomp else None,
                 cgroup_procs=tuple(cgroup_fds),
             )
-            ns_fds = self._ns_fds
-            pid, pidfd = in_spawner(lambda: native.join(spec, ns_fds))
+            with self._joining() as ns_fds:
+                pid, pidfd = in_spawner(lambda: native.join(spec, ns_fds))
             if console_child is not None:
                 console_child.close()
                 console_child = None
@@ -1146,11 +1165,28 @@ class Container:
 
         return copy.get_archive(self, path)
 
-    def _namespace_fds(self) -> Tuple[int, ...]:
+    @contextlib.contextmanager
+    def _joining(self) -> Iterator[Tuple[int, ...]]:
+        """Fds of the running container's namespaces, in joining order, for the span of a
+        join (exec, copies). Opened from /proc/<pid>/ns: pid 1 is our unreaped child, so
+        its pid cannot name another process meanwhile."""
         self._require_owner("enter")
-        if self._status is not Status.RUNNING or self._reap(block=False) or not self._ns_fds:
+        if self._status is not Status.RUNNING or self._reap(block=False) or self.pid is None:
             raise ContainerError(f"container {self.name} is not running")
-        return self._ns_fds
+        if self._ns_fds:
+            yield self._ns_fds
+            return
+        try:
+            fds = native.open_namespaces(self.pid, self._ns_flags)
+        except OSError as exc:
+            if self._reap(block=False):
+                raise ContainerError(f"container {self.name} is not running") from exc
+            raise SetupError(f"open the namespaces of container {self.name}", exc.errno or 0) from exc
+        try:
+            yield fds
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def _resolve_exec_user(self, user: Optional[str]) -> ResolvedUser:
         spec = user if user is not None else (
@@ -1358,3 +1394,43 @@ def _host_step(what: str) -> Iterator[None]:
         yield
     except OSError as exc:
         raise SetupError(what, exc.errno or 0) from exc
+
+
+# -- file descriptors ---------------------------------------------------------------------------
+
+FDS_PER_CONTAINER = 6  # the owner's lock, a pidfd, two pipes and two log files (logs.py)
+_fd_limit_raised = False
+
+
+def _raise_fd_limit() -> None:
+    """Once per process, at its first container: the soft RLIMIT_NOFILE up to the hard
+    one, as Go's runtime, nginx and systemd's advice do for programs that hold many fds
+    (1024 soft allows ~170 running containers).  Not at import: a program that only
+    parses references keeps its limits.  Its children (and containers) inherit the raised
+    limit; one that still calls select() on fds above 1024 would need it lowered again."""
+    global _fd_limit_raised
+    if _fd_limit_raised:
+        return
+    _fd_limit_raised = True
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            pass
+
+
+def _fd_limit_error() -> ContainerError:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        held = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        held = -1
+    return ContainerError(
+        f"too many open files: this process holds {held} of its RLIMIT_NOFILE of {soft} "
+        f"(hard limit {hard}), and each running container holds {FDS_PER_CONTAINER}; raise the "
+        "hard limit (ulimit -Hn, LimitNOFILE= in a systemd unit) or run fewer containers here")

@@ -51,8 +51,8 @@ def _open_in(root_fd: int, path: str, flags: int) -> int:
 
 
 def _root(container: "Container") -> int:
-    fds = container._namespace_fds()
-    return native.container_root(fds)
+    with container._joining() as fds:
+        return native.container_root(fds)
 
 
 def put_archive(container: "Container", path: str, data: Union[bytes, Iterable[bytes]]) -> None:
