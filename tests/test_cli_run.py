@@ -803,7 +803,8 @@ def test_supervisor_stops_its_container_on_sigterm_and_keeps_it(root):
     assert supervisor
     os.kill(supervisor, signal.SIGTERM)
     _wait_gone(supervisor)
-    assert info.pid is not None and not _alive(info.pid)
+    assert info.pid is not None
+    _wait_gone(info.pid)  # reaped by the supervisor, or killed at its exit (PDEATHSIG)
     assert ps("-a")[0][4].startswith("Exited (137)")
 
 
@@ -986,3 +987,21 @@ def test_the_command_collects_garbage_at_a_commands_pace():
     threshold, collections = map(int, done.stdout.split())
     assert threshold == 50_000
     assert 1 <= collections <= 4  # ~3 for 150k cycles, not ~200 at the default pace
+
+
+def test_a_killed_supervisors_container_stays_listed_as_exited_until_rm(root):
+    ok("run", "-d", "--name", "orphan", "busybox", "sh", "-c", "echo before; sleep 60")
+    info = containers(store=root)[0]
+    wait_for(lambda: get_container("orphan", root).logs() == b"before\n", what="output")
+    supervisor = _supervisor_pid(info)
+    os.kill(supervisor, signal.SIGKILL)
+    _wait_gone(supervisor)
+    wait_for(lambda: info.pid is not None and not _alive(info.pid), what="the container to die")
+    rows = ps("-a")
+    assert [r[-1] for r in rows] == ["orphan"] and rows[0][4].startswith("Exited (?)"), rows
+    assert ok("logs", "orphan") == "before\n"
+    assert ps() == []  # not running
+    ok("run", "--rm", "busybox", "true")  # another start sweeps what dead owners left ...
+    assert [r[-1] for r in ps("-a")] == ["orphan"]  # ... but not a kept container
+    assert ok("rm", "orphan") == "orphan\n"
+    assert ps("-a") == [] and container_dirs(root) == []

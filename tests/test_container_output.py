@@ -115,3 +115,28 @@ def test_exec_gets_pipes_only_and_returns_when_its_process_does(busybox_image, s
         r = c.exec(["sh", "-c", "sleep 50 & echo started"], timeout=20)
         assert r.stdout == b"started\n"
         assert list(c.dir.glob("exec-*")) == []
+
+
+def test_ps_never_shows_running_for_a_process_that_is_gone(tmp_path):
+    # a state file its owner could not rewrite at exit (a full disk), its owner alive
+    import fcntl
+
+    from isobox.control import ContainerInfo
+
+    cdir = tmp_path / "c"
+    cdir.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (cdir / "state.json").write_text(json.dumps({"id": "c", "name": "n", "status": "running",
+                                                 "pid": dead.pid, "exit_code": None}))
+    fd = os.open(cdir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # its owner holds it
+    try:
+        info = ContainerInfo.from_dir(cdir)
+        assert info is not None and info.status == "exited" and info.exit_code is None
+        (cdir / "state.json").write_text(json.dumps({"id": "c", "name": "n", "status": "running",
+                                                     "pid": os.getpid(), "pid_start": 1}))
+        info = ContainerInfo.from_dir(cdir)  # a live pid that another process now has
+        assert info is not None and info.status == "exited"
+    finally:
+        os.close(fd)

@@ -51,7 +51,7 @@ from .image import Image
 from .mounts import Bind, Mount, Tmpfs, Volume, plan_mounts
 from .rootfs import RootfsPlan
 from .store import Store, remove_tree
-from .state import owner_alive, unlink_name, write_json
+from .state import owner_alive, start_time, unlink_name, write_json
 from .syntax import NAME, parse_env, signal_number
 from .users import ResolvedUser, resolve_user
 
@@ -437,6 +437,7 @@ class Container:
         self.id = os.urandom(32).hex()
         self.name = self.config.name or f"isobox_{self.id[:12]}"
         self.pid: Optional[int] = None
+        self._pid_start: Optional[int] = None
         self._owner = os.getpid()  # the process that may reap, remove and record it
         self._pidfd = -1
         self._lock_fd = -1
@@ -758,6 +759,7 @@ class Container:
             if console_parent is not None:
                 console_parent.close()
         self._status = Status.RUNNING
+        self._pid_start = start_time(child.pid)
         _started.add(self)
         try:
             self._write_state(Status.RUNNING)
@@ -830,6 +832,7 @@ class Container:
             "volumes": sorted({m.name for m in self.config.mounts if isinstance(m, Volume)}),
             "status": status.value,
             "pid": self.pid,
+            "pid_start": self._pid_start,
             "owner_pid": os.getpid(),
             "created": self._created or time.time(),
             "exit_code": self._exit_code,

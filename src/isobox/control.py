@@ -56,7 +56,7 @@ import attrs
 
 from . import errors as _errors
 from .errors import ContainerError, ContainerNotFound, InvalidOption, IsoboxError, SetupError, Timeout
-from .state import KEPT_NAME, OPTIONS_NAME, owner_alive, socket_path, unlink_name
+from .state import KEPT_NAME, OPTIONS_NAME, owner_alive, process_alive, socket_path, unlink_name
 from .store import Store, remove_tree
 from .syntax import NAME, parse_env, signal_number
 
@@ -104,7 +104,10 @@ class ContainerInfo:
     @classmethod
     def from_dir(cls, cdir: pathlib.Path) -> Optional["ContainerInfo"]:
         """None for what is not a live or kept container (being created, or left by an
-        owner that died: the next start sweeps it)."""
+        owner that died: the next start sweeps it).  A status of "created" or "running"
+        is checked against the process itself: a state file its owner could not rewrite
+        (a full disk), or a kept container whose owner was killed (its process died
+        with it), shows "exited", with an exit code of None (unknown)."""
         try:
             state_path = cdir / "state.json"
             state = json.loads(state_path.read_text())
@@ -118,6 +121,10 @@ class ContainerInfo:
         except (OSError, ValueError):
             options = {}
         status = str(state.get("status") or "created")
+        exit_code = state.get("exit_code")
+        if status in ("created", "running") and state.get("pid") is not None \
+                and not process_alive(state.get("pid"), state.get("pid_start")):
+            status, exit_code = "exited", None
         return cls(
             id=str(state.get("id") or cdir.name),
             name=str(state.get("name") or ""),
@@ -125,7 +132,7 @@ class ContainerInfo:
             image_digest=state.get("image_digest"),
             command=tuple(str(a) for a in state.get("argv") or ()),
             status=status,
-            exit_code=state.get("exit_code"),
+            exit_code=exit_code,
             created=float(state.get("created") or mtime),
             finished=mtime if status == "exited" else None,
             pid=state.get("pid"),
@@ -591,6 +598,9 @@ class ContainerHandle:
                 pass
             remove_tree(info.path)
             unlink_name(self._store.containers / ".names" / info.name, info.id)
+            from .cgroups import sweep  # its owner died before removing its groups
+
+            sweep(f"isobox-{info.id}")
         finally:
             os.close(fd)
 

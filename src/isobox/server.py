@@ -222,6 +222,12 @@ class Server:
                        "control": threading.BoundedSemaphore(MAX_CONTROL)}
 
     def start(self) -> None:
+        if not self.auto_remove:
+            # kept from the start, not only once it exited: if this owner is killed, the
+            # container dies with it and stays listed, exited, until removed, as Docker
+            # keeps a dead container (ContainerInfo tells the truth about its process)
+            fd = os.open(self.container.dir / KEPT_NAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            os.close(fd)
         dfd = os.open(self.container.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             path = socket_path(dfd)

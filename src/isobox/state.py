@@ -20,7 +20,7 @@ import json
 import os
 import pathlib
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import InvalidOption
 from .store import replace_file
@@ -66,10 +66,35 @@ def write_json(path: pathlib.Path, doc: Mapping[str, Any]) -> None:
             os.close(fd)
 
 
+def process_alive(pid: object, start: object) -> bool:
+    """Whether process ``pid`` still runs and is the one that started at ``start`` (its
+    start time in clock ticks, /proc/<pid>/stat field 22: a pid is reused); a zombie has
+    ended. Without a recorded start time, the pid alone is judged."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    if fields[0] in (b"Z", b"X"):
+        return False
+    return not isinstance(start, int) or int(fields[19]) == start
+
+
+def start_time(pid: int) -> Optional[int]:
+    """/proc/<pid>/stat field 22, for process_alive."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def owner_alive(cdir: pathlib.Path) -> bool:
     """The owner holds the lock file: if we can take it, nobody owns the container.
-    A container its owner marked ``kept`` after it exited (the isobox command does so
-    unless --rm, as Docker keeps exited containers) stays until it is removed."""
+    A container marked ``kept`` (the isobox command's and the supervisor's, unless --rm,
+    as Docker keeps containers) stays until it is removed, even after its owner died."""
     if os.path.lexists(cdir / KEPT_NAME):
         return True
     try:
