@@ -25,7 +25,7 @@ _EXPORTS: Dict[str, str] = {
     "Store": "store", "PruneReport": "store", "prune": "store",
     # containers
     "Container": "container", "ContainerConfig": "container",
-    "Bind": "mounts", "Tmpfs": "mounts", "Volume": "mounts", "Device": "devices", "VolumeInfo": "named_volumes",
+    "Bind": "mounts", "Tmpfs": "mounts", "Volume": "mounts", "Device": "devices", "SubordinateIdWarning": "idmap", "VolumeInfo": "named_volumes",
     "volumes": "named_volumes", "remove_volume": "named_volumes",
     "RunResult": "result", "run": "oneshot", "doctor": "hostcheck",
     "containers": "control", "ContainerInfo": "control", "get_container": "control",
@@ -111,6 +111,7 @@ if TYPE_CHECKING:
     )
     from .devices import Device as Device
     from .hostcheck import doctor as doctor
+    from .idmap import SubordinateIdWarning as SubordinateIdWarning
     from .image import (
         Image as Image,
         ImageConfig as ImageConfig,

@@ -578,9 +578,10 @@ class Container:
                 if not mapped(value):
                     raise InvalidOption(
                         f"{kind} {value} is not mapped in this rootless container: only "
-                        + ("root exists without a subordinate id range; add one for this user to "
-                           "/etc/subuid and /etc/subgid (and install uidmap)" if ids.single
-                           else "the ranges in /etc/subuid and /etc/subgid are available")
+                        + (("root exists without a subordinate id range; add one for this user to "
+                            "/etc/subuid and /etc/subgid (and install uidmap)"
+                            + (f" ({ids.fallback_reason})" if ids.fallback_reason else ""))
+                           if ids.single else "the ranges in /etc/subuid and /etc/subgid are available")
                     )
             groups = tuple(g for g in user.groups if ids.maps_gid(g))
         else:

@@ -149,6 +149,57 @@ def _cgroups() -> Check:
     return Check("cgroups", False, "no cgroup filesystem is mounted")
 
 
+def _device_policy() -> Check:
+    """Make and remove the group a container would get: the device cgroup and the default
+    pids limit are applied only where one can be made (cgroups.Group.for_container)."""
+    from .cgroups import Group, Limits
+
+    try:
+        group = Group.for_container(f"isobox-probe-{os.getpid()}", Limits())
+    except IsoboxError as exc:
+        return Check("device policy, pids", False, str(exc))
+    if group is None:
+        # rootless without delegation is a setting, not a fault: devices stay closed anyway
+        return Check("device policy, pids", os.geteuid() != 0,
+                     "no cgroup can be made: the default pids limit (2048) and the device cgroup "
+                     "are not applied (rootless containers still cannot open devices: their "
+                     "mounts are nodev, and mknod is refused in a user namespace)")
+    try:
+        where = "v2 (BPF device program)" if group.v2 else "v1 (devices controller)"
+        parts = [f"cgroup {where}",
+                 f"pids limit {group.pids_max if group.pids_max is not None else 'none'}",
+                 "device policy " + ("applied" if group.devices else "not applied")]
+        return Check("device policy, pids", group.devices, "; ".join(parts + list(group.notes)))
+    finally:
+        try:
+            group.remove()
+        except OSError:
+            pass
+
+
+def _seccomp() -> Check:
+    from . import seccomp
+
+    machine = os.uname().machine
+    if machine in seccomp.SUPPORTED_MACHINES:
+        return Check("seccomp", True, f"Docker's default profile, compiled for {machine}")
+    return Check("seccomp", False, f"no syscall table for {machine}: containers run without a "
+                 f"seccomp filter (isobox has one for {', '.join(seccomp.SUPPORTED_MACHINES)})")
+
+
+def _exit_status() -> Check:
+    release = platform.release()
+    try:
+        version = tuple(int(x) for x in release.split(".")[:2])
+    except ValueError:
+        version = (0, 0)
+    if version >= (6, 15):
+        return Check("exit statuses", True, "kept for pidfds (PIDFD_INFO_EXIT): right even if the "
+                     "application reaps children itself")
+    return Check("exit statuses", True, "Linux < 6.15 keeps no exit status for pidfds: an application "
+                 "that ignores SIGCHLD or reaps with waitpid(-1) makes isobox raise ExitStatusLost")
+
+
 def _pidfd() -> Check:
     try:
         fd = os.pidfd_open(os.getpid())
@@ -160,7 +211,8 @@ def _pidfd() -> Check:
 
 def doctor() -> Report:
     """Check what this host allows: kernel, user namespaces, subordinate ids, overlayfs,
-    cgroups, pidfd."""
+    cgroups, the device policy and pids limit, seccomp, pidfd and exit statuses."""
     if platform.system() != "Linux":
         return Report([Check("linux", False, f"isobox needs Linux; this is {platform.system()}")])
-    return Report([_kernel(), _userns(), _subids(), _overlay(), _cgroups(), _pidfd()])
+    return Report([_kernel(), _userns(), _subids(), _overlay(), _cgroups(), _device_policy(),
+                   _seccomp(), _pidfd(), _exit_status()])
