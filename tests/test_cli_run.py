@@ -1005,3 +1005,16 @@ def test_a_killed_supervisors_container_stays_listed_as_exited_until_rm(root):
     assert [r[-1] for r in ps("-a")] == ["orphan"]  # ... but not a kept container
     assert ok("rm", "orphan") == "orphan\n"
     assert ps("-a") == [] and container_dirs(root) == []
+
+
+def test_run_takes_devices_pids_limit_and_log_options(root):
+    out = ok("run", "--rm", "--device", "/dev/null:/dev/mynull", "--pids-limit", "-1",
+             "--log-opt", "max-size=1k", "--log-opt", "max-file=2", "busybox",
+             "sh", "-c", "echo x > /dev/mynull && echo ok")
+    assert out == "ok\n"
+    cid = ok("run", "-d", "--log-opt", "max-size=1k", "--log-opt", "max-file=2", "busybox",
+             "sh", "-c", "yes | head -c 5000").strip()
+    wait_for(lambda: get_container(cid, root).status == "exited", what="exit")
+    assert ok("logs", cid) == "y\n" * 1000  # 2 files of 1k (Docker's decimal units)
+    bad = isobox_cmd("run", "--rm", "--log-opt", "max-age=1d", "busybox", "true")
+    assert bad.returncode == 125 and b"unknown log option" in bad.stderr

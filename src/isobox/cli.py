@@ -449,6 +449,18 @@ def _container_options(args: argparse.Namespace) -> Dict[str, Any]:
             options[key] = getattr(args, key)
     if args.device:
         options["devices"] = list(args.device)
+    if args.log_opt:
+        from .logs import LogPolicy
+
+        pairs = {}
+        for opt in args.log_opt:
+            key, sep, value = opt.partition("=")
+            if not sep:
+                raise InvalidOption(f"--log-opt {opt}: expected KEY=VALUE")
+            pairs[key] = value
+        policy = LogPolicy.from_options(pairs)
+        options["log_max_size"] = policy.max_size
+        options["log_max_files"] = policy.max_files
     for opt in args.security_opt:
         if opt in ("seccomp=unconfined", "seccomp:unconfined"):
             options["seccomp"] = False
@@ -762,6 +774,8 @@ def _add_run(sub: Any) -> None:
                    help="at most N processes (default 2048 where cgroups allow; -1: no limit)")
     p.add_argument("--device", action="append", default=[], metavar="HOST[:CONTAINER[:PERMS]]",
                    help="add a host device (under /dev in the container)")
+    p.add_argument("--log-opt", action="append", default=[], metavar="max-size=20m|max-file=5",
+                   help="log rotation, as Docker's local driver (default 20m x 5 per stream)")
     p.add_argument("--cpus", type=float, metavar="N", help="CPU quota in CPUs (e.g. 0.5)")
     p.add_argument("--security-opt", action="append", default=[], metavar="seccomp=unconfined",
                    help="seccomp=unconfined runs without isobox's seccomp filter")
