@@ -29,7 +29,7 @@ def pytest_sessionfinish(session: object, exitstatus: int) -> None:
 
     if os.geteuid() == 0:
         return
-    from isobox.store import remove_tree
+    from isobox.images.store import remove_tree
 
     base = pathlib.Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"
     if not base.is_dir():

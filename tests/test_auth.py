@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from isobox.auth import (
+from isobox.images.credentials import (
     DOCKER_HUB_SERVER,
     Credentials,
     DockerConfig,

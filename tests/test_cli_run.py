@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 
 import isobox
 from isobox.cli import exit_status, parse_tmpfs, _env_file
-from isobox.control import ContainerInfo, containers, get_container
-from isobox.supervisor import run_detached
+from isobox.control.client import ContainerInfo, containers, get_container
+from isobox.control.supervisor import run_detached
 
 from fixtures.host import IS_ROOT
 
@@ -133,7 +133,7 @@ def ps(*flags: str) -> List[List[str]]:
 
 
 def needs_ids() -> None:
-    from isobox import idmap
+    from isobox.host import idmap
 
     if not IS_ROOT and idmap.for_caller().single:
         pytest.skip("no /etc/subuid range for this user: only uid 0 exists in its containers")
@@ -231,13 +231,13 @@ def test_commands_import_only_what_they_need(root):
     client, and no socket module until a client connects; the clients of a running
     container (exec, ps) need none of the container machinery."""
     imported = imported_by("run", "--rm", "busybox", "true")
-    assert "isobox.container" in imported  # the check itself works
-    assert not {"requests", "urllib3", "isobox.registry", "socket", "isobox.control"} & imported
+    assert "isobox.runtime.container" in imported  # the check itself works
+    assert not {"requests", "urllib3", "isobox.images.registry", "socket", "isobox.control.client"} & imported
     ok("run", "-d", "--name", "svc", "busybox", "sleep", "60")
     for args in (("exec", "svc", "true"), ("ps",)):
         imported = imported_by(*args)
-        assert "isobox.control" in imported
-        assert not {"isobox.container", "isobox.native", "isobox.image", "isobox.registry"} & imported
+        assert "isobox.control.client" in imported
+        assert not {"isobox.runtime.container", "isobox.host.native", "isobox.images.image", "isobox.images.registry"} & imported
 
 
 # -- run: flags -------------------------------------------------------------------------------------------
@@ -740,7 +740,7 @@ def test_the_library_exec_hands_the_container_pipes_never_the_callers_files(root
 def test_the_server_refuses_stdio_that_is_not_a_pipe_or_a_socket(root, tmp_path):
     """Defense in depth, for clients other than isobox's own: a file, a terminal or a
     named FIFO given as an exec's stdio would let the container reopen or chmod it."""
-    from isobox.control import connect
+    from isobox.control.client import connect
 
     handle = run_detached("busybox", ["sleep", "60"], name="strict", store=root)
     try:

@@ -137,7 +137,7 @@ def test_non_root_user_has_no_effective_capabilities(busybox_image, store_root):
 
 
 def isobox_idmap():
-    from isobox import idmap
+    from isobox.host import idmap
 
     return idmap.for_caller()
 
@@ -360,7 +360,8 @@ def test_starting_a_container_leaves_its_owners_attributes_alone(busybox_image, 
 def test_a_failed_clone_is_reported_and_leaks_nothing():
     """The spawner thread reports its own clone's failure on the error pipe (spawn.c:
     ib_spawn_shared); CLONE_THREAD without CLONE_SIGHAND makes the kernel refuse it."""
-    from isobox import container, native
+    from isobox.runtime import container
+    from isobox.host import native
 
     fds_before = sorted(os.listdir("/proc/self/fd"))
     spec = native.Spec(clone_flags=0x00010000, set_ids=False)  # CLONE_THREAD

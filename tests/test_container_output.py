@@ -121,7 +121,7 @@ def test_ps_never_shows_running_for_a_process_that_is_gone(tmp_path):
     # a state file its owner could not rewrite at exit (a full disk), its owner alive
     import fcntl
 
-    from isobox.control import ContainerInfo
+    from isobox.control.client import ContainerInfo
 
     cdir = tmp_path / "c"
     cdir.mkdir()

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import isobox
-from isobox import server
-from isobox.control import ContainerHandle, connect
-from isobox.supervisor import run_detached
+from isobox.control import server
+from isobox.control.client import ContainerHandle, connect
+from isobox.control.supervisor import run_detached
 
 from test_cli_run import root, template_store  # noqa: F401 (fixtures: a store with busybox)
 

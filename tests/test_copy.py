@@ -92,7 +92,7 @@ def _tar(files):
 def test_deep_trees_copy_out_up_to_a_limit_and_fail_clearly_beyond(busybox_image, store_root, tmp_path):
     """A container can nest directories deeper than Python recurses: get_archive walks
     iteratively, and past copy.MAX_DEPTH levels says so with an isobox error."""
-    from isobox.copy import MAX_DEPTH
+    from isobox.runtime.copy import MAX_DEPTH
 
     nest = 'd=$1; i=0; while [ $i -lt $2 ]; do d=$d/d; i=$((i+1)); done; mkdir -p $d && echo end > $d/f'
     with isobox.Container(busybox_image, ["sleep", "30"]) as c:

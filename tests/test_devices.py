@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import isobox
-from isobox import cgroups, devices
-from isobox.devices import Device, DeviceNode, DeviceRule
+from isobox.runtime import cgroups, devices
+from isobox.runtime.devices import Device, DeviceNode, DeviceRule
 
 from fixtures.host import IS_ROOT, require
 

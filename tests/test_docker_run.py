@@ -71,7 +71,7 @@ def test_image_working_dir_is_used_and_created(busybox_rootfs, store_root):
 
 
 def needs_ids() -> None:
-    from isobox import idmap
+    from isobox.host import idmap
 
     if not IS_ROOT and idmap.for_caller().single:
         pytest.skip("no /etc/subuid range for this user: only uid 0 exists in its containers")
@@ -295,7 +295,7 @@ def test_exec_env_workdir_user_and_stdin(busybox_image, store_root):
 
 
 def isobox_single_map() -> bool:
-    from isobox import idmap
+    from isobox.host import idmap
 
     return idmap.for_caller().single
 

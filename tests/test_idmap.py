@@ -14,7 +14,7 @@ from typing import List
 import pytest
 
 import isobox
-from isobox import idmap
+from isobox.host import idmap
 
 from fixtures.host import IS_ROOT, require_tool
 

@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from isobox.errors import InvalidImage, InvalidOption, IsoboxError
-from isobox.image import Image, ImageConfig
-from isobox.store import ImageRecord, Store
+from isobox.images.image import Image, ImageConfig
+from isobox.images.store import ImageRecord, Store
 
 
 @pytest.fixture
@@ -253,7 +253,7 @@ def test_any_config_section_is_an_image_config_or_invalid_image(section):
 @given(raw=st.binary(max_size=64) | config_sections.map(
     lambda s: json.dumps(config_doc(s)).encode()))
 def test_any_bytes_as_a_config_document_parse_or_raise_invalid_image(raw):
-    from isobox.image import _check_config
+    from isobox.images.image import _check_config
 
     try:
         doc = _check_config(raw, 0, "config sha256:x of test")

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import isobox
-from isobox.image import Image
-from isobox.store import Store
+from isobox.images.image import Image
+from isobox.images.store import Store
 
 
 def test_repr_is_one_short_line(hub_mirror, tmp_path):

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import isobox
-from isobox import cgroups
+from isobox.runtime import cgroups
 
 from fixtures.host import IS_ROOT, require
 

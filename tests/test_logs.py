@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from isobox import logs
+from isobox.runtime import logs
 from isobox.errors import ContainerError, InvalidOption, StoreError
 
 from fixtures.host import IS_ROOT, require, require_tool
@@ -429,7 +429,7 @@ def test_symlinks_in_the_container_directory_are_never_followed(tmp_path):
 FULL_DISK = textwrap.dedent("""
     import json, os, sys, threading, time
     sys.path.insert(0, sys.argv[2])
-    from isobox import logs
+    from isobox.runtime import logs
     mnt = sys.argv[1]
     cdir = mnt + "/c"
     os.mkdir(cdir)
@@ -500,7 +500,7 @@ def test_a_full_disk_drops_output_counts_it_and_resumes_when_space_is_back(tmp_p
 FILE_SIZE_LIMIT = textwrap.dedent("""
     import json, os, resource, sys
     sys.path.insert(0, sys.argv[2])
-    from isobox import logs
+    from isobox.runtime import logs
     logs._splice = None if sys.argv[3] == "read-pwrite" else logs._splice
     # Python ignores SIGXFSZ, so a write past RLIMIT_FSIZE fails with EFBIG (setrlimit(2))
     resource.setrlimit(resource.RLIMIT_FSIZE, (10000, resource.RLIM_INFINITY))
@@ -532,7 +532,7 @@ def test_writer_counts_what_the_disk_refuses(tmp_path):
     script = textwrap.dedent("""
         import json, os, sys
         sys.path.insert(0, sys.argv[2])
-        from isobox import logs
+        from isobox.runtime import logs
         os.mkdir(sys.argv[1] + "/c")
         with open(sys.argv[1] + "/filler", "wb") as f:
             f.write(b"\\0" * (240 * 1024))
@@ -579,7 +579,7 @@ def test_read_sees_one_consistent_chain_while_the_pump_rotates(tmp_path):
 PACED_WRITER = textwrap.dedent("""
     import os, random, select, sys
     sys.path.insert(0, sys.argv[2])
-    from isobox import logs
+    from isobox.runtime import logs
     max_size, max_files = 97, 12
     data = random.Random(7).randbytes(100_000)
     r1, w1 = os.pipe()

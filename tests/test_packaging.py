@@ -139,7 +139,7 @@ def test_the_installed_wheel_reports_one_version_everywhere(dists, tmp_path):
                            "--target", str(target), str(wheel)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     env = {**os.environ, "PYTHONPATH": str(target)}
-    probe = ("import importlib.metadata, isobox, isobox.native, isobox._native._core as core; "
+    probe = ("import importlib.metadata, isobox, isobox.host.native, isobox._native._core as core; "
              "assert isobox.__file__.startswith(%r) and core.__file__.endswith('.abi3.so'); "
              "print(isobox.__version__, importlib.metadata.version('isobox'))" % str(target))
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from isobox.errors import InvalidOption
-from isobox.platform import Platform, _amd64_level
+from isobox.images.platform import Platform, _amd64_level
 
 
 @pytest.mark.parametrize("text, expected", [

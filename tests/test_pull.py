@@ -31,9 +31,9 @@ from fixtures.images import (
     tree,
 )
 from isobox.errors import DigestMismatch, ImageNotFound, InvalidReference, NotFound
-from isobox.image import Image, chain_ids
-from isobox.platform import Platform
-from isobox.store import Store
+from isobox.images.image import Image, chain_ids
+from isobox.images.platform import Platform
+from isobox.images.store import Store
 
 
 def assert_same_tree(image: Image, expected: Path) -> Dict[str, Tuple[object, Path]]:
@@ -456,7 +456,7 @@ def test_layer_hard_linking_into_a_lower_layer_is_keyed_by_chain_id(store, regis
 
 PULL_SCRIPT = """
 import sys, time
-from isobox.image import Image
+from isobox.images.image import Image
 ref, root = sys.argv[1], sys.argv[2]
 block = sys.argv[3] if len(sys.argv) > 3 else None
 def progress(digest, done, total):

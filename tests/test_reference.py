@@ -15,7 +15,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from isobox.errors import InvalidReference
-from isobox.reference import Reference
+from isobox.images.reference import Reference
 
 F64 = "f" * 64
 F128 = "f" * 128

@@ -24,7 +24,7 @@ from fixtures.faults import (  # noqa: F401  (fixture)
     status,
     truncate,
 )
-from isobox.auth import Credentials
+from isobox.images.credentials import Credentials
 from isobox.errors import (
     AuthenticationError,
     DigestMismatch,
@@ -34,9 +34,9 @@ from isobox.errors import (
     RegistryError,
     UnsupportedManifest,
 )
-from isobox.platform import Platform
-from isobox.reference import Reference
-from isobox.registry import (
+from isobox.images.platform import Platform
+from isobox.images.reference import Reference
+from isobox.images.registry import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
@@ -747,7 +747,7 @@ def push_manifest_with_sizes(registry, repo, layer, config_delta=0, layer_delta=
 
 @pytest.mark.parametrize("delta", [-1, 1, 4096])
 def test_layer_whose_size_differs_from_its_descriptor_is_refused(registry, tmp_path, delta):
-    from isobox.image import Image
+    from isobox.images.image import Image
 
     repo = repo_name()
     layer = os.urandom(3000)
@@ -925,7 +925,7 @@ def test_descriptor_round_trips_through_oci_json():
 
 def test_remembered_plain_http_is_not_used_for_a_registry_that_needs_tls(
         tmp_path, unreachable_docker_hub):
-    from isobox.registry import EndpointMemory
+    from isobox.images.registry import EndpointMemory
 
     path = tmp_path / "registries.json"
     path.write_text(json.dumps({"registries": {
@@ -942,7 +942,7 @@ def test_remembered_plain_http_is_not_used_for_a_registry_that_needs_tls(
                                      '{"registries": {"HOST": {"base": "http://HOST", '
                                      '"challenge": {"scheme": "ntlm"}}}}'])
 def test_malformed_remembered_endpoints_are_ignored(registry, tmp_path, content):
-    from isobox.registry import EndpointMemory
+    from isobox.images.registry import EndpointMemory
 
     path = tmp_path / "registries.json"
     path.write_text(content.replace("HOST", registry.host))

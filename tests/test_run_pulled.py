@@ -37,7 +37,7 @@ def test_run_pulls_a_hub_name_once_then_uses_the_cache(hub_mirror, store_root):
 def test_file_ownership_from_the_image_is_kept(images, store_root):
     image = isobox.Image.pull(images.layered.reference)
     owner = isobox.run(image, ["stat", "-c", "%u:%g", "/home/app/.profile"]).stdout.strip()
-    from isobox import idmap
+    from isobox.host import idmap
 
     if IS_ROOT or not idmap.for_caller().single:
         assert owner == b"1000:1000"

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import isobox
-from isobox import seccomp, seccomp_data
+from isobox.runtime import seccomp, seccomp_data
 from isobox.errors import InvalidOption
 
 from fixtures.host import require_tool

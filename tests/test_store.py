@@ -17,8 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import isobox
 from isobox.errors import DigestMismatch, StoreError
-from isobox.store import (
+from isobox.images.store import (
     ImageRecord,
     LayerRecord,
     Store,
@@ -276,7 +277,7 @@ def test_prune_copes_with_trees_deeper_than_the_recursion_limit(store):
         return total
 
     on_disk = allocated(store.tmp / "crashed") + allocated(store.volumes / "deep" / "_data")
-    report = store.prune(volumes=True)
+    report = isobox.prune(store, volumes=True)
     assert report.temporaries == 1 and report.volumes == ("deep",)
     assert list(store.tmp.iterdir()) == [] and list(store.volumes.iterdir()) == []
     assert report.reclaimed >= on_disk  # every level within PATH_MAX is counted
@@ -320,7 +321,7 @@ def test_remove_untags_and_collects_unshared_layers(store):
 def test_prune_removes_a_layer_with_files_of_subordinate_uids(store):
     from fixtures.host import require
 
-    from isobox import idmap
+    from isobox.host import idmap
 
     ids = idmap.for_caller()
     require(ids.helpers, "the caller has no /etc/subuid range (or no newuidmap)")

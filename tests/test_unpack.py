@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from fixtures.host import IS_ROOT, require, require_tool
 from isobox.errors import DigestMismatch, InvalidOption, LayerError
-from isobox.unpack import LayerStats, Limits, apply_layer, remove_tree
+from isobox.images.unpack import LayerStats, Limits, apply_layer, remove_tree
 
 @pytest.fixture(autouse=True)
 def _tidy(tmp_path: Path) -> Iterator[None]:

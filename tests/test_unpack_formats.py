@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from fixtures.host import IS_ROOT, require, require_tool
 from isobox.errors import LayerError
-from isobox.unpack import LayerStats, Limits, apply_layer, remove_tree
+from isobox.images.unpack import LayerStats, Limits, apply_layer, remove_tree
 from test_unpack_hostile import Box
 
 MTIME = 1_600_000_000

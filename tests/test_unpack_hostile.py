@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from fixtures.host import IS_ROOT
 from isobox.errors import LayerError
-from isobox.unpack import Limits, apply_layer, remove_tree
+from isobox.images.unpack import Limits, apply_layer, remove_tree
 
 MTIME = 1_600_000_000
 

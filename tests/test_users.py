@@ -22,8 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import isobox
-from isobox import users
-from isobox.users import ResolvedUser, resolve_user
+from isobox.runtime import users
+from isobox.runtime.users import ResolvedUser, resolve_user
 
 from fixtures.host import IS_ROOT, require_tool
 
@@ -222,7 +222,7 @@ def test_exec_never_blocks_on_a_fifo_swapped_in_for_passwd(busybox_image, store_
         reader = textwrap.dedent(f"""
             import pathlib, sys, time
             import isobox
-            from isobox.users import resolve_user
+            from isobox.runtime.users import resolve_user
             layers = [pathlib.Path(p) for p in {layers!r}]
             uids, refused, deadline = set(), 0, time.monotonic() + 4
             while time.monotonic() < deadline:

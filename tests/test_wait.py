@@ -20,7 +20,7 @@ def test_wait_for_port_sees_the_containers_own_network(busybox_image, store_root
         c.wait_for_port(8080, timeout=10)
         assert time.monotonic() - started >= 0.25  # it really waited for the server
         # the port is the container's, not the host's: nothing listens there on the host
-        from isobox.wait import listening_ports
+        from isobox.runtime.wait import listening_ports
 
         assert 8080 in listening_ports(c.pid)
         assert c.exec(["sh", "-c", "echo GET / | nc 127.0.0.1 8080 | head -1"]).stdout.startswith(b"HTTP/1.")

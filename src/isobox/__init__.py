@@ -14,22 +14,22 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any, Dict, List
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 # public name -> the private module that defines it
 _EXPORTS: Dict[str, str] = {
     # images
-    "Image": "image", "ImageConfig": "image", "ProgressCallback": "image",
-    "Reference": "reference", "Platform": "platform",
-    "Credentials": "auth", "lookup_credentials": "auth",
-    "Store": "store", "PruneReport": "store", "prune": "store",
+    "Image": "images.image", "ImageConfig": "images.image", "ProgressCallback": "images.image",
+    "Reference": "images.reference", "Platform": "images.platform",
+    "Credentials": "images.credentials", "lookup_credentials": "images.credentials",
+    "Store": "images.store", "PruneReport": "images.store", "prune": "gc",
     # containers
-    "Container": "container", "ContainerConfig": "container",
-    "Bind": "mounts", "Tmpfs": "mounts", "Volume": "mounts", "Device": "devices", "SubordinateIdWarning": "idmap", "VolumeInfo": "named_volumes",
-    "volumes": "named_volumes", "remove_volume": "named_volumes",
-    "RunResult": "result", "run": "oneshot", "doctor": "hostcheck",
-    "containers": "control", "ContainerInfo": "control", "get_container": "control",
-    "ContainerHandle": "control", "RemoteExec": "control", "run_detached": "supervisor",
+    "Container": "runtime.container", "ContainerConfig": "runtime.container",
+    "Bind": "runtime.mounts", "Tmpfs": "runtime.mounts", "Volume": "runtime.mounts", "Device": "runtime.devices", "SubordinateIdWarning": "host.idmap", "VolumeInfo": "runtime.named_volumes",
+    "volumes": "runtime.named_volumes", "remove_volume": "runtime.named_volumes",
+    "RunResult": "result", "run": "oneshot", "doctor": "runtime.doctor",
+    "containers": "control.client", "ContainerInfo": "control.client", "get_container": "control.client",
+    "ContainerHandle": "control.client", "RemoteExec": "control.client", "run_detached": "control.supervisor",
     # errors
     "IsoboxError": "errors", "InvalidReference": "errors", "InvalidOption": "errors",
     "RegistryError": "errors", "AuthenticationError": "errors", "CredentialsError": "errors",
@@ -69,15 +69,15 @@ if TYPE_CHECKING:
     # and cannot read `__all__` built at run time, so `from isobox import run` in user
     # code would fail (PEP 484: "import X as X" re-exports). tests/test_typing.py checks
     # this list against _EXPORTS.
-    from .auth import (
+    from .images.credentials import (
         Credentials as Credentials,
         lookup_credentials as lookup_credentials,
     )
-    from .container import (
+    from .runtime.container import (
         Container as Container,
         ContainerConfig as ContainerConfig,
     )
-    from .control import (
+    from .control.client import (
         ContainerHandle as ContainerHandle,
         ContainerInfo as ContainerInfo,
         RemoteExec as RemoteExec,
@@ -109,34 +109,34 @@ if TYPE_CHECKING:
         Timeout as Timeout,
         UnsupportedManifest as UnsupportedManifest,
     )
-    from .devices import Device as Device
-    from .hostcheck import doctor as doctor
-    from .idmap import SubordinateIdWarning as SubordinateIdWarning
-    from .image import (
+    from .runtime.devices import Device as Device
+    from .runtime.doctor import doctor as doctor
+    from .host.idmap import SubordinateIdWarning as SubordinateIdWarning
+    from .images.image import (
         Image as Image,
         ImageConfig as ImageConfig,
         ProgressCallback as ProgressCallback,
     )
-    from .mounts import (
+    from .runtime.mounts import (
         Bind as Bind,
         Tmpfs as Tmpfs,
         Volume as Volume,
     )
-    from .named_volumes import (
+    from .runtime.named_volumes import (
         VolumeInfo as VolumeInfo,
         remove_volume as remove_volume,
         volumes as volumes,
     )
+    from .gc import prune as prune
     from .oneshot import run as run
-    from .platform import Platform as Platform
-    from .reference import Reference as Reference
+    from .images.platform import Platform as Platform
+    from .images.reference import Reference as Reference
     from .result import (
         ExitStatusError as ExitStatusError,
         RunResult as RunResult,
     )
-    from .store import (
+    from .images.store import (
         PruneReport as PruneReport,
         Store as Store,
-        prune as prune,
     )
-    from .supervisor import run_detached as run_detached
+    from .control.supervisor import run_detached as run_detached

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Union
 
-from .container import Container
+from .runtime.container import Container
 from .errors import Timeout
-from .image import Image
+from .images.image import Image
 from .result import RunResult
 
 

@@ -16,8 +16,8 @@ from typing import Any, Callable, Iterator, List, Union
 
 import pytest
 
-from .container import Container
-from .image import Image
+from .runtime.container import Container
+from .images.image import Image
 
 
 @pytest.fixture

@@ -1,0 +1,1440 @@
+"""`Container`: one sandboxed process from an image, and its lifecycle.
+
+A container is created from validated options (`ContainerConfig`, nothing touches the
+host until `start`), started by the native core (native.py walks the plan rootfs.py makes),
+and owned by the Python process that started it: the kernel kills it when its owner dies
+(PR_SET_PDEATHSIG), and a later start sweeps the state its owner could not remove.
+
+State lives under the store's containers/<id>/: upper/ and work/ (overlayfs), rootfs/ (the
+mount point, used only inside the container's mount namespace), stdout.log, stderr.log,
+state.json, and lock, which the owner holds (flock) as long as it owns the container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import fcntl
+import json
+import os
+import pathlib
+import posixpath
+import re
+import select
+import signal as _signal
+import stat
+import threading
+import time
+import weakref
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Literal
+
+import attrs
+
+from ..host import native
+from . import cgroups as _cgroups
+from . import devices as _devices_mod
+from . import logs as _logs
+from . import seccomp as _seccomp
+from ..errors import (
+    ContainerError,
+    ExitStatusLost,
+    InvalidImage,
+    InvalidOption,
+    SetupError,
+    IsoboxError,
+    NameConflict,
+    Timeout,
+)
+from ..images.image import Image
+from .mounts import Bind, Mount, Tmpfs, Volume, plan_mounts
+from .rootfs import RootfsPlan
+from ..images.store import Store, remove_tree
+from .state import owner_alive, start_time, unlink_name, write_json
+from .spelling import NAME, parse_env, signal_number
+from .users import ResolvedUser, resolve_user
+
+if TYPE_CHECKING:
+    import socket
+
+    from ..host import idmap as _idmap
+    from ..result import RunResult
+
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# Docker's default capability set (moby oci/caps/defaults.go), by number (linux/capability.h).
+DEFAULT_CAPABILITIES = {
+    "CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3, "FSETID": 4, "KILL": 5, "SETGID": 6,
+    "SETUID": 7, "SETPCAP": 8, "NET_BIND_SERVICE": 10, "NET_RAW": 13, "SYS_CHROOT": 18,
+    "MKNOD": 27, "AUDIT_WRITE": 29, "SETFCAP": 31,
+}
+
+RLIMITS = {
+    "core": 4, "cpu": 0, "data": 2, "fsize": 1, "locks": 10, "memlock": 8, "msgqueue": 12,
+    "nice": 13, "nofile": 7, "nproc": 6, "rss": 5, "rtprio": 14, "rttime": 15,
+    "sigpending": 11, "stack": 3, "as": 9,
+}
+
+HOSTNAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$")
+
+Command = Union[str, Sequence[str], None]
+
+
+def _command(value: Command) -> Optional[Tuple[str, ...]]:
+    """A string is split like a command line (shlex, as docker-py does), never by a shell."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        import shlex
+
+        return tuple(shlex.split(value))
+    if isinstance(value, bytes):
+        raise InvalidOption("command must be a string or a list of strings, not bytes")
+    out = tuple(value)
+    if not all(isinstance(a, str) for a in out):
+        raise InvalidOption(f"command arguments must be strings: {out!r}")
+    return out
+
+
+def _rlimits(value: Optional[Mapping[str, Any]]) -> Tuple[Tuple[int, int, int], ...]:
+    out = []
+    for name, limit in (value or {}).items():
+        if name not in RLIMITS:
+            raise InvalidOption(f"unknown rlimit {name!r}; known: {', '.join(sorted(RLIMITS))}")
+        soft, hard = (limit, limit) if isinstance(limit, int) else tuple(limit)
+        if not (0 <= soft <= hard):
+            raise InvalidOption(f"rlimit {name}: need 0 <= soft <= hard, got {soft}, {hard}")
+        out.append((RLIMITS[name], int(soft), int(hard)))
+    return tuple(out)
+
+
+def _mounts(value: Optional[Sequence[Mount]]) -> Tuple[Mount, ...]:
+    out = tuple(value or ())
+    seen = set()
+    for m in out:
+        if not isinstance(m, (Bind, Volume, Tmpfs)):
+            raise InvalidOption(f"mounts must be Bind, Volume or Tmpfs, got {m!r}")
+        if m.target in seen:
+            raise InvalidOption(f"duplicate mount point: {m.target}")
+        seen.add(m.target)
+    return out
+
+
+def _devices(value: Optional[Sequence[Union[str, "_devices_mod.Device", "_devices_mod.DeviceNode"]]],
+             ) -> Tuple["_devices_mod.DeviceNode", ...]:
+    """`devices=["/dev/fuse", Device(...)]`: each resolved to its node(s) now (stat of the
+    host path), so a bad one fails before the host is touched."""
+    nodes: List[_devices_mod.DeviceNode] = []
+    for item in value or ():
+        if isinstance(item, _devices_mod.DeviceNode):
+            found: Tuple[_devices_mod.DeviceNode, ...] = (item,)
+        elif isinstance(item, _devices_mod.Device):
+            found = item.resolve()
+        elif isinstance(item, str):
+            found = _devices_mod.Device.parse(item).resolve()
+        else:
+            raise InvalidOption(f"devices must be isobox.Device or strings like '/dev/fuse', got {item!r}")
+        for node in found:
+            if not node.path.startswith("/dev/") or "/../" in node.path + "/":
+                raise InvalidOption(f"device {node.host}: isobox puts devices under /dev only, "
+                                    f"not at {node.path}")
+        nodes.extend(found)
+    return tuple(nodes)
+
+
+def _tty_size(value: Optional[Sequence[int]]) -> Tuple[int, int]:
+    if value is None:
+        return (24, 80)
+    rows, cols = (int(v) for v in value)
+    if not (0 < rows < 65536 and 0 < cols < 65536):
+        raise InvalidOption(f"tty_size must be (rows, columns), got {value!r}")
+    return rows, cols
+
+
+def _check_name(inst: Any, attr: Any, value: Optional[str]) -> None:
+    if value is not None and not NAME.match(value):
+        raise InvalidOption(f"invalid container name {value!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+
+
+def _check_hostname(inst: Any, attr: Any, value: Optional[str]) -> None:
+    if value is not None and not HOSTNAME_RE.match(value):
+        raise InvalidOption(f"invalid hostname {value!r}")
+
+
+def _check_abs(inst: Any, attr: Any, value: Optional[str]) -> None:
+    if value is not None and (not value.startswith("/") or "\0" in value):
+        raise InvalidOption(f"{attr.name} must be an absolute path, got {value!r}")
+
+
+def _check_network(inst: Any, attr: Any, value: str) -> None:
+    if value not in ("none", "host"):
+        raise InvalidOption(f"network must be 'none' or 'host', got {value!r}")
+
+
+@attrs.frozen
+class ContainerConfig:
+    """A container's options, checked when built: a bad option fails before the host is
+    touched. ``command`` replaces the image's Cmd; ``entrypoint`` replaces its Entrypoint
+    and drops its Cmd (Docker's rules)."""
+
+    command: Optional[Tuple[str, ...]] = attrs.field(default=None, converter=_command)
+    entrypoint: Optional[Tuple[str, ...]] = attrs.field(default=None, converter=_command)
+    name: Optional[str] = attrs.field(default=None, validator=_check_name)
+    env: Tuple[Tuple[str, str], ...] = attrs.field(default=(), converter=parse_env)
+    workdir: Optional[str] = attrs.field(default=None, validator=_check_abs)
+    user: Optional[str] = None
+    hostname: Optional[str] = attrs.field(default=None, validator=_check_hostname)
+    init: bool = False
+    read_only: bool = False
+    network: str = attrs.field(default="none", validator=_check_network)
+    userns: Optional[bool] = None
+    rlimits: Tuple[Tuple[int, int, int], ...] = attrs.field(default=(), converter=_rlimits)
+    mounts: Tuple[Mount, ...] = attrs.field(default=(), converter=_mounts)
+    tty: bool = False
+    tty_size: Tuple[int, int] = attrs.field(default=(24, 80), converter=_tty_size)
+    seccomp: bool = True
+    limits: _cgroups.Limits = attrs.field(factory=_cgroups.Limits)
+    devices: Tuple[_devices_mod.DeviceNode, ...] = attrs.field(default=(), converter=_devices)
+    log: _logs.LogPolicy = attrs.field(factory=_logs.LogPolicy)
+
+
+class Status(str, enum.Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+    REMOVED = "removed"
+
+
+# --- the spawning thread --------------------------------------------------------------------
+#
+# PR_SET_PDEATHSIG fires when the *thread* that cloned the child exits, not the process
+# (prctl(2)).  A container started from a short-lived worker thread would die with it, so
+# clones are made by one long-lived daemon thread.  A shared-memory clone (the usual one,
+# spawn.c: ib_spawn_shared) keeps that thread asleep until the child execs, so it always
+# goes there, and the calling thread does the parent's side meanwhile; the copying clones
+# (init=True, exec's join) go there only from threads other than the main thread.
+# This is process-wide by nature (it is about the process's threads), hence module-level.
+
+_spawner_lock = threading.Lock()
+_spawner: Optional["_Spawner"] = None
+
+
+class _Spawner(threading.Thread):
+    def __init__(self) -> None:
+        super().__init__(name="isobox-spawner", daemon=True)
+        self.requests: "list[Tuple[Callable[[], Any], threading.Event, list[Any]]]" = []
+        self.cond = threading.Condition()
+
+    def run(self) -> None:  # pragma: no cover - exercised through in_spawner
+        while True:
+            with self.cond:
+                while not self.requests:
+                    self.cond.wait()
+                fn, done, box = self.requests.pop(0)
+            try:
+                box.append(fn())
+            except BaseException as exc:
+                box.append(exc)
+            done.set()
+
+    def submit(self, fn: Callable[[], Any]) -> Tuple[threading.Event, List[Any]]:
+        done = threading.Event()
+        box: List[Any] = []
+        with self.cond:
+            self.requests.append((fn, done, box))
+            self.cond.notify()
+        return done, box
+
+
+T = TypeVar("T")
+
+
+def _the_spawner() -> _Spawner:
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None or not _spawner.is_alive():  # also after a fork
+            _spawner = _Spawner()
+            _spawner.start()
+        return _spawner
+
+
+def in_spawner(fn: Callable[[], T]) -> T:
+    """Run fn (which clones) on a thread that lives as long as the process."""
+    if threading.current_thread() is threading.main_thread():
+        return fn()
+    done, box = _the_spawner().submit(fn)
+    done.wait()
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    result: T = box[0]
+    return result
+
+
+def _on_spawner(fn: Callable[[], object]) -> None:
+    """Run fn on the spawner thread without waiting for it: a shared-memory clone keeps
+    that thread asleep until the child has exec'd, while this one releases the child."""
+    _the_spawner().submit(fn)
+
+
+# --- fork -------------------------------------------------------------------------------------
+#
+# An application may fork (multiprocessing, os.fork) while it owns containers, and while
+# another of its threads starts one.  The copy owns none of them: its inherited handles
+# must neither reap nor remove nor rewrite their state (only the owner can; its waitpid
+# is the one that works), nor keep anything alive after the owner is gone (the lock that
+# says "owned", a container's stdin).  The spawner thread and its lock do not exist in
+# the copy: they are made anew on first use.  (The core's own registry of in-flight pipes
+# is closed in the copy by its pthread_atfork handler, spawn.c.)
+
+_started: "weakref.WeakSet[Container]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    global _spawner_lock, _spawner
+    _spawner_lock = threading.Lock()
+    _spawner = None
+    for c in list(_started):
+        c._disown()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def spawn_child(spec: native.Spec) -> native.Child:
+    if spec.init:
+        # the init never execs: its clone cannot share our memory (spawn.c)
+        return in_spawner(lambda: native.spawn(spec))
+    return native.spawn_shared(spec, _on_spawner)
+
+
+# --- state on disk ------------------------------------------------------------------------
+
+
+# Store roots this process has swept (see Container.start): a fact about this process,
+# not a cache of the store's contents.
+_swept_stores: "set[pathlib.Path]" = set()
+
+
+def _make_owned_dir(cdir: pathlib.Path) -> int:
+    """Make a container's directory, owned (its lock held) from the instant the lock file
+    exists: the lock is made under a temporary name, locked, then renamed into place.
+    Until then the directory has no lock file, which owner_alive reads as "being created";
+    with the lock file created first and locked after, another start's sweep could take
+    the lock in between and remove the new directory.  Returns the lock's fd."""
+    cdir.mkdir(mode=0o700)
+    tmp = cdir / f".lock-{os.urandom(6).hex()}"
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        os.rename(tmp, cdir / "lock")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def sweep_stale(store: Store) -> List[str]:
+    """Remove what owners that died could not (their containers died with them)."""
+    removed: List[str] = []
+    names = store.containers / ".names"
+    try:
+        entries = list(os.scandir(store.containers))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            continue
+        cdir = pathlib.Path(entry.path)
+        if owner_alive(cdir):
+            continue
+        try:
+            name = json.loads((cdir / "state.json").read_text()).get("name")
+        except (OSError, ValueError):
+            name = None
+        try:
+            remove_tree(cdir)
+        except (OSError, IsoboxError):
+            continue
+        if name:
+            unlink_name(names / name, entry.name)
+        _cgroups.sweep(f"isobox-{entry.name}")
+        removed.append(entry.name)
+    return removed
+
+
+# --- the container ----------------------------------------------------------------------------
+
+
+class Container:
+    """A sandboxed process from `image`; see the module docstring.
+
+    Use it as a context manager to start it and always clean up::
+
+        with Container(image, ["redis-server"], name="cache") as c:
+            ...
+    """
+
+    def __init__(
+        self,
+        image: Image,
+        command: Command = None,
+        *,
+        entrypoint: Command = None,
+        name: Optional[str] = None,
+        env: Union[Mapping[str, str], Sequence[str], None] = None,
+        workdir: Optional[str] = None,
+        user: Optional[str] = None,
+        hostname: Optional[str] = None,
+        init: bool = False,
+        read_only: bool = False,
+        network: str = "none",
+        userns: Optional[bool] = None,
+        rlimits: Optional[Mapping[str, Any]] = None,
+        mounts: Optional[Sequence[Mount]] = None,
+        tty: bool = False,
+        tty_size: Optional[Tuple[int, int]] = None,
+        seccomp: bool = True,
+        memory: Union[int, str, None] = None,
+        pids_limit: Optional[int] = None,
+        cpus: Optional[float] = None,
+        devices: Optional[Sequence[Union[str, _devices_mod.Device]]] = None,
+        log_max_size: Union[int, str, None] = "20m",
+        log_max_files: int = 5,
+        stdin: Union[None, bool, int, IO[Any]] = None,
+        store: Union[Store, str, "os.PathLike[str]", None] = None,
+    ) -> None:
+        if not isinstance(image, Image):
+            raise InvalidOption(f"image must be an isobox.Image, got {type(image).__name__}")
+        self.image = image
+        self.config = ContainerConfig(
+            command=command, entrypoint=entrypoint, name=name, env=env, workdir=workdir,
+            user=user, hostname=hostname, init=init, read_only=read_only, network=network,
+            userns=userns, rlimits=rlimits, mounts=mounts, tty=tty, tty_size=tty_size, seccomp=seccomp,
+            limits=_cgroups.Limits(memory=memory, pids=pids_limit, cpus=cpus), devices=devices,
+            log=_logs.LogPolicy(max_size=log_max_size, max_files=log_max_files),
+        )
+        self._cgroup: Optional[_cgroups.Group] = None
+        self.oom_killed = False  # set when the kernel's OOM killer ended it (memory=...)
+        if not (stdin is None or isinstance(stdin, (bool, int)) or hasattr(stdin, "fileno")):
+            raise InvalidOption("stdin must be None, True (a pipe), a file descriptor or a file object")
+        self._stdin = stdin
+        self._stdin_is_ours = True  # the fd given to the child is ours to close
+        self.stdin: Optional[IO[bytes]] = None  # with stdin=True: the write end
+        self._sink: Optional[_logs.Sink] = None  # the pump of its stdout and stderr
+        self.log_lost: Tuple[str, ...] = ()  # what the log files could not take, and why
+        self.pty: Optional[int] = None  # with tty=True: the terminal's master fd
+        self._env: Dict[str, str] = {}
+        self._ns_flags = 0
+        self._ns_fds: Tuple[int, ...] = ()
+        self._in_userns = False
+        self._store_arg = store
+        # the image's own settings, checked now as podman checks them at create: a StopSignal
+        # that names no signal, a relative WorkingDir (runc would refuse it at start)
+        self.stop_signal = image.config.stop_signum
+        self.workdir = self._workdir()
+        self.id = os.urandom(32).hex()
+        self.name = self.config.name or f"isobox_{self.id[:12]}"
+        self.pid: Optional[int] = None
+        self._pid_start: Optional[int] = None
+        self._owner = os.getpid()  # the process that may reap, remove and record it
+        self._pidfd = -1
+        self._lock_fd = -1
+        self._status = Status.CREATED
+        self._exit_code: Optional[int] = None
+        self._reaped = False  # its status was collected (or found lost: _lost)
+        self._lost: Optional[ExitStatusLost] = None
+        self._reap_lock = threading.Lock()
+        self._created: Optional[float] = None
+        self._store: Optional[Store] = None
+        self._ids: Optional[_idmap.IdMap] = None
+        self.argv = self._argv()
+
+    # -- what runs --------------------------------------------------------------------------
+
+    def _workdir(self) -> str:
+        """The working directory: the caller's, else the image's (absolute, normalised:
+        resolved inside the root either way, see spawn.c), else "/"."""
+        if self.config.workdir:
+            return posixpath.normpath(self.config.workdir)
+        image_dir = self.image.config.working_dir
+        if not image_dir:
+            return "/"
+        if not image_dir.startswith("/") or "\0" in image_dir:
+            raise InvalidImage(f"image {self.image.reference or self.image.digest}: WorkingDir "
+                               f"{image_dir!r} is not an absolute path")
+        return posixpath.normpath(image_dir)
+
+    def _argv(self) -> Tuple[str, ...]:
+        img = self.image.config
+        cfg = self.config
+        entrypoint = cfg.entrypoint if cfg.entrypoint is not None else (img.entrypoint or ())
+        if cfg.command is not None:
+            cmd: Tuple[str, ...] = cfg.command
+        elif cfg.entrypoint is not None:
+            cmd = ()  # a new entrypoint drops the image's Cmd
+        else:
+            cmd = img.cmd or ()
+        argv = tuple(entrypoint) + tuple(cmd)
+        if not argv or not argv[0]:
+            raise InvalidOption("no command specified: the image has no Cmd or Entrypoint; pass command=")
+        return argv
+
+    @property
+    def dir(self) -> pathlib.Path:
+        if self._store is None:
+            raise ContainerError("the container has not been started")
+        return self._store.containers / self.id
+
+    @property
+    def status(self) -> str:
+        if self._status is Status.RUNNING:
+            if not self._owned():
+                return "exited" if self._has_exited() else "running"
+            self._poll()
+        return self._status.value
+
+    def _owned(self) -> bool:
+        return self._owner == os.getpid()
+
+    def _require_owner(self, what: str) -> None:
+        if not self._owned():
+            raise ContainerError(
+                f"cannot {what} container {self.name}: it is owned by process {self._owner}, "
+                f"and this is a fork of it ({os.getpid()}); only its owner can")
+
+    def _has_exited(self) -> bool:
+        """Whether the process ended, without reaping it (works in a forked copy too)."""
+        if self._reaped:
+            return True
+        return self._pidfd >= 0 and native.has_exited(self._pidfd)
+
+    def _disown(self) -> None:
+        """In a forked copy (see _after_fork_in_child): let go of what only the owner may
+        hold.  The lock is a shared open file description: closing our fd of it leaves the
+        owner's lock in place."""
+        for attr in ("_lock_fd",):
+            fd = getattr(self, attr)
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+                setattr(self, attr, -1)
+        for fd in self._ns_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._ns_fds = ()
+        if self.stdin is not None:
+            try:
+                self.stdin.close()
+            except OSError:
+                pass
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        return self._exit_code
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> "Container":
+        if self._status is not Status.CREATED:
+            raise ContainerError(f"container {self.name} was already started")
+        _raise_fd_limit()
+        try:
+            return self._start()
+        except OSError as exc:
+            if exc.errno == errno.EMFILE:
+                raise _fd_limit_error() from exc
+            raise
+        except SetupError as exc:
+            if exc.errno == errno.EMFILE:
+                raise _fd_limit_error() from exc
+            raise
+
+    def _start(self) -> "Container":
+        self._owner = os.getpid()
+        cfg = self.config
+        in_userns = cfg.userns if cfg.userns is not None else os.geteuid() != 0
+        if in_userns and os.geteuid() == 0:
+            raise InvalidOption(
+                "userns=True as root is not supported: its layers would need id-shifted "
+                "mounts; run isobox as an unprivileged user for a rootless container"
+            )
+        if not in_userns and os.geteuid() != 0:
+            raise InvalidOption("userns=False needs root")
+        user = resolve_user(cfg.user if cfg.user is not None else self.image.config.user, self.image.layers)
+        if in_userns:
+            from ..host import idmap as _idmap  # rootless only
+
+            ids: Optional[_idmap.IdMap] = _idmap.for_caller()
+        else:
+            ids = None
+        if ids is not None:
+            for kind, value, mapped in (("uid", user.uid, ids.maps_uid), ("gid", user.gid, ids.maps_gid)):
+                if not mapped(value):
+                    raise InvalidOption(
+                        f"{kind} {value} is not mapped in this rootless container: only "
+                        + (("root exists without a subordinate id range; add one for this user to "
+                            "/etc/subuid and /etc/subgid (and install uidmap)"
+                            + (f" ({ids.fallback_reason})" if ids.fallback_reason else ""))
+                           if ids.single else "the ranges in /etc/subuid and /etc/subgid are available")
+                    )
+            groups = tuple(g for g in user.groups if ids.maps_gid(g))
+        else:
+            groups = user.groups
+        self._ids = ids
+        self._in_userns = in_userns
+
+        store = Store.open(self._store_arg)
+        self._store = store
+        if store.root not in _swept_stores:
+            # once per process and store: what an owner that died left is swept by the next
+            # process to start a container; within a process it cannot appear unnoticed
+            # (our own containers are removed by us), and a sweep costs O(containers)
+            sweep_stale(store)
+            _swept_stores.add(store.root)
+        cdir = store.containers / self.id
+        try:
+            self._lock_fd = _make_owned_dir(cdir)
+            for sub in ("upper", "work", "rootfs"):
+                (cdir / sub).mkdir(mode=0o700)
+            # the upper dir's root is the container's "/": give it the image root's mode
+            top = self.image.layers[-1] if self.image.layers else None
+            os.chmod(cdir / "upper", (top.stat().st_mode & 0o7777) if top and top.is_dir() else 0o755)
+        except OSError as exc:
+            self._cleanup()
+            raise SetupError(f"create the container's directory {cdir}", exc.errno or 0) from exc
+        try:
+            self._claim_name(store)
+            # prune and rmi wait until state.json lists the layers we are about to use,
+            # volume removal until it lists our volumes
+            volumes = (store.using_volumes() if any(isinstance(m, Volume) for m in cfg.mounts)
+                       else contextlib.nullcontext())
+            with store.in_use(), volumes:
+                self._spawn(cdir, user.home, user.uid, user.gid, groups, ids, in_userns)
+        except BaseException:
+            self._cleanup()
+            raise
+        return self
+
+    def _claim_name(self, store: Store) -> None:
+        names = store.containers / ".names"
+        names.mkdir(exist_ok=True)
+        link = names / self.name
+        for _ in range(2):
+            try:
+                os.symlink(self.id, link)
+                return
+            except FileExistsError:
+                try:
+                    other = os.readlink(link)
+                except FileNotFoundError:
+                    continue
+                other_dir = store.containers / other
+                if other_dir.exists() and owner_alive(other_dir):
+                    raise NameConflict(
+                        f'the container name "{self.name}" is already in use by container {other[:12]}'
+                    ) from None
+                unlink_name(link, other)
+        raise NameConflict(f'the container name "{self.name}" is already in use')
+
+    def _spawn(
+        self, cdir: pathlib.Path, home: str, uid: int, gid: int, groups: Tuple[int, ...],
+        ids: Optional[_idmap.IdMap], in_userns: bool,
+    ) -> None:
+        cfg = self.config
+        hostname = cfg.hostname or self.id[:12]
+        plan = RootfsPlan(
+            layers=[str(p) for p in self.image.layers],
+            upper=str(cdir / "upper"),
+            work=str(cdir / "work"),
+            mountpoint=str(cdir / "rootfs"),
+            in_userns=in_userns,
+            mknod_devices=not in_userns,
+            devpts_gid=5 if ids is None or ids.maps_gid(5) else None,
+            own_netns=cfg.network == "none",
+            read_only=cfg.read_only,
+            devices=cfg.devices,
+        )
+        env = self._env = self._environment(hostname, home)
+        flags = (native.CLONE_NEWNS | native.CLONE_NEWPID | native.CLONE_NEWUTS
+                 | native.CLONE_NEWIPC | native.CLONE_NEWCGROUP)
+        if cfg.network == "none":
+            flags |= native.CLONE_NEWNET
+        if in_userns:
+            flags |= native.CLONE_NEWUSER
+        self._ns_flags = flags
+        etc_files = self._etc_files(cdir, hostname)
+        assert self._store is not None
+        volumes_root = self._store.volumes
+        workdir = self.workdir
+        ops = plan.ops(lambda first: plan_mounts(cfg.mounts, etc_files, volumes_root, first), workdir)
+        console_parent, console_child = _socketpair() if cfg.tty else (None, None)
+
+        # stdout and stderr are pipes, never host files a container could reopen through
+        # /proc/self/fd (logs.py); with a terminal, the terminal is all three.  Registered
+        # with the core as a start's fds are: a fork meanwhile does not keep a write end
+        # (the pump would wait for EOF until that fork exits).
+        out_r = out_w = err_r = err_w = -1
+        if not cfg.tty:
+            out_r, out_w, err_r, err_w = _pipes()
+        in_fd = -1
+        try:
+            in_fd = self._stdin_fd()
+            spec = native.Spec(
+                clone_flags=flags,
+                ops=tuple(ops),
+                hostname=hostname,
+                loopback_up=cfg.network == "none",
+                rlimits=cfg.rlimits,
+                set_ids=True,
+                set_groups=ids is None or ids.helpers,
+                uid=uid,
+                gid=gid,
+                groups=groups,
+                caps=tuple(DEFAULT_CAPABILITIES.values()),
+                no_new_privs=True,
+                stdio=(in_fd, out_w, err_w),
+                workdir=workdir,
+                argv=self.argv,
+                env=tuple(f"{k}={v}" for k, v in env.items()),
+                path=env.get("PATH", DEFAULT_PATH),
+                init=cfg.init,
+                console_sock=console_child.fileno() if console_child else -1,
+                tty_size=cfg.tty_size,
+                seccomp=_seccomp.default_filter() if cfg.seccomp else None,
+            )
+            with _host_step(f"write {self.dir / 'state.json'}"):
+                self._write_state(Status.CREATED)
+            child = spawn_child(spec)
+        except BaseException:
+            for fd in (out_r, err_r):
+                if fd >= 0:
+                    native.lib.ib_close(fd)
+            raise
+        finally:
+            for fd in (out_w, err_w):
+                if fd >= 0:
+                    native.lib.ib_close(fd)
+            if in_fd >= 0 and self._stdin_is_ours:
+                os.close(in_fd)
+            if console_child is not None:
+                console_child.close()
+        self.pid, self._pidfd = child.pid, child.pidfd
+        try:
+            if out_r >= 0:
+                native.lib.ib_forget(out_r)
+                native.lib.ib_forget(err_r)
+                fds, out_r, err_r = (out_r, err_r), -1, -1
+                self._sink = _logs.attach(cdir, fds[0], fds[1], cfg.log)  # owns them now
+            # the device policy and the default pids limit wherever a group can be made,
+            # the caller's limits (or HostNotSupported); moved in while it waits for its
+            # go byte: nothing has run in it yet
+            self._cgroup = _cgroups.Group.for_container(f"isobox-{self.id}", cfg.limits, cfg.devices)
+            if self._cgroup is not None:
+                self._cgroup.add(child.pid)
+            if ids is not None:
+                ids.apply(child.pid)
+            if cfg.init:
+                # for exec: the init never execs, so it stays a non-dumpable copy of this
+                # process whose /proc/<pid>/ns a rootless owner cannot open later (its mm
+                # belongs to the host's user namespace): open them now, while it may.  A
+                # command's /proc/<pid>/ns is opened when needed (see _joining), so a
+                # running container holds two fds (lock, pidfd) plus its log pump's four.
+                self._ns_fds = native.open_namespaces(child.pid, flags)
+            child.release()
+            if console_parent is not None:
+                self.pty = _receive_fd(console_parent)
+        except BaseException:
+            for fd in (out_r, err_r):
+                if fd >= 0:
+                    native.lib.ib_close(fd)
+            child.abandon()
+            self._reap(block=True)
+            raise
+        finally:
+            if console_parent is not None:
+                console_parent.close()
+        self._status = Status.RUNNING
+        self._pid_start = start_time(child.pid)
+        _started.add(self)
+        try:
+            self._write_state(Status.RUNNING)
+        except OSError:
+            pass  # "created" stays on disk; readers check the pid (control.py): true enough
+
+    def _stdin_fd(self) -> int:
+        """What the container reads: /dev/null, a pipe whose write end is ``.stdin``, or the
+        caller's fd when it is a pipe or socket already.  Anything else the caller gives (a
+        file, a terminal) is fed through a pipe by a thread: the container could reopen a
+        file through /proc/self/fd with write access, or read a terminal after it ended."""
+        self._stdin_is_ours = True
+        if self._stdin is None or self._stdin is False:
+            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        if self._stdin is True:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            self.stdin = os.fdopen(w, "wb", buffering=0)
+            return r
+        fd = self._stdin if isinstance(self._stdin, int) else int(self._stdin.fileno())
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            self._stdin_is_ours = False
+            return fd
+        return _feed(fd)
+
+    def _etc_files(self, cdir: pathlib.Path, hostname: str) -> List[Tuple[str, str]]:
+        """/etc/hostname, /etc/hosts and /etc/resolv.conf as Docker provides them."""
+        if self.config.network == "host":
+            hosts = _read_host("/etc/hosts")
+        else:
+            hosts = (b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                     b"fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\n"
+                     b"ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
+        resolv = _read_host("/etc/resolv.conf")
+        if self.config.network != "host":
+            # a loopback resolver of the host means nothing in the container's own network
+            resolv = b"".join(line for line in resolv.splitlines(keepends=True)
+                              if not re.match(rb"\s*nameserver\s+(127\.|::1\b)", line))
+        for name, data in (("hosts", hosts), ("hostname", hostname.encode() + b"\n"),
+                           ("resolv.conf", resolv)):
+            with _host_step(f"write {cdir / name}"):
+                (cdir / name).write_bytes(data)
+        return [(str(cdir / "hostname"), "/etc/hostname"), (str(cdir / "hosts"), "/etc/hosts"),
+                (str(cdir / "resolv.conf"), "/etc/resolv.conf")]
+
+    def _environment(self, hostname: str, home: str) -> Dict[str, str]:
+        env: Dict[str, str] = {}
+        for entry in self.image.config.env:
+            key, sep, value = entry.partition("=")
+            if sep:
+                env[key] = value
+        env.update(self.config.env)
+        env.setdefault("PATH", DEFAULT_PATH)
+        env.setdefault("HOSTNAME", hostname)
+        env.setdefault("HOME", home or "/")
+        if self.config.tty:
+            env.setdefault("TERM", "xterm")
+        return env
+
+    def _write_state(self, status: Status) -> None:
+        if self._created is None:
+            self._created = time.time()
+        write_json(self.dir / "state.json", {
+            "id": self.id,
+            "name": self.name,
+            "image": self.image.reference,
+            "image_digest": self.image.digest,
+            "layers": [str(p) for p in self.image.layers],
+            "argv": list(self.argv),
+            "volumes": sorted({m.name for m in self.config.mounts if isinstance(m, Volume)}),
+            "status": status.value,
+            "pid": self.pid,
+            "pid_start": self._pid_start,
+            "owner_pid": os.getpid(),
+            "created": self._created or time.time(),
+            "exit_code": self._exit_code,
+            "log_lost": list(self.log_lost),
+        })
+
+    # -- waiting and signals --------------------------------------------------------------------
+
+    def _reap(self, block: bool) -> bool:
+        """Collect the exit status if the process has exited; True when it has.
+
+        Threads may call this at once (one waits while others exec, kill or stop): the
+        status is collected under a lock, and a blocking wait happens before it, without
+        reaping (WNOWAIT), so it never holds the lock while the container runs."""
+        if self.pid is None or self._reaped:
+            return True
+        if not self._owned():
+            return self._has_exited()  # a forked copy: never reap, never record
+        if block:
+            if self._pidfd >= 0:
+                poller = select.poll()
+                poller.register(self._pidfd, select.POLLIN)
+                poller.poll()
+            else:
+                try:
+                    os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT | native.WALL)
+                except ChildProcessError:
+                    pass
+        with self._reap_lock:
+            return self._reap_locked(block)
+
+    def _reap_locked(self, block: bool) -> bool:
+        if self.pid is None or self._reaped:
+            return True
+        try:
+            if self._pidfd >= 0:
+                # by pidfd: an application's own reaping cannot mislead it (native.wait_exit)
+                code = native.wait_exit(self._pidfd, block)
+                if code is None:
+                    return False
+            else:  # Linux < 5.3
+                pid, status = os.waitpid(self.pid, native.WALL | (0 if block else os.WNOHANG))
+                if pid == 0:
+                    return False
+                code = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            code, self._lost = None, ExitStatusLost(
+                f"container {self.name}: its exit status was collected by another wait in "
+                "this process (SIGCHLD ignored, or a handler calling waitpid(-1))")
+        except ExitStatusLost as exc:
+            code, self._lost = None, ExitStatusLost(f"container {self.name}: {exc}")
+        self._exit_code = code
+        self._reaped = True
+        self._finish_logs()
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+        for fd in self._ns_fds:
+            os.close(fd)
+        self._ns_fds = ()
+        if self._cgroup is not None:
+            self.oom_killed = self._cgroup.oom_killed()
+            try:
+                self._cgroup.remove()
+            except OSError:
+                pass  # still busy (a process escaped to it?): the next sweep retries
+            self._cgroup = None
+        if self._status is Status.RUNNING:
+            self._status = Status.EXITED
+            try:
+                self._write_state(Status.EXITED)
+            except OSError:
+                pass
+        return True
+
+    def _finish_logs(self) -> None:
+        """Once pid 1 is gone (and with it every process of its pid namespace), wait for
+        the pump to write the rest of its output, and keep what it could not."""
+        sink, self._sink = self._sink, None
+        if sink is None:
+            return
+        if not sink.finish(timeout=10):
+            sink.close()  # a writer survived (it cannot: its pid namespace died): give up
+        self.log_lost = tuple(str(loss) for loss in sink.lost.values())
+
+    def _poll(self) -> None:
+        self._reap(block=False)
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        """Wait for the container's process to end: its exit status, or -N for a death by
+        signal N (as subprocess reports it). Raises Timeout when it outlives ``timeout``."""
+        if self._status is Status.CREATED:
+            raise ContainerError(f"container {self.name} has not been started")
+        if not self._reaped:
+            self._require_owner("wait for")
+        if timeout is not None and self._pidfd >= 0:
+            poller = select.poll()
+            poller.register(self._pidfd, select.POLLIN)
+            if not poller.poll(max(0, int(timeout * 1000))):
+                raise Timeout(f"container {self.name} still running after {timeout} s")
+        elif timeout is not None:
+            deadline = time.monotonic() + timeout
+            while not self._reap(block=False):
+                if time.monotonic() >= deadline:
+                    raise Timeout(f"container {self.name} still running after {timeout} s")
+                time.sleep(0.005)
+        self._reap(block=True)
+        if self._lost is not None:
+            raise self._lost
+        assert self._exit_code is not None
+        return self._exit_code
+
+    def kill(self, sig: Union[int, str] = _signal.SIGKILL) -> None:
+        """Send a signal to the container's pid 1 (Docker's `kill`). A pid 1 without a
+        handler ignores all but SIGKILL (pid_namespaces(7)); init=True forwards them."""
+        signum = signal_number(sig)
+        if self._status is not Status.RUNNING or self._reap(block=False):
+            return
+        try:
+            if self._pidfd >= 0:
+                _signal.pidfd_send_signal(self._pidfd, signum)
+            elif self.pid is not None:
+                os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 10) -> int:
+        """The image's StopSignal (default SIGTERM), then SIGKILL after ``timeout`` s."""
+        if self._status is Status.CREATED:
+            raise ContainerError(f"container {self.name} has not been started")
+        self._require_owner("stop")
+        self.kill(self.stop_signal)
+        try:
+            return self.wait(timeout)
+        except Timeout:
+            self.kill(_signal.SIGKILL)
+            return self.wait()
+
+    @overload
+    def logs(self, stream: str = ..., follow: Literal[False] = ...) -> bytes: ...
+
+    @overload
+    def logs(self, stream: str = ..., *, follow: Literal[True]) -> Iterator[bytes]: ...
+
+    def logs(self, stream: str = "both", follow: bool = False) -> Union[bytes, Iterator[bytes]]:
+        """What the container wrote: ``stream`` is "stdout", "stderr" or "both" (stdout
+        then stderr: they are kept in separate files), as far as the log files keep it
+        (``log_max_size`` × ``log_max_files`` per stream). ``follow=True`` yields output as
+        it comes, until the container has exited and everything was read."""
+        if stream not in ("both", "stdout", "stderr"):
+            raise InvalidOption(f"stream must be 'stdout', 'stderr' or 'both', got {stream!r}")
+        streams = ("stdout", "stderr") if stream == "both" else (stream,)
+        if follow:
+            return (data for _, data in _logs.follow(
+                self.dir, streams, lambda: self._status is not Status.RUNNING or self._reap(block=False)))
+        return b"".join(_logs.read(self.dir, s) for s in streams)
+
+    def log_writer(self) -> _logs.Writer:
+        """A writer of the container's stdout log, with its rotation: for a terminal's
+        output, which its reader (the isobox command, the supervisor) copies there (a
+        terminal is not a pipe the log pump could own)."""
+        return _logs.Writer(self.dir, "stdout", self.config.log)
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal's window size (tty=True)."""
+        if self.pty is None:
+            raise ContainerError(f"container {self.name} has no terminal (tty=False)")
+        _set_winsize(self.pty, rows, cols)
+
+    # -- exec ---------------------------------------------------------------------------------
+
+    def exec(
+        self,
+        command: Command,
+        *,
+        env: Union[Mapping[str, str], Sequence[str], None] = None,
+        workdir: Optional[str] = None,
+        user: Optional[str] = None,
+        tty: bool = False,
+        tty_size: Optional[Tuple[int, int]] = None,
+        stdin: Union[None, bytes, int, IO[Any]] = None,
+        timeout: Optional[float] = None,
+    ) -> RunResult:
+        """Run another process in the running container (`docker exec`): its namespaces,
+        root, user resolution and security settings; the result is like `run`'s.
+        A timeout kills the exec'd process, never the container. With ``tty=True`` the
+        output of the terminal is returned as stdout."""
+        argv = _command(command)
+        if not argv:
+            raise InvalidOption("exec needs a command")
+        cfg_workdir = ContainerConfig(workdir=workdir).workdir if workdir else None
+        extra_env = parse_env(env)
+        if self._status is not Status.RUNNING or self._reap(block=False):
+            raise ContainerError(f"container {self.name} is not running")
+        # Pipes only, never a host file (not even /dev/null, which the container's root
+        # could fchmod through /proc/self/fd): see logs.py.
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        master = -1
+        try:
+            if isinstance(stdin, bytes):
+                _feed_bytes(in_w, stdin)  # takes in_w
+            elif stdin is not None:
+                os.close(in_w)
+                os.close(in_r)
+                in_r = _feed(stdin if isinstance(stdin, int) else int(stdin.fileno()))
+            else:
+                os.close(in_w)  # EOF at once, as /dev/null would give
+            in_w = -1
+            _, pidfd, master = self._exec_spawn(argv, extra_env, cfg_workdir, user, tty,
+                                                (in_r, out_w, err_w), tty_size)
+            for fd in (in_r, out_w, err_w):
+                os.close(fd)
+            in_r = out_w = err_w = -1
+            code, (stdout, stderr, tty_out) = _wait_exec(pidfd, (out_r, err_r, master), timeout)
+            if tty:
+                stdout = tty_out
+            if code is None:
+                exc = Timeout(f"exec {argv[0]} in {self.name} still running after {timeout} s: killed")
+                exc.stdout, exc.stderr = stdout, stderr  # type: ignore[attr-defined]
+                raise exc
+            from ..result import RunResult  # only exec and oneshot.run need it
+
+            return RunResult(argv, code, stdout, stderr)
+        finally:
+            for fd in (out_r, err_r, master, in_r, in_w, out_w, err_w):
+                if fd >= 0:
+                    os.close(fd)
+
+    def _exec_spawn(
+        self, argv: Tuple[str, ...], extra_env: Tuple[Tuple[str, str], ...], workdir: Optional[str],
+        user: Optional[str], tty: bool, stdio: Tuple[int, int, int],
+        tty_size: Optional[Tuple[int, int]] = None,
+    ) -> Tuple[int, int, int]:
+        """Start ``argv`` in the running container with ``stdio`` (with ``tty``: a new
+        terminal instead): (pid, pidfd, the terminal's master fd or -1), once it has
+        exec'd.  The caller waits for it (our child: native.wait_exit on the pidfd, never
+        by pid) and closes the pidfd and the master. `exec` uses it, and so does the
+        control socket's exec, which streams (server.py)."""
+        self._require_owner("exec in")
+        if self._status is not Status.RUNNING or self._reap(block=False):
+            raise ContainerError(f"container {self.name} is not running")
+        if self._pidfd < 0:
+            raise ContainerError("exec needs pidfd support (Linux 5.3)")
+        resolved = self._resolve_exec_user(user)
+        env_map = dict(self._env)
+        env_map.update(extra_env)
+        if tty:
+            env_map.setdefault("TERM", "xterm")
+        console_parent, console_child = _socketpair() if tty else (None, None)
+        cgroup_fds: List[int] = self._cgroup.open_procs() if self._cgroup is not None else []
+        try:
+            spec = native.Spec(
+                clone_flags=0,
+                set_ids=True,
+                set_groups=self._ids is None or self._ids.helpers,
+                uid=resolved.uid,
+                gid=resolved.gid,
+                groups=resolved.groups,
+                caps=tuple(DEFAULT_CAPABILITIES.values()),
+                no_new_privs=True,
+                stdio=stdio,
+                workdir=posixpath.normpath(workdir) if workdir else self.workdir,
+                argv=argv,
+                env=tuple(f"{k}={v}" for k, v in env_map.items()),
+                path=env_map.get("PATH", DEFAULT_PATH),
+                console_sock=console_child.fileno() if console_child else -1,
+                tty_size=_tty_size(tty_size),
+                seccomp=_seccomp.default_filter() if self.config.seccomp else None,
+                cgroup_procs=tuple(cgroup_fds),
+            )
+            with self._joining() as ns_fds:
+                pid, pidfd = in_spawner(lambda: native.join(spec, ns_fds))
+            if console_child is not None:
+                console_child.close()
+                console_child = None
+            try:
+                master = _receive_fd(console_parent) if console_parent is not None else -1
+            except BaseException:
+                _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
+                try:
+                    native.wait_exit(pidfd)
+                finally:
+                    os.close(pidfd)
+                raise
+            return pid, pidfd, master
+        finally:
+            for sock in (console_parent, console_child):
+                if sock is not None:
+                    sock.close()
+            for fd in cgroup_fds:
+                os.close(fd)
+
+    # -- readiness ------------------------------------------------------------------------------
+
+    def wait_for_port(self, port: int, timeout: float = 30.0) -> None:
+        """Return once something in the container listens on TCP ``port`` (seen in its
+        own network namespace); raise if it exits first or after ``timeout``."""
+        from . import wait
+
+        wait.wait_for_port(self, port, timeout)
+
+    def wait_for_log(self, pattern: Union[str, bytes, "re.Pattern[bytes]"], timeout: float = 30.0) -> None:
+        """Return once the container's output matches ``pattern`` (text or a regex)."""
+        from . import wait
+
+        wait.wait_for_log(self, pattern, timeout)
+
+    # -- copies (docker cp) ---------------------------------------------------------------------
+
+    def copy_to(self, host_path: Union[str, "os.PathLike[str]"], path: str) -> None:
+        """Copy a host file or directory into the running container (see copy.py)."""
+        from . import copy
+
+        copy.copy_to(self, host_path, path)
+
+    def copy_from(self, path: str, host_path: Union[str, "os.PathLike[str]"]) -> None:
+        """Copy a file or directory out of the running container (see copy.py)."""
+        from . import copy
+
+        copy.copy_from(self, path, host_path)
+
+    def put_archive(self, path: str, data: Union[bytes, Iterable[bytes]]) -> None:
+        """Extract a tar stream into the container's directory ``path`` (docker-py's name)."""
+        from . import copy
+
+        copy.put_archive(self, path, data)
+
+    def get_archive(self, path: str) -> bytes:
+        """A tar stream of ``path`` in the container (docker-py's name)."""
+        from . import copy
+
+        return copy.get_archive(self, path)
+
+    @contextlib.contextmanager
+    def _joining(self) -> Iterator[Tuple[int, ...]]:
+        """Fds of the running container's namespaces, in joining order, for the span of a
+        join (exec, copies). Opened from /proc/<pid>/ns: pid 1 is our unreaped child, so
+        its pid cannot name another process meanwhile."""
+        self._require_owner("enter")
+        if self._status is not Status.RUNNING or self._reap(block=False) or self.pid is None:
+            raise ContainerError(f"container {self.name} is not running")
+        if self._ns_fds:
+            yield self._ns_fds
+            return
+        try:
+            fds = native.open_namespaces(self.pid, self._ns_flags)
+        except OSError as exc:
+            if self._reap(block=False):
+                raise ContainerError(f"container {self.name} is not running") from exc
+            raise SetupError(f"open the namespaces of container {self.name}", exc.errno or 0) from exc
+        try:
+            yield fds
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _resolve_exec_user(self, user: Optional[str]) -> ResolvedUser:
+        spec = user if user is not None else (
+            self.config.user if self.config.user is not None else self.image.config.user)
+        # the container's own /etc/passwd as it is now: its upper dir sits on top
+        resolved = resolve_user(spec, list(self.image.layers) + [self.dir / "upper"])
+        if self._ids is not None:
+            if not (self._ids.maps_uid(resolved.uid) and self._ids.maps_gid(resolved.gid)):
+                raise InvalidOption(f"user {spec!r} is not mapped in this rootless container")
+            resolved = attrs.evolve(resolved, groups=tuple(g for g in resolved.groups if self._ids.maps_gid(g)))
+        return resolved
+
+    def remove(self, force: bool = False) -> None:
+        """Delete the container's state. A running container needs ``force=True`` (it is
+        killed first), as `docker rm -f`."""
+        if self._status is Status.REMOVED:
+            return
+        self._require_owner("remove")
+        if self._status is Status.RUNNING and not self._reap(block=False):
+            if not force:
+                raise ContainerError(f"container {self.name} is running: stop it first or use force=True")
+            self.kill(_signal.SIGKILL)
+            self.wait()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self.pid is not None and not self._reaped:
+            self.kill(_signal.SIGKILL)
+            self._reap(block=True)
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+        if self._store is not None:
+            cdir = self._store.containers / self.id
+            try:
+                remove_tree(cdir, self._ids)
+            finally:
+                unlink_name(self._store.containers / ".names" / self.name, self.id)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+        self._status = Status.REMOVED
+
+    def __enter__(self) -> "Container":
+        if self._status is Status.CREATED:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._owned():  # a forked copy leaving the block leaves the owner's container be
+            self.remove(force=True)
+
+    def __repr__(self) -> str:
+        return f"<Container {self.name} {self._status.value} {' '.join(self.argv)!r}>"
+
+
+def _socketpair() -> "Tuple[socket.socket, socket.socket]":
+    import socket  # only a tty needs one
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return a, b
+
+
+def _receive_fd(sock: "socket.socket") -> int:
+    """The pty master the child sent (spawn.c: setup_console)."""
+    import socket
+
+    _, fds, _, _ = socket.recv_fds(sock, 1, 1)
+    if not fds:
+        raise ContainerError("the container did not send its terminal")
+    os.set_inheritable(fds[0], False)
+    return fds[0]
+
+
+def _set_winsize(fd: int, rows: int, cols: int) -> None:
+    import fcntl as _fcntl
+    import struct
+    import termios
+
+    _fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _wait_exec(pidfd: int, outputs: Tuple[int, int, int],
+               timeout: Optional[float]) -> Tuple[Optional[int], Tuple[bytes, bytes, bytes]]:
+    """Wait for an exec'd process (our child; closes its pidfd), reading its stdout and
+    stderr pipes and its terminal (each -1 when absent) as it writes, so it never blocks on
+    a full pipe or pty.  Once it exited, what is already there is read and no more: a
+    process it left in the background may keep the pipes open.  Returns (status, or None
+    after a timeout kill; (stdout, stderr, terminal output))."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    got = [bytearray(), bytearray(), bytearray()]
+    index = {fd: i for i, fd in enumerate(outputs) if fd >= 0}
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        for fd in index:
+            poller.register(fd, select.POLLIN)
+        exited = False
+        while not exited:
+            wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            events = poller.poll(wait_ms)
+            if not events and deadline is not None and time.monotonic() >= deadline:
+                _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
+                native.wait_exit(pidfd)
+                return None, (bytes(got[0]), bytes(got[1]), bytes(got[2]))
+            for fd, _ in events:
+                if fd == pidfd:
+                    exited = True
+                elif not _drain(fd, got[index[fd]]):
+                    poller.unregister(fd)
+                    del index[fd]
+        for fd, i in index.items():
+            while _drain(fd, got[i], block=False):
+                pass
+        code = native.wait_exit(pidfd)
+        assert code is not None
+        return code, (bytes(got[0]), bytes(got[1]), bytes(got[2]))
+    finally:
+        os.close(pidfd)
+
+
+def _drain(fd: int, out: bytearray, block: bool = True) -> bool:
+    """Read what a pipe or terminal has; False at its end (EIO once a terminal's slave
+    side is closed)."""
+    if not block:
+        poller = select.poll()  # not select: any fd number
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(0):
+            return False
+    try:
+        chunk = os.read(fd, 65536)
+    except OSError:
+        return False
+    out += chunk
+    return bool(chunk)
+
+
+def _feed_bytes(w: int, data: bytes) -> None:
+    """Write ``data`` into the pipe ``w`` and close it, from a thread (a pipe holds 64 KiB,
+    and a command may write before it reads all of its input)."""
+    def feed() -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(w, view):]
+        except OSError:  # EPIPE: it stopped reading
+            pass
+        finally:
+            os.close(w)
+
+    threading.Thread(target=feed, name="isobox-stdin", daemon=True).start()
+
+
+def _read_host(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(1 << 20)
+    except OSError:
+        return b""
+
+
+def _pipes() -> Tuple[int, int, int, int]:
+    """Two pipes (read, write, read, write), registered with the core (spawn.c: ib_pipes)."""
+    fds = native.ffi.new("int[4]")
+    rc = native.lib.ib_pipes(fds)
+    if rc < 0:
+        raise SetupError("create the container's output pipes", -rc)
+    return fds[0], fds[1], fds[2], fds[3]
+
+
+def _feed(src: int) -> int:
+    """A pipe fed from ``src`` (a file or a terminal the caller gave as stdin) by a daemon
+    thread; returns its read end. The caller's fd stays the caller's."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    src = os.dup(src)  # the caller may close theirs while we copy
+    os.set_inheritable(src, False)
+
+    def copy() -> None:
+        try:
+            while True:
+                try:
+                    chunk = os.read(src, 65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(w, view):]
+        except OSError:  # EPIPE: the container closed its stdin or exited
+            pass
+        finally:
+            os.close(src)
+            os.close(w)
+
+    threading.Thread(target=copy, name="isobox-stdin", daemon=True).start()
+    return r
+
+
+@contextlib.contextmanager
+def _host_step(what: str) -> Iterator[None]:
+    """A host-side step of a start: an OSError (a full disk, a quota) becomes a SetupError
+    naming the step and its path, never a bare errno (issue 9)."""
+    try:
+        yield
+    except OSError as exc:
+        raise SetupError(what, exc.errno or 0) from exc
+
+
+# -- file descriptors ---------------------------------------------------------------------------
+
+FDS_PER_CONTAINER = 6  # the owner's lock, a pidfd, two pipes and two log files (logs.py)
+_fd_limit_raised = False
+
+
+def _raise_fd_limit() -> None:
+    """Once per process, at its first container: the soft RLIMIT_NOFILE up to the hard
+    one, as Go's runtime, nginx and systemd's advice do for programs that hold many fds
+    (1024 soft allows ~170 running containers).  Not at import: a program that only
+    parses references keeps its limits.  Its children (and containers) inherit the raised
+    limit; one that still calls select() on fds above 1024 would need it lowered again."""
+    global _fd_limit_raised
+    if _fd_limit_raised:
+        return
+    _fd_limit_raised = True
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            pass
+
+
+def _fd_limit_error() -> ContainerError:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        held = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        held = -1
+    return ContainerError(
+        f"too many open files: this process holds {held} of its RLIMIT_NOFILE of {soft} "
+        f"(hard limit {hard}), and each running container holds {FDS_PER_CONTAINER}; raise the "
+        "hard limit (ulimit -Hn, LimitNOFILE= in a systemd unit) or run fewer containers here")

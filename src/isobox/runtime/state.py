@@ -1,0 +1,183 @@
+"""A container's directory: the files its owner writes and every other process reads
+(control.py), and the few rules for reading them.
+
+The files, under the store's ``containers/<id>/``:
+
+- ``lock``: the owner holds it (flock) as long as it owns the container;
+- ``state.json``: id, name, image, argv, status, pid, exit code (rewritten whole, by rename);
+- ``options.json``: how it was made, for inspect (written by the isobox command and the
+  supervisor; mode 0600, as the environment may hold secrets);
+- ``kept``: an exited container its owner let go of and that stays until removed;
+- ``control.sock``: the owner's control socket (control.py, server.py);
+- ``containers/.names/<name>``: a symlink to the id, the name's claim.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import pathlib
+import time
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ..errors import InvalidOption
+from ..images.store import replace_file
+
+if TYPE_CHECKING:
+    from .mounts import Mount
+
+OPTIONS_NAME = "options.json"
+KEPT_NAME = "kept"
+SOCKET_NAME = "control.sock"
+
+
+def socket_path(dfd: int) -> str:
+    """The control socket's address through an fd of the container's directory: an
+    address holds at most 107 bytes, and the store can be deep (a test's tmp dir)."""
+    return f"/proc/self/fd/{dfd}/{SOCKET_NAME}"
+
+
+def write_json(path: pathlib.Path, doc: Mapping[str, Any]) -> None:
+    """Replace a state file whole (no fsync: a lost one is swept with its container).
+
+    On a full disk (a container's own output can fill it) a new file may find no block
+    while the old one's still holds the new text: then the file is overwritten in place,
+    so "exited" is still recorded rather than "running" left standing (issue 9).  A
+    reader meanwhile may see half of it, and reads again (control.py)."""
+    data = json.dumps(doc).encode()
+    try:
+        replace_file(path, data, f"{path}.tmp", durable=False)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        try:
+            os.unlink(f"{path}.tmp")
+        except OSError:
+            pass
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            if os.fstat(fd).st_blocks * 512 < len(data):
+                raise
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
+
+
+def process_alive(pid: object, start: object) -> bool:
+    """Whether process ``pid`` still runs and is the one that started at ``start`` (its
+    start time in clock ticks, /proc/<pid>/stat field 22: a pid is reused); a zombie has
+    ended. Without a recorded start time, the pid alone is judged."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    if fields[0] in (b"Z", b"X"):
+        return False
+    return not isinstance(start, int) or int(fields[19]) == start
+
+
+def start_time(pid: int) -> Optional[int]:
+    """/proc/<pid>/stat field 22, for process_alive."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def owner_alive(cdir: pathlib.Path) -> bool:
+    """The owner holds the lock file: if we can take it, nobody owns the container.
+    A container marked ``kept`` (the isobox command's and the supervisor's, unless --rm,
+    as Docker keeps containers) stays until it is removed, even after its owner died."""
+    if os.path.lexists(cdir / KEPT_NAME):
+        return True
+    try:
+        fd = os.open(cdir / "lock", os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        # being created right now, or a crash before the lock existed: judge by age
+        try:
+            return time.time() - cdir.stat().st_mtime < 60
+        except FileNotFoundError:
+            return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def unlink_name(link: pathlib.Path, cid: str) -> None:
+    """Drop a name's claim, if it is still this container's."""
+    try:
+        if os.readlink(link) == cid:
+            os.unlink(link)
+    except OSError:
+        pass
+
+
+# -- how it was made (options.json) ---------------------------------------------------------
+
+
+def mounts_to_json(mounts: Sequence["Mount"]) -> List[Dict[str, Any]]:
+    from .mounts import Bind, Volume
+
+    out: List[Dict[str, Any]] = []
+    for m in mounts:
+        if isinstance(m, Bind):
+            out.append({"type": "bind", "source": m.source, "target": m.target, "read_only": m.read_only})
+        elif isinstance(m, Volume):
+            out.append({"type": "volume", "name": m.name, "target": m.target, "read_only": m.read_only})
+        else:
+            out.append({"type": "tmpfs", "target": m.target, "size": m.size, "mode": m.mode, "exec": m.exec})
+    return out
+
+
+def mounts_from_json(docs: Sequence[Mapping[str, Any]]) -> Tuple["Mount", ...]:
+    from .mounts import Bind, Tmpfs, Volume
+
+    out: List[Mount] = []
+    for d in docs:
+        kind = d.get("type")
+        if kind == "bind":
+            out.append(Bind(d["source"], d["target"], read_only=bool(d.get("read_only"))))
+        elif kind == "volume":
+            out.append(Volume(d["name"], d["target"], read_only=bool(d.get("read_only"))))
+        elif kind == "tmpfs":
+            out.append(Tmpfs(d["target"], size=d.get("size"), mode=int(d.get("mode", 0o1777)),
+                             exec=bool(d.get("exec"))))
+        else:
+            raise InvalidOption(f"unknown mount type {kind!r}")
+    return tuple(out)
+
+
+def options_to_json(options: Mapping[str, Any]) -> Dict[str, Any]:
+    """`Container` keyword arguments (plus ``command``) as a JSON object."""
+    doc = dict(options)
+    if "mounts" in doc:
+        doc["mounts"] = mounts_to_json(doc["mounts"] or ())
+    if isinstance(doc.get("env"), Mapping):
+        doc["env"] = [f"{k}={v}" for k, v in doc["env"].items()]
+    return doc
+
+
+def options_from_json(doc: Mapping[str, Any]) -> Dict[str, Any]:
+    options = dict(doc)
+    if "mounts" in options:
+        options["mounts"] = mounts_from_json(options["mounts"] or ())
+    return options
+
+
+def write_options(cdir: pathlib.Path, options: Mapping[str, Any], **extra: Any) -> None:
+    """Record how the container was made (``options.json``), for inspect. Mode 0600: the
+    environment may hold secrets."""
+    doc = {"options": options_to_json(options), **extra}
+    path = cdir / OPTIONS_NAME
+    replace_file(path, json.dumps(doc).encode(), f"{path}.tmp", durable=False, mode=0o600)
