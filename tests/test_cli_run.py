@@ -779,6 +779,39 @@ def test_exec_user(root):
     ok("rm", "-f", "users")
 
 
+def _first_container_dir(root: pathlib.Path, name: str) -> pathlib.Path:
+    """The state directory of the first container whose ``name`` file appears, polled
+    tightly: the tests below signal an owner in the first moments it is visible."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for d in (root / "containers").glob("*/" + name):
+            return d.parent
+        time.sleep(0.0005)
+    raise AssertionError(f"no container dir with {name}")
+
+
+def test_ctrl_c_as_soon_as_the_container_is_listed_stops_it(root):
+    """A Ctrl-C from the moment `ps` lists the container takes the stop path (stop signal,
+    SIGKILL after the timeout: 137), never an interrupt that leaves its status unknown."""
+    p = started("run", "--stop-timeout", "1", "--name", "early", "busybox", "sleep", "30")
+    cdir = _first_container_dir(root, "state.json")
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=20) == 137, p.stderr.read() if p.stderr else b""
+    assert ps("-a")[0][4].startswith("Exited (137)")
+    assert cdir.exists()
+
+
+def test_sigterm_as_soon_as_the_supervisor_is_recorded_stops_the_container(root):
+    """The supervisor handles SIGTERM from the moment its pid is on record."""
+    proc = started("run", "-d", "--stop-timeout", "1", "--name", "early", "busybox", "sleep", "60")
+    cdir = _first_container_dir(root, "options.json")
+    pid = int(json.loads((cdir / "options.json").read_text())["supervisor_pid"])
+    os.kill(pid, signal.SIGTERM)
+    proc.wait(timeout=20)
+    _wait_gone(pid)
+    assert ps("-a")[0][4].startswith("Exited (137)")
+
+
 def test_commands_on_unknown_containers_exit_125(root):
     for args in (["exec", "ghost", "true"], ["logs", "ghost"], ["stop", "ghost"], ["kill", "ghost"],
                  ["rm", "ghost"], ["inspect", "ghost"]):

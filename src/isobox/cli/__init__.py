@@ -808,39 +808,41 @@ def _run(args: argparse.Namespace) -> int:
         stdin = True if os.isatty(0) else 0
     container = Container(image, command, tty=args.tty, tty_size=_terminal_size() if args.tty else None,
                           stdin=stdin, store=store, **options)
-    with store.in_use():
-        container.start()
-    server = Server(container, auto_remove=args.rm)
-    try:
-        write_options(container.dir, {"command": command, "tty": args.tty, "stdin": bool(args.interactive),
-                                  **options},
-                      image=args.image, platform=args.platform, auto_remove=args.rm, detached=False,
-                      stop_timeout=args.stop_timeout)
-        server.start()
-        code = _attach(container, args)
-    except BaseException:
-        server.removed = True
-        container.remove(force=True)
-        server.close()
-        raise
+    # Ctrl-C, SIGTERM and SIGHUP take the stop path from the moment the container can be
+    # seen (`ps` lists it once it starts): noted from before the start, acted on in _attach
+    with _Signals() as signals:
+        with store.in_use():
+            container.start()
+        server = Server(container, auto_remove=args.rm)
+        try:
+            write_options(container.dir, {"command": command, "tty": args.tty, "stdin": bool(args.interactive),
+                                      **options},
+                          image=args.image, platform=args.platform, auto_remove=args.rm, detached=False,
+                          stop_timeout=args.stop_timeout)
+            server.start()
+            code = _attach(container, args, signals)
+        except BaseException:
+            server.removed = True
+            container.remove(force=True)
+            server.close()
+            raise
     server.finish(code)
     return exit_status(code)
 
 
-def _attach(container: Any, args: argparse.Namespace) -> int:
+def _attach(container: Any, args: argparse.Namespace, signals: _Signals) -> int:
     stopper = _Stopper(container, args.stop_timeout)
     pidfd = os.pidfd_open(container.pid)
     try:
         if container.stdin is not None:
             _copy_thread(0, container.stdin.fileno(), close_dst=False)
-        with _Signals() as signals:
-            if args.tty:
-                assert container.pty is not None
-                _set_winsize(container.pty, _terminal_size())
-                with container.log_writer() as log, _RawTerminal(0, args.interactive and os.isatty(0)):
-                    _tty_loop(container.pty, args.interactive, pidfd, signals, stopper, log.write)
-            else:
-                _follow_logs(container, pidfd, signals, stopper)
+        if args.tty:
+            assert container.pty is not None
+            _set_winsize(container.pty, _terminal_size())
+            with container.log_writer() as log, _RawTerminal(0, args.interactive and os.isatty(0)):
+                _tty_loop(container.pty, args.interactive, pidfd, signals, stopper, log.write)
+        else:
+            _follow_logs(container, pidfd, signals, stopper)
         code = int(container.wait())
         for loss in container.log_lost:
             print(f"isobox: {loss}", file=sys.stderr)

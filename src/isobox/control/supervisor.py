@@ -96,16 +96,30 @@ def run_detached(
 # -- the supervisor process ---------------------------------------------------------------------------
 
 
-def _supervise(container: Container, server: Server, stop_timeout: float) -> int:
+class _StopSignals:
+    """SIGTERM and SIGINT noted (and waking the loop through a pipe) instead of ending the
+    supervisor: installed before the container starts, so a stop asked for at any moment
+    the container can be seen is a stop, never an owner dying with its status unknown."""
+
+    def __init__(self) -> None:
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.stopping: List[int] = []
+        _signal.set_wakeup_fd(self.wake_w)
+        for sig in (_signal.SIGTERM, _signal.SIGINT):
+            _signal.signal(sig, lambda signum, frame: self.stopping.append(signum))
+        _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
+
+    def close(self) -> None:
+        _signal.set_wakeup_fd(-1)
+        for fd in (self.wake_r, self.wake_w):
+            os.close(fd)
+
+
+def _supervise(container: Container, server: Server, stop_timeout: float, signals: _StopSignals) -> int:
     """Own the container until it exits: copy a terminal's output to stdout.log, stop it on
     SIGTERM/SIGINT, give up if the store disappears. Returns its exit status."""
     pidfd = os.pidfd_open(container.pid or 0)
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    _signal.set_wakeup_fd(wake_w)
-    stopping: List[int] = []
-    for sig in (_signal.SIGTERM, _signal.SIGINT):
-        _signal.signal(sig, lambda signum, frame: stopping.append(signum))
-    _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
+    wake_r, stopping = signals.wake_r, signals.stopping
     master = container.pty if container.pty is not None else -1
     log = container.log_writer() if master >= 0 else None  # a terminal's output: ours to log
     kill_at: Optional[float] = None
@@ -140,9 +154,8 @@ def _supervise(container: Container, server: Server, stop_timeout: float) -> int
             pass
         return code
     finally:
-        _signal.set_wakeup_fd(-1)
-        for fd in (pidfd, wake_r, wake_w):
-            os.close(fd)
+        signals.close()
+        os.close(pidfd)
         if log is not None:
             log.close()
 
@@ -176,6 +189,7 @@ def main() -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     container: Optional[Container] = None
+    signals = _StopSignals()
     try:
         store = Store.open(request["store"])
         with store.in_use():
@@ -204,7 +218,7 @@ def main() -> int:
     os.dup2(devnull, 1)
     report.write(json.dumps({"ok": True, "id": container.id, "name": container.name}) + "\n")
     report.close()
-    code = _supervise(container, server, float(request.get("stop_timeout", 10)))
+    code = _supervise(container, server, float(request.get("stop_timeout", 10)), signals)
     server.finish(code)
     return 0
 
