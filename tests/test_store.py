@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import List, Tuple
 
@@ -431,3 +432,30 @@ def test_sweep_removes_only_temporaries_no_live_process_holds(tmp_path):
     assert not held.exists() and mine.is_dir()
     store.discard(mine)
     assert list(store.tmp.iterdir()) == []
+
+
+def test_a_sweep_never_takes_a_temporary_being_made(tmp_path):
+    """A thread sweeping in a loop while another makes temporaries (as concurrent pulls
+    from threads do: each sweeps at its first pull): each temporary is held from the
+    moment it can be seen, so none is taken between its mkdir and its lock."""
+    store = Store.open(tmp_path / "store")
+    end = time.monotonic() + 3
+    swept = []
+
+    def sweep() -> None:
+        while time.monotonic() < end:
+            swept.append(store.sweep_temporaries())
+
+    sweeper = threading.Thread(target=sweep)
+    sweeper.start()
+    made = []
+    try:
+        while sweeper.is_alive():
+            made.append(store.temp_dir("layer-"))
+            (made[-1] / "rootfs").mkdir()  # FileNotFoundError if a sweep took it
+    finally:
+        end = 0
+        sweeper.join()
+    assert len(made) > 100 and sum(swept) == 0
+    for path in made:
+        store.discard(path)

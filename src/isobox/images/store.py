@@ -69,6 +69,7 @@ SUBDIRS = ("blobs", "layers", "images", "containers", "volumes", "tmp", "locks")
 _DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 # Lock files prune may delete (only while it holds gc.lock exclusively: nobody else has them).
 _ITEM_LOCK_PREFIXES = ("layer-", "blob-", "ref-")
+_MAKING_PREFIX = ".making-"  # tmp/ directories between their mkdir and their flock
 
 
 def default_root() -> pathlib.Path:
@@ -476,13 +477,23 @@ class Store:
         its contents can be renamed into place), held (flock on its own fd) until
         `discard` or `commit_layer` lets go of it: `sweep_temporaries` removes only what
         no live process holds."""
-        path = self.tmp / f"{prefix}{os.getpid()}-{os.urandom(8).hex()}"
+        name = f"{prefix}{os.getpid()}-{os.urandom(8).hex()}"
+        path = self.tmp / name
+        # made under a name the sweep passes over, locked, then renamed: a sweep (in another
+        # thread or process) never sees it unheld between its mkdir and its flock
+        making = self.tmp / f"{_MAKING_PREFIX}{name}"
+        fd = -1
         try:
-            path.mkdir(mode=0o700)
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            making.mkdir(mode=0o700)
+            fd = os.open(making, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a new directory: nobody else can hold it
+            os.rename(making, path)
         except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                making.rmdir()
             raise StoreError(f"cannot create {path}: {exc.strerror}") from exc
-        fcntl.flock(fd, fcntl.LOCK_EX)  # a new directory: nobody else can hold it
         _held_temporaries[str(path)] = fd
         return path
 
@@ -498,6 +509,8 @@ class Store:
         except OSError:
             return 0
         for entry in entries:
+            if entry.name.startswith(_MAKING_PREFIX):
+                continue  # being made and locked this instant (temp_dir); prune clears it
             try:
                 if entry.is_dir(follow_symlinks=False):
                     fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
