@@ -20,6 +20,7 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -810,6 +811,24 @@ def test_sigterm_as_soon_as_the_supervisor_is_recorded_stops_the_container(root)
     proc.wait(timeout=20)
     _wait_gone(pid)
     assert ps("-a")[0][4].startswith("Exited (137)")
+
+
+def test_a_container_that_just_ended_shows_the_status_its_owner_records(root):
+    """Between a detached container's end and its supervisor's record of it (here: the
+    supervisor stopped for a moment), a reader waits for the record instead of showing an
+    exit code of None."""
+    ok("run", "-d", "--name", "brief", "busybox", "sh", "-c", "sleep 0.5; exit 4")
+    info = containers(store=root)[0]
+    supervisor = _supervisor_pid(info)
+    assert supervisor and info.pid
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        wait_for(lambda: not _alive(info.pid), what="the container to end")  # a zombie now
+        threading.Timer(0.5, os.kill, (supervisor, signal.SIGCONT)).start()
+        seen = containers(all=True, store=root)[0]
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
+    assert (seen.status, seen.exit_code) == ("exited", 4)
 
 
 def test_commands_on_unknown_containers_exit_125(root):

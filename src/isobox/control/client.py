@@ -56,7 +56,8 @@ import attrs
 
 from .. import errors as _errors
 from ..errors import ContainerError, ContainerNotFound, InvalidOption, IsoboxError, SetupError, Timeout
-from ..runtime.state import KEPT_NAME, OPTIONS_NAME, owner_alive, process_alive, socket_path, unlink_name
+from ..runtime.state import (KEPT_NAME, OPTIONS_NAME, owner_alive, owner_holds_lock, process_alive, socket_path,
+                             unlink_name)
 from ..images.store import Store, remove_tree
 from ..runtime.spelling import NAME, parse_env, signal_number
 
@@ -64,6 +65,9 @@ if TYPE_CHECKING:
     from ..result import RunResult
 
 MAX_MESSAGE = 1 << 20
+# An owner reaps and records its container's exit within moments; a reader that finds the
+# process ended waits this long (seconds) for the record before showing an unknown status.
+OWNER_RECORDS_WITHIN = 2.0
 
 StoreArg = Union[Store, str, "os.PathLike[str]", None]
 
@@ -108,23 +112,31 @@ class ContainerInfo:
         is checked against the process itself: a state file its owner could not rewrite
         (a full disk), or a kept container whose owner was killed (its process died
         with it), shows "exited", with an exit code of None (unknown)."""
-        try:
-            state_path = cdir / "state.json"
-            state = json.loads(state_path.read_text())
-            mtime = state_path.stat().st_mtime
-        except (OSError, ValueError):
-            return None
-        if not isinstance(state, dict) or not owner_alive(cdir):
-            return None
+        deadline = time.monotonic() + OWNER_RECORDS_WITHIN
+        while True:
+            try:
+                state_path = cdir / "state.json"
+                state = json.loads(state_path.read_text())
+                mtime = state_path.stat().st_mtime
+            except (OSError, ValueError):
+                return None
+            if not isinstance(state, dict) or not owner_alive(cdir):
+                return None
+            status = str(state.get("status") or "created")
+            exit_code = state.get("exit_code")
+            if status in ("created", "running") and state.get("pid") is not None \
+                    and not process_alive(state.get("pid"), state.get("pid_start")):
+                # It ended. An owner that is alive (it holds the lock) records how in a
+                # moment: wait for that rather than show an exit code it is about to know.
+                if owner_holds_lock(cdir) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                status, exit_code = "exited", None
+            break
         try:
             options = json.loads((cdir / OPTIONS_NAME).read_text())
         except (OSError, ValueError):
             options = {}
-        status = str(state.get("status") or "created")
-        exit_code = state.get("exit_code")
-        if status in ("created", "running") and state.get("pid") is not None \
-                and not process_alive(state.get("pid"), state.get("pid_start")):
-            status, exit_code = "exited", None
         return cls(
             id=str(state.get("id") or cdir.name),
             name=str(state.get("name") or ""),

@@ -97,14 +97,23 @@ def owner_alive(cdir: pathlib.Path) -> bool:
     as Docker keeps containers) stays until it is removed, even after its owner died."""
     if os.path.lexists(cdir / KEPT_NAME):
         return True
-    try:
-        fd = os.open(cdir / "lock", os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
+    held = owner_holds_lock(cdir)
+    if held is None:
         # being created right now, or a crash before the lock existed: judge by age
         try:
             return time.time() - cdir.stat().st_mtime < 60
         except FileNotFoundError:
             return False
+    return held
+
+
+def owner_holds_lock(cdir: pathlib.Path) -> Optional[bool]:
+    """Whether a live process holds the container's lock (its owner); None when there is
+    no lock file."""
+    try:
+        fd = os.open(cdir / "lock", os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False
