@@ -350,3 +350,27 @@ def test_a_bogus_stop_signal_is_refused_at_create_not_at_stop(hostile_rootfs, st
         isobox.Container(image(hostile_rootfs, stop_signal="SIGBOGUS"), ["sleep", "30"])
     with isobox.Container(image(hostile_rootfs, stop_signal="SIGUSR1"), ["sleep", "30"], init=True) as c:
         assert c.stop(timeout=5) == 128 + 10  # the init forwards USR1; sleep dies of it
+
+
+def test_a_symlink_as_a_file_mount_destination_is_refused(hostile_rootfs, tmp_path, store_root):
+    """/etc/hosts & co. are bound over the image's files; an image whose /etc/hosts is a
+    symlink (even to a harmless place inside) is refused, as before the bind target was
+    looked at without opening it (ELOOP)."""
+    (hostile_rootfs / "etc" / "elsewhere").write_text("x\n")
+    os.symlink("elsewhere", hostile_rootfs / "etc" / "hosts")
+    with pytest.raises(isobox.SetupError, match="hosts"):
+        isobox.run(image(hostile_rootfs), ["true"], timeout=30)
+
+
+def test_bind_targets_the_image_has_are_not_copied_up(hostile_rootfs, store_root):
+    """A file the image has where a file is bound (/etc/hostname here, or a caller's
+    Bind) is used as the mount point as it is: not opened for writing, which on the
+    overlay root copies it into the container's upper directory (an fsync each)."""
+    (hostile_rootfs / "etc" / "hosts").write_text("127.0.0.1 image\n")
+    (hostile_rootfs / "etc" / "resolv.conf").write_text("")
+    assert (hostile_rootfs / "etc" / "hostname").exists()
+    for mount_point in ("dev", "proc", "sys"):
+        (hostile_rootfs / mount_point).mkdir(exist_ok=True)
+    with isobox.Container(image(hostile_rootfs), ["sleep", "30"]) as c:
+        upper = c.dir / "upper"
+        assert sorted(str(p.relative_to(upper)) for p in upper.rglob("*")) == []

@@ -562,18 +562,26 @@ static int run_op_in_root(const struct ib_op *op, int root, int *fds)
     case IB_OP_MKDIR_P:
         return mkdir_p_in(root, op->target, op->mode);
     case IB_OP_TOUCH: {
-        /* an existing file is fine as it is (and may not be writable for us); a symlink
-         * in the last component is refused (O_NOFOLLOW: ELOOP) */
-        int fd = ib_openat2(root, op->target, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+        /* An existing file is fine as it is. It is looked at through O_PATH, never opened
+         * for writing: on the overlay root a write open copies a lower layer's file up
+         * into the container's upper directory (with an fsync: the dearest step of a
+         * start on a disk). A symlink in the last component is refused (ELOOP). */
+        struct stat st;
+        int fd = ib_openat2(root, op->target, O_PATH | O_NOFOLLOW | O_CLOEXEC, 0, IN_ROOT);
+        if (fd == -ENOENT)
+            fd = ib_openat2(root, op->target, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
                             op->mode, IN_ROOT);
-        if (fd == -EEXIST || fd == -EACCES || fd == -EISDIR || fd == -ETXTBSY)
-            fd = ib_openat2(root, op->target, O_PATH | O_NOFOLLOW | O_CLOEXEC, 0, IN_ROOT);
         if (fd < 0) {
             errno = -fd;
             return -1;
         }
+        rc = fstat(fd, &st);
         close(fd);
-        return 0;
+        if (rc == 0 && S_ISLNK(st.st_mode)) {
+            errno = ELOOP;
+            return -1;
+        }
+        return rc;
     }
     case IB_OP_MOUNT: {
         cleanup_close int fd = open_target(root, op->target);

@@ -34,6 +34,7 @@ import attrs
 
 from ..host import native
 from . import cgroups as _cgroups
+from . import rundir as _rundir
 from . import devices as _devices_mod
 from . import logs as _logs
 from . import seccomp as _seccomp
@@ -361,6 +362,19 @@ def sweep_stale(store: Store) -> List[str]:
             unlink_name(names / name, entry.name)
         _cgroups.sweep(f"isobox-{entry.name}")
         removed.append(entry.name)
+    # runtime directories whose container directory is gone (made after it, removed after it)
+    run = _rundir.store_runtime_dir(store.root)
+    try:
+        entries = list(os.scandir(run)) if run is not None else []
+    except FileNotFoundError:
+        entries = []
+    for entry in entries:
+        if not (store.containers / entry.name).exists():
+            try:
+                remove_tree(entry.path)
+            except (OSError, IsoboxError):
+                continue
+            _rundir.release_container_dir(pathlib.Path(entry.path))
     return removed
 
 
@@ -448,6 +462,7 @@ class Container:
         self._reap_lock = threading.Lock()
         self._created: Optional[float] = None
         self._store: Optional[Store] = None
+        self._rundir: Optional[pathlib.Path] = None  # its runtime directory (rundir.py), if any
         self._ids: Optional[_idmap.IdMap] = None
         self.argv = self._argv()
 
@@ -600,8 +615,13 @@ class Container:
         cdir = store.containers / self.id
         try:
             self._lock_fd = _make_owned_dir(cdir)
-            for sub in ("upper", "work", "rootfs"):
+            for sub in ("upper", "work"):
                 (cdir / sub).mkdir(mode=0o700)
+            # the run-time files (the root's mount point, /etc/hosts & co.) on a tmpfs where
+            # the host gives one (rundir.py), after the container's directory: a sweep
+            # takes a runtime directory whose container directory is gone
+            self._rundir = _rundir.make_container_dir(store.root, self.id)
+            (self._rundir or cdir).joinpath("rootfs").mkdir(mode=0o700)
             # the upper dir's root is the container's "/": give it the image root's mode
             top = self.image.layers[-1] if self.image.layers else None
             os.chmod(cdir / "upper", (top.stat().st_mode & 0o7777) if top and top.is_dir() else 0o755)
@@ -652,7 +672,7 @@ class Container:
             layers=[str(p) for p in self.image.layers],
             upper=str(cdir / "upper"),
             work=str(cdir / "work"),
-            mountpoint=str(cdir / "rootfs"),
+            mountpoint=str((self._rundir or cdir) / "rootfs"),
             in_userns=in_userns,
             mknod_devices=not in_userns,
             devpts_gid=5 if ids is None or ids.maps_gid(5) else None,
@@ -668,7 +688,7 @@ class Container:
         if in_userns:
             flags |= native.CLONE_NEWUSER
         self._ns_flags = flags
-        etc_files = self._etc_files(cdir, hostname)
+        etc_files = self._etc_files(self._rundir or cdir, hostname)
         assert self._store is not None
         volumes_root = self._store.volumes
         workdir = self.workdir
@@ -786,8 +806,9 @@ class Container:
             return fd
         return _feed(fd)
 
-    def _etc_files(self, cdir: pathlib.Path, hostname: str) -> List[Tuple[str, str]]:
-        """/etc/hostname, /etc/hosts and /etc/resolv.conf as Docker provides them."""
+    def _etc_files(self, folder: pathlib.Path, hostname: str) -> List[Tuple[str, str]]:
+        """/etc/hostname, /etc/hosts and /etc/resolv.conf as Docker provides them, made in
+        ``folder`` (the runtime directory) and bound in."""
         if self.config.network == "host":
             hosts = _read_host("/etc/hosts")
         else:
@@ -801,10 +822,10 @@ class Container:
                               if not re.match(rb"\s*nameserver\s+(127\.|::1\b)", line))
         for name, data in (("hosts", hosts), ("hostname", hostname.encode() + b"\n"),
                            ("resolv.conf", resolv)):
-            with _host_step(f"write {cdir / name}"):
-                (cdir / name).write_bytes(data)
-        return [(str(cdir / "hostname"), "/etc/hostname"), (str(cdir / "hosts"), "/etc/hosts"),
-                (str(cdir / "resolv.conf"), "/etc/resolv.conf")]
+            with _host_step(f"write {folder / name}"):
+                (folder / name).write_bytes(data)
+        return [(str(folder / "hostname"), "/etc/hostname"), (str(folder / "hosts"), "/etc/hosts"),
+                (str(folder / "resolv.conf"), "/etc/resolv.conf")]
 
     def _environment(self, hostname: str, home: str) -> Dict[str, str]:
         env: Dict[str, str] = {}
@@ -1227,6 +1248,10 @@ class Container:
             cdir = self._store.containers / self.id
             try:
                 remove_tree(cdir, self._ids)
+                if self._rundir is not None:
+                    remove_tree(self._rundir, self._ids)
+                    _rundir.release_container_dir(self._rundir)
+                    self._rundir = None
             finally:
                 unlink_name(self._store.containers / ".names" / self.name, self.id)
         if self._lock_fd >= 0:
