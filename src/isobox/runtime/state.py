@@ -56,7 +56,10 @@ def write_json(path: pathlib.Path, doc: Mapping[str, Any]) -> None:
             os.unlink(f"{path}.tmp")
         except OSError:
             pass
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise exc from None  # a first write: no old file's blocks to reuse
         try:
             if os.fstat(fd).st_blocks * 512 < len(data):
                 raise
