@@ -4,7 +4,9 @@ unshare+chroot floor, in one run, reported as medians and ratios to isobox.
 
     sudo /opt/isobox-venv/bin/python benchmarks/bench_start.py [--runs 200]
 
-Everything lives on a tmpfs (disk write-back makes back-to-back runs noisy). Peers are
+Everything lives on a tmpfs (disk write-back makes back-to-back runs noisy), and isobox is
+measured once more with its store on the disk (--disk-dir, the root filesystem by default),
+where the default store lives. Peers are
 timed as shell loops (one `sh` forks each run) and isobox as a Python loop, each run
 doing the whole life of a container: create, start, wait, remove. isobox runs with its
 full isolation (overlay root, /proc, /dev, /sys, masked paths, new network namespace).
@@ -76,6 +78,8 @@ def time_python(fn: Callable[[], object], runs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--disk-dir", default="/var/tmp",
+                        help="a directory on the disk that holds the default store (default /var/tmp)")
     args = parser.parse_args()
     runs = args.runs
 
@@ -89,6 +93,16 @@ def main() -> None:
         results: Dict[str, Optional[float]] = {}
 
         results["isobox (in-process)"] = time_python(lambda: isobox.run(image, ["/bin/true"]), runs)
+
+        # the default store lives on the disk (/var/lib/isobox, ~/.local/share/isobox): the
+        # same image and run with the store on the root filesystem instead of a tmpfs
+        disk = tempfile.mkdtemp(prefix="isobox-bench-", dir=args.disk_dir)
+        try:
+            disk_store = isobox.Store.open(os.path.join(disk, "store"))
+            results["isobox, store on disk"] = time_python(
+                lambda: isobox.run(image, ["/bin/true"], store=disk_store), runs)
+        finally:
+            subprocess.run(["rm", "-rf", disk])
 
         # flat in the number of running containers from the same image?
         running = [isobox.Container(image, ["sleep", "600"]).start() for _ in range(50)]
