@@ -11,7 +11,7 @@ from typing import List
 
 import pytest
 
-from isobox.cli import human_duration, human_size
+from isobox.cli.format import human_duration, human_size
 
 
 def isobox(*args: str, root: Path, env: dict | None = None) -> subprocess.CompletedProcess[str]:

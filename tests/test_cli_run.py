@@ -29,7 +29,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import isobox
-from isobox.cli import exit_status, parse_tmpfs, _env_file
+from isobox.cli.environment import env_file as read_env_file
+from isobox.cli.format import exit_status
+from isobox.cli import parse_tmpfs
 from isobox.control.client import ContainerInfo, containers, get_container
 from isobox.control.supervisor import run_detached
 
@@ -959,7 +961,7 @@ values = st.text(st.characters(blacklist_categories=("Cs",), blacklist_character
 def test_env_file_lines_are_taken_verbatim(tmp_path_factory, pairs):
     path = tmp_path_factory.mktemp("envfile") / "env"
     path.write_bytes(("".join(f"{k}={v}\n" for k, v in pairs) + "# not a variable\n\n").encode())
-    assert _env_file(str(path)) == [f"{k}={v}" for k, v in pairs]
+    assert read_env_file(str(path)) == [f"{k}={v}" for k, v in pairs]
 
 
 @given(st.integers(0, 1 << 20), st.sampled_from(["", "k", "m", "g"]), st.integers(0, 0o7777), st.booleans())

@@ -27,10 +27,12 @@ from typing import (
     NoReturn,
     Optional,
     Sequence,
-    Set,
-    TextIO,
     Tuple,
 )
+
+from .attach import RawTerminal, Signals, copy_thread, set_winsize, terminal_size, tty_loop, write_all
+from .environment import environment
+from .format import ProgressBar, exit_status, familiar, human_duration, human_size, table
 
 if TYPE_CHECKING:
     from ..images.store import Store
@@ -77,41 +79,6 @@ def _store(args: argparse.Namespace) -> "Store":
 # -- formatting ---------------------------------------------------------------------------
 
 
-def human_size(n: float) -> str:
-    """Docker's HumanSize: decimal units, three significant digits ("4.26MB")."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.3g}{unit}"
-        n /= 1000
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def human_duration(seconds: float) -> str:
-    """Docker's HumanDuration, roughly ("2 weeks", "About an hour")."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(s / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
-
-
 def _created(config: Any) -> str:
     """When the image was built, from its config's ``created`` (RFC 3339)."""
     import datetime
@@ -131,64 +98,6 @@ def _created(config: Any) -> str:
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.timezone.utc)
     return human_duration(time.time() - when.timestamp()) + " ago"
-
-
-def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        out.write("   ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
-
-
-class ProgressBar:
-    """Pull progress on stderr: one redrawn line on a terminal, a line per finished layer
-    otherwise. Callable as `isobox.images.image.ProgressCallback` (from the pulling threads)."""
-
-    def __init__(self, label: str, stream: TextIO = sys.stderr, interval: float = 0.1) -> None:
-        self.label = label
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.interval = interval
-        self._layers: Dict[str, Tuple[int, int]] = {}
-        self._lock = threading.Lock()
-        self._last = 0.0
-        self._drawn = False
-        self._finished: Set[str] = set()
-
-    def __call__(self, digest: str, done: int, total: int) -> None:
-        with self._lock:
-            self._layers[digest] = (done, total)
-            if not self.tty:
-                if done >= total and digest not in self._finished:
-                    self._finished.add(digest)
-                    self.stream.write(f"{digest[7:19]}: Pull complete ({human_size(total)})\n")
-                    self.stream.flush()
-                return
-            now = time.monotonic()
-            if now - self._last >= self.interval or done >= total:
-                self._last = now
-                self._draw()
-
-    def _draw(self) -> None:
-        done = sum(d for d, _ in self._layers.values())
-        total = sum(t for _, t in self._layers.values())
-        complete = sum(1 for d, t in self._layers.values() if d >= t)
-        width = 30
-        filled = width if total == 0 else min(width, width * done // total)
-        bar = "#" * filled + "-" * (width - filled)
-        self.stream.write(
-            f"\r{self.label} [{bar}] {human_size(done)}/{human_size(total)} "
-            f"{complete}/{len(self._layers)} layers\x1b[K"
-        )
-        self.stream.flush()
-        self._drawn = True
-
-    def close(self) -> None:
-        with self._lock:
-            if self.tty and self._layers:
-                self._draw()
-            if self._drawn:
-                self.stream.write("\n")
-                self.stream.flush()
 
 
 # -- pull --------------------------------------------------------------------------------------
@@ -289,7 +198,7 @@ def _images(args: argparse.Namespace) -> int:
         return 0
     header = ["REPOSITORY", "TAG"] + (["DIGEST"] if args.digests else []) + [
         "IMAGE ID", "PLATFORM", "CREATED", "SIZE"]
-    _table([header] + rows, sys.stdout)
+    table([header] + rows, sys.stdout)
     return 0
 
 
@@ -357,47 +266,6 @@ def _prune(args: argparse.Namespace) -> int:
 # -- running containers: shared helpers -------------------------------------------------------------
 
 
-def exit_status(code: int) -> int:
-    """A container's status as a shell reports it: N, or 128+N for a death by signal N."""
-    return 128 - code if code < 0 else code & 0xFF
-
-
-def _env_file(path: str) -> List[str]:
-    """Docker's --env-file: KEY=VALUE lines taken verbatim (no quotes are removed), KEY
-    alone takes our value, blank lines and lines starting with # are skipped."""
-    from ..errors import InvalidOption
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise InvalidOption(f"cannot read env file {path}: {exc.strerror}") from exc
-    out: List[str] = []
-    for number, raw in enumerate(text.split("\n"), 1):
-        line = raw[:-1].lstrip() if raw.endswith("\r") else raw.lstrip()
-        if not line or line.startswith("#"):
-            continue
-        key = line.split("=", 1)[0]
-        if not key or any(ch.isspace() for ch in key):
-            raise InvalidOption(f"{path}:{number}: invalid variable name {key!r}")
-        out.append(line if "=" in line else key)
-    return out
-
-
-def _environment(args: argparse.Namespace) -> List[str]:
-    """--env-file first, then -e (later ones win); ``KEY`` alone takes our value, now."""
-    from ..runtime.spelling import parse_env
-
-    entries: List[str] = []
-    for path in args.env_file:
-        entries += _env_file(path)
-    entries += args.env
-    merged: Dict[str, str] = {}
-    for key, value in parse_env(entries):
-        merged[key] = value
-    return [f"{k}={v}" for k, v in merged.items()]
-
-
 def parse_tmpfs(text: str) -> Any:
     """Docker's --tmpfs DST[:OPTIONS]: size=, mode= (octal), exec/noexec; nosuid, nodev,
     rw are what isobox always does."""
@@ -434,7 +302,7 @@ def _container_options(args: argparse.Namespace) -> Dict[str, Any]:
     if args.network not in ("none", "host"):
         raise InvalidOption(f"--network {args.network}: isobox offers 'none' (loopback only) and 'host'")
     options: Dict[str, Any] = {
-        "env": _environment(args),
+        "env": environment(args),
         "mounts": [parse_volume_spec(v) for v in args.volume] + [parse_tmpfs(t) for t in args.tmpfs],
         "network": args.network,
         "init": args.init,
@@ -495,189 +363,6 @@ def _image_for_run(reference: str, platform: Optional[str], store: "Store") -> A
     return image
 
 
-def _write_all(fd: int, data: bytes) -> bool:
-    """False once ``fd`` is gone (EPIPE: `isobox run ... | head`)."""
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BrokenPipeError:
-            return False
-        view = view[n:]
-    return True
-
-
-def _copy_thread(src: int, dst: int, close_dst: bool) -> threading.Thread:
-    """Copy src to dst until EOF, in a daemon thread (stdin to a container's pipe, an
-    exec's pipes to our terminal)."""
-
-    def run() -> None:
-        try:
-            while True:
-                try:
-                    data = os.read(src, 65536)
-                except OSError:
-                    break
-                if not data or not _write_all(dst, data):
-                    break
-        finally:
-            if close_dst:
-                os.close(dst)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
-class _Signals:
-    """While attached: SIGINT/SIGTERM/SIGHUP and SIGWINCH are noted and wake the loop (a
-    pipe through signal.set_wakeup_fd) instead of raising; restored on exit."""
-
-    CAUGHT = ("SIGINT", "SIGTERM", "SIGHUP", "SIGWINCH")
-
-    def __init__(self) -> None:
-        self.pending: List[int] = []
-        self.wake_r = self.wake_w = -1
-        self._old: Dict[int, Any] = {}
-        self._old_wakeup = -1
-
-    def __enter__(self) -> "_Signals":
-        import signal
-
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._old_wakeup = signal.set_wakeup_fd(self.wake_w)
-        for name in self.CAUGHT:
-            num = getattr(signal, name)
-            self._old[num] = signal.signal(num, lambda signum, frame: self.pending.append(signum))
-        return self
-
-    def take(self) -> List[int]:
-        try:
-            os.read(self.wake_r, 256)
-        except BlockingIOError:
-            pass
-        taken, self.pending[:] = list(self.pending), []
-        return taken
-
-    def __exit__(self, *exc: Any) -> None:
-        import signal
-
-        for num, handler in self._old.items():
-            signal.signal(num, handler)
-        signal.set_wakeup_fd(self._old_wakeup)
-        os.close(self.wake_r)
-        os.close(self.wake_w)
-
-
-class _RawTerminal:
-    """Our terminal in raw mode while attached with -it (keys go to the container as
-    typed, Ctrl-C included), restored afterwards whatever happens."""
-
-    def __init__(self, fd: int, enabled: bool) -> None:
-        self.fd = fd
-        self.enabled = enabled
-        self._saved: Any = None
-
-    def __enter__(self) -> "_RawTerminal":
-        if self.enabled:
-            import termios
-            import tty
-
-            self._saved = termios.tcgetattr(self.fd)
-            tty.setraw(self.fd, termios.TCSANOW)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._saved is not None:
-            import termios
-
-            termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
-
-
-def _terminal_size() -> Optional[Tuple[int, int]]:
-    """Our terminal's size, or None when there is none or it does not know its size: a
-    pty nobody sized reports 0x0 (`script`, some CI runners), and podman and Docker then
-    go on with their default, as we do (None: the container's 24x80, or no resize)."""
-    for fd in (1, 0, 2):
-        if os.isatty(fd):
-            try:
-                size = os.get_terminal_size(fd)
-            except OSError:
-                return None
-            if size.lines <= 0 or size.columns <= 0:
-                return None
-            return size.lines, size.columns
-    return None
-
-
-def _set_winsize(master: int, size: Optional[Tuple[int, int]]) -> None:
-    if size is None:
-        return
-    import fcntl
-    import struct
-    import termios
-
-    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
-
-
-def _tty_loop(master: int, interactive: bool, done_fd: int, signals: _Signals,
-              on_signal: Callable[[int], None], log: Optional[Callable[[bytes], None]] = None) -> None:
-    """Copy our stdin to the terminal's master and its output to our stdout (and the
-    log), until ``done_fd`` is readable (the process exited) and the output is drained.
-    SIGWINCH resizes the terminal; other signals go to ``on_signal``."""
-    import select
-    import signal
-
-    poller = select.poll()
-    poller.register(master, select.POLLIN)
-    poller.register(done_fd, select.POLLIN)
-    poller.register(signals.wake_r, select.POLLIN)
-    if interactive:
-        poller.register(0, select.POLLIN)
-    out_ok = True
-    master_open = True
-    while True:
-        events = dict(poller.poll())
-        for sig in signals.take():
-            if sig == signal.SIGWINCH:
-                _set_winsize(master, _terminal_size())
-            else:
-                on_signal(sig)
-        if master in events and master_open:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: every slave fd is closed
-                data = b""
-            if not data:
-                poller.unregister(master)
-                master_open = False
-            else:
-                if log is not None:
-                    log(data)
-                out_ok = out_ok and _write_all(1, data)
-        if interactive and 0 in events:
-            data = os.read(0, 65536)
-            if data:
-                _write_all(master, data)
-            else:
-                poller.unregister(0)
-                interactive = False
-        if done_fd in events:
-            break
-    drain = select.poll()  # not select: the master's fd number can exceed FD_SETSIZE
-    drain.register(master, select.POLLIN)
-    while master_open and drain.poll(0):
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        if log is not None:
-            log(data)
-        out_ok = out_ok and _write_all(1, data)
-
-
 class _Stopper:
     """Ctrl-C (SIGINT), SIGTERM or SIGHUP to the isobox command stop the container: its
     stop signal first, SIGKILL after --stop-timeout or at the second signal."""
@@ -703,7 +388,7 @@ class _Stopper:
             self.container.kill(signal.SIGKILL)
 
 
-def _follow_logs(container: Any, pidfd: int, signals: _Signals, stopper: _Stopper) -> None:
+def _follow_logs(container: Any, pidfd: int, signals: Signals, stopper: _Stopper) -> None:
     """Stream the container's stdout and stderr logs to our stdout and stderr while it
     runs (each stream in order; between them, order is not kept, as with Docker), across
     the logs' rotations (logs.follow)."""
@@ -730,7 +415,7 @@ def _follow_logs(container: Any, pidfd: int, signals: _Signals, stopper: _Stoppe
     ok = {"stdout": True, "stderr": True}
     out = {"stdout": 1, "stderr": 2}
     for stream, data in logs.follow(container.dir, ("stdout", "stderr"), done, 0.02, wait):
-        ok[stream] = ok[stream] and _write_all(out[stream], data)
+        ok[stream] = ok[stream] and write_all(out[stream], data)
 
 
 # -- run -----------------------------------------------------------------------------------------------
@@ -806,11 +491,11 @@ def _run(args: argparse.Namespace) -> int:
         # a terminal is never handed to the container (it could read what is typed after
         # it ends): we copy from it into a pipe; a pipe or file is passed as it is
         stdin = True if os.isatty(0) else 0
-    container = Container(image, command, tty=args.tty, tty_size=_terminal_size() if args.tty else None,
+    container = Container(image, command, tty=args.tty, tty_size=terminal_size() if args.tty else None,
                           stdin=stdin, store=store, **options)
     # Ctrl-C, SIGTERM and SIGHUP take the stop path from the moment the container can be
     # seen (`ps` lists it once it starts): noted from before the start, acted on in _attach
-    with _Signals() as signals:
+    with Signals() as signals:
         with store.in_use():
             container.start()
         server = Server(container, auto_remove=args.rm)
@@ -830,17 +515,17 @@ def _run(args: argparse.Namespace) -> int:
     return exit_status(code)
 
 
-def _attach(container: Any, args: argparse.Namespace, signals: _Signals) -> int:
+def _attach(container: Any, args: argparse.Namespace, signals: Signals) -> int:
     stopper = _Stopper(container, args.stop_timeout)
     pidfd = os.pidfd_open(container.pid)
     try:
         if container.stdin is not None:
-            _copy_thread(0, container.stdin.fileno(), close_dst=False)
+            copy_thread(0, container.stdin.fileno(), close_dst=False)
         if args.tty:
             assert container.pty is not None
-            _set_winsize(container.pty, _terminal_size())
-            with container.log_writer() as log, _RawTerminal(0, args.interactive and os.isatty(0)):
-                _tty_loop(container.pty, args.interactive, pidfd, signals, stopper, log.write)
+            set_winsize(container.pty, terminal_size())
+            with container.log_writer() as log, RawTerminal(0, args.interactive and os.isatty(0)):
+                tty_loop(container.pty, args.interactive, pidfd, signals, stopper, log.write)
         else:
             _follow_logs(container, pidfd, signals, stopper)
         code = int(container.wait())
@@ -886,18 +571,18 @@ def _exec(args: argparse.Namespace) -> int:
     if args.interactive and args.tty and not os.isatty(0):
         raise InvalidOption("the input device is not a TTY (-it needs a terminal on stdin)")
     handle = get_container(args.container, _store(args))
-    env = _environment(argparse.Namespace(env=args.env, env_file=[]))
+    env = environment(argparse.Namespace(env=args.env, env_file=[]))
     if args.tty:
         proc = handle.exec_start(args.command, env=env, workdir=args.workdir, user=args.user, tty=True,
-                                 tty_size=_terminal_size())
-        with proc, _Signals() as signals:
-            _set_winsize(proc.master, _terminal_size())
-            with _RawTerminal(0, args.interactive and os.isatty(0)):
+                                 tty_size=terminal_size())
+        with proc, Signals() as signals:
+            set_winsize(proc.master, terminal_size())
+            with RawTerminal(0, args.interactive and os.isatty(0)):
                 # signals to us end only us: the process loses its terminal (SIGHUP)
                 def leave(signum: int) -> None:
                     raise KeyboardInterrupt
 
-                _tty_loop(proc.master, args.interactive, proc.fileno(), signals, leave)
+                tty_loop(proc.master, args.interactive, proc.fileno(), signals, leave)
             return exit_status(proc.wait())
     # none of our fds is handed over, terminal or file: the container could read what is
     # typed after it ends, or reopen our file through /proc/self/fd and truncate it;
@@ -917,18 +602,6 @@ def _add_ps(sub: Any) -> None:
     p.add_argument("-a", "--all", action="store_true", help="also containers that are not running")
     p.add_argument("-q", "--quiet", action="store_true", help="print only container IDs")
     p.set_defaults(func=_ps)
-
-
-def _familiar(reference: Optional[str], digest: Optional[str]) -> str:
-    if reference:
-        from ..errors import InvalidReference
-        from ..images.reference import Reference
-
-        try:
-            return Reference.parse(reference).familiar
-        except InvalidReference:
-            return reference
-    return digest[7:19] if digest else "<none>"
 
 
 def _status_text(info: Any, now: float) -> str:
@@ -955,10 +628,10 @@ def _ps(args: argparse.Namespace) -> int:
         if len(command) > 20:
             utf8 = (sys.stdout.encoding or "").lower().replace("-", "") == "utf8"
             command = command[:19] + "…" if utf8 else command[:17] + "..."
-        image = str(info.options.get("image") or _familiar(info.image, info.image_digest))
+        image = str(info.options.get("image") or familiar(info.image, info.image_digest))
         rows.append([info.id[:12], image, f'"{command}"',
                      human_duration(now - info.created) + " ago", _status_text(info, now), info.name])
-    _table(rows, sys.stdout)
+    table(rows, sys.stdout)
     return 0
 
 
@@ -977,10 +650,10 @@ def _logs(args: argparse.Namespace) -> int:
     handle = get_container(args.container, _store(args))
     if args.follow:
         for name, chunk in handle.follow_logs():
-            _write_all(1 if name == "stdout" else 2, chunk)
+            write_all(1 if name == "stdout" else 2, chunk)
         return 0
-    _write_all(1, handle.logs("stdout"))
-    _write_all(2, handle.logs("stderr"))
+    write_all(1, handle.logs("stdout"))
+    write_all(2, handle.logs("stderr"))
     return 0
 
 
@@ -1090,7 +763,7 @@ def inspect_container(info: Any) -> Dict[str, Any]:
             "Env": env,
             "Cmd": opts.get("command"),
             "Entrypoint": opts.get("entrypoint"),
-            "Image": recorded.get("image") or _familiar(info.image, info.image_digest),
+            "Image": recorded.get("image") or familiar(info.image, info.image_digest),
             "WorkingDir": opts.get("workdir") or "",
             "Tty": bool(opts.get("tty")),
             "OpenStdin": bool(opts.get("stdin")),
@@ -1109,7 +782,7 @@ def inspect_image(image: Any, store: "Store") -> Dict[str, Any]:
     arch, _, variant = arch.partition("/")
     doc: Dict[str, Any] = {
         "Id": record.config_digest if record is not None else image.digest,
-        "RepoTags": [_familiar(t, None) for t in tags],
+        "RepoTags": [familiar(t, None) for t in tags],
         "RepoDigests": [t.split(":")[0].rsplit("@", 1)[0] + "@" + str(image.digest) for t in tags],
         "Created": config.get("created", ""),
         "Architecture": config.get("architecture", arch),
@@ -1191,7 +864,7 @@ def _volume_ls(args: argparse.Namespace) -> int:
         for v in found:
             print(v.name)
         return 0
-    _table([["DRIVER", "VOLUME NAME"]] + [["local", v.name] for v in found], sys.stdout)
+    table([["DRIVER", "VOLUME NAME"]] + [["local", v.name] for v in found], sys.stdout)
     return 0
 
 
