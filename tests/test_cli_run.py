@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 import isobox
 from isobox.cli.environment import env_file as read_env_file
 from isobox.cli.format import exit_status
-from isobox.cli import parse_tmpfs
+from isobox.cli.run import parse_tmpfs
 from isobox.control.client import ContainerInfo, containers, get_container
 from isobox.control.supervisor import run_detached
 

@@ -1,0 +1,116 @@
+"""`isobox ps`, `logs`, `exec`, `stop`, `kill` and `rm`: containers that run (or ran) in
+another process, reached through `isobox.control.client` (their state on disk and their
+control sockets). None of these commands imports the container machinery: `exec` is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any, Callable
+
+from ..control.client import containers, get_container
+from ..errors import InvalidOption, IsoboxError
+from ..images.store import Store
+from . import EXIT_ERROR
+from .attach import RawTerminal, Signals, set_winsize, terminal_size, tty_loop, write_all
+from .environment import environment
+from .format import exit_status, familiar, human_duration, table
+
+
+def _status_text(info: Any, now: float) -> str:
+    if info.status == "running":
+        return "Up " + human_duration(now - info.created)
+    if info.status == "exited":
+        code = exit_status(info.exit_code) if info.exit_code is not None else "?"
+        return f"Exited ({code}) {human_duration(now - (info.finished or now))} ago"
+    return str(info.status).capitalize()
+
+
+def ps(args: argparse.Namespace) -> int:
+    found = containers(all=args.all, store=Store.open(args.root))
+    if args.quiet:
+        for info in found:
+            print(info.id[:12])
+        return 0
+    now = time.time()
+    rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"]]
+    for info in found:
+        command = " ".join(info.command)
+        if len(command) > 20:
+            utf8 = (sys.stdout.encoding or "").lower().replace("-", "") == "utf8"
+            command = command[:19] + "…" if utf8 else command[:17] + "..."
+        image = str(info.options.get("image") or familiar(info.image, info.image_digest))
+        rows.append([info.id[:12], image, f'"{command}"',
+                     human_duration(now - info.created) + " ago", _status_text(info, now), info.name])
+    table(rows, sys.stdout)
+    return 0
+
+
+def logs(args: argparse.Namespace) -> int:
+    handle = get_container(args.container, Store.open(args.root))
+    if args.follow:
+        for name, chunk in handle.follow_logs():
+            write_all(1 if name == "stdout" else 2, chunk)
+        return 0
+    write_all(1, handle.logs("stdout"))
+    write_all(2, handle.logs("stderr"))
+    return 0
+
+
+def _each(args: argparse.Namespace, act: Callable[[Any], None]) -> int:
+    """Do ``act`` to each named container, printing its name; report failures, go on."""
+    store = Store.open(args.root)
+    status = 0
+    for ref in args.containers:
+        try:
+            act(get_container(ref, store))
+        except IsoboxError as exc:
+            print(f"isobox: {exc}", file=sys.stderr)
+            status = EXIT_ERROR
+            continue
+        print(ref)
+    return status
+
+
+def stop(args: argparse.Namespace) -> int:
+    return _each(args, lambda h: h.stop(args.timeout))
+
+
+def kill(args: argparse.Namespace) -> int:
+    return _each(args, lambda h: h.kill(args.signal))
+
+
+def rm(args: argparse.Namespace) -> int:
+    return _each(args, lambda h: h.remove(force=args.force))
+
+
+def exec_command(args: argparse.Namespace) -> int:
+    if not args.command:
+        raise InvalidOption("exec needs a command")
+    if args.interactive and args.tty and not os.isatty(0):
+        raise InvalidOption("the input device is not a TTY (-it needs a terminal on stdin)")
+    handle = get_container(args.container, Store.open(args.root))
+    env = environment(argparse.Namespace(env=args.env, env_file=[]))
+    if args.tty:
+        proc = handle.exec_start(args.command, env=env, workdir=args.workdir, user=args.user, tty=True,
+                                 tty_size=terminal_size())
+        with proc, Signals() as signals:
+            set_winsize(proc.master, terminal_size())
+            with RawTerminal(0, args.interactive and os.isatty(0)):
+                # signals to us end only us: the process loses its terminal (SIGHUP)
+                def leave(signum: int) -> None:
+                    raise KeyboardInterrupt
+
+                tty_loop(proc.master, args.interactive, proc.fileno(), signals, leave)
+            return exit_status(proc.wait())
+    # none of our fds is handed over, terminal or file: the container could read what is
+    # typed after it ends, or reopen our file through /proc/self/fd and truncate it;
+    # exec_start gives it pipes and copies between them and ours
+    proc = handle.exec_start(args.command, env=env, workdir=args.workdir, user=args.user,
+                             stdio=(0 if args.interactive else -1, 1, 2))
+    with proc:
+        code = proc.wait()
+    return exit_status(code)
