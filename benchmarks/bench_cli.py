@@ -39,10 +39,10 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))  # for tests/support/ (no pytest in it)
 
-from fixtures.registry import Registry, sha256_digest  # noqa: E402
-from fixtures.rootfs import make_busybox_rootfs  # noqa: E402
+from support.registry import Registry, sha256_digest  # noqa: E402
+from support.rootfs import make_busybox_rootfs  # noqa: E402
 
 CRUN_HYBRID_FIX = "umount /sys/fs/cgroup/unified 2>/dev/null;"  # crun 1.8 refuses hybrid mode here
 BATCH = 10

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))  # for tests/support/ (no pytest in it)
 
-from fixtures.images import CountingProxy  # noqa: E402
-from fixtures.registry import Registry  # noqa: E402
+from support.proxy import CountingProxy  # noqa: E402
+from support.registry import Registry  # noqa: E402
 
 from isobox import Image  # noqa: E402
 

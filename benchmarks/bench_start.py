@@ -27,10 +27,10 @@ import time
 from typing import Callable, Dict, Optional, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))  # for tests/support/ (no pytest in it)
 
 import isobox  # noqa: E402
-from fixtures.rootfs import make_busybox_rootfs  # noqa: E402
+from support.rootfs import make_busybox_rootfs  # noqa: E402
 
 CRUN_HYBRID_FIX = "umount /sys/fs/cgroup/unified 2>/dev/null;"  # see shared notes: crun 1.8 refuses hybrid mode
 

@@ -1,4 +1,5 @@
-"""Shared test set-up. Fixtures live in tests/fixtures/, one module per real part."""
+"""Shared test set-up. Fixtures live in tests/fixtures/, one module per real part; the
+pytest-free helpers they wrap (which the benchmarks import too) in tests/support/."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ pytest_plugins = [
     "fixtures.rootfs",
     "fixtures.registry",
     "fixtures.images",
+    "fixtures.faults",
+    "fixtures.examples",
 ]
 
 # No example database: the suite also runs as an unprivileged user from a read-only tree.

@@ -35,7 +35,7 @@ from isobox.cli.run import parse_tmpfs
 from isobox.control.client import ContainerInfo, containers, get_container
 from isobox.control.supervisor import run_detached
 
-from fixtures.host import IS_ROOT
+from support.host import IS_ROOT
 
 ID_RE = re.compile(r"^[0-9a-f]{64}$")
 

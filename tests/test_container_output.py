@@ -14,7 +14,7 @@ import pytest
 
 import isobox
 
-from fixtures.host import IS_ROOT
+from support.host import IS_ROOT
 
 
 def test_stdout_is_a_pipe_the_container_cannot_reopen_as_a_host_file(busybox_image, store_root):

@@ -22,7 +22,8 @@ import isobox
 from isobox.runtime import cgroups, devices
 from isobox.runtime.devices import Device, DeviceNode, DeviceRule
 
-from fixtures.host import IS_ROOT, require
+from fixtures.host import require
+from support.host import IS_ROOT
 
 # --- Docker's --device grammar ---------------------------------------------------------
 

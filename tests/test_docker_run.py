@@ -16,7 +16,7 @@ import pytest
 import isobox
 from isobox import Bind, Tmpfs, Volume
 
-from fixtures.host import IS_ROOT
+from support.host import IS_ROOT
 
 
 def image_with(rootfs: pathlib.Path, **config: object) -> isobox.Image:

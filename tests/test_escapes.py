@@ -14,8 +14,8 @@ import pytest
 
 import isobox
 
-from fixtures.host import IS_ROOT
-from fixtures.rootfs import make_busybox_rootfs
+from support.host import IS_ROOT
+from support.rootfs import make_busybox_rootfs
 
 
 @pytest.fixture

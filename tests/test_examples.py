@@ -12,8 +12,8 @@ from typing import List
 
 import pytest
 
-from fixtures.examples import RuntimeImages, deriver, runtime_images  # noqa: F401 (fixtures)
-from fixtures.images import TestImages
+from support.derive import RuntimeImages
+from support.images import TestImages
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -16,7 +16,8 @@ import pytest
 import isobox
 from isobox.host import idmap
 
-from fixtures.host import IS_ROOT, require_tool
+from fixtures.host import require_tool
+from support.host import IS_ROOT
 
 
 def _me() -> str:

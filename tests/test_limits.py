@@ -14,7 +14,8 @@ import pytest
 import isobox
 from isobox.runtime import cgroups
 
-from fixtures.host import IS_ROOT, require
+from fixtures.host import require
+from support.host import IS_ROOT
 
 
 def can_limit() -> bool:

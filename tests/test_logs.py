@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from isobox.runtime import logs
 from isobox.errors import ContainerError, InvalidOption, StoreError
 
-from fixtures.host import IS_ROOT, require, require_tool
+from fixtures.host import require, require_tool
+from support.host import IS_ROOT
 
 SRC = pathlib.Path(logs.__file__).resolve().parents[1]
 

@@ -78,7 +78,7 @@ def _expected_in_sdist() -> List[str]:
     has them (globbed, so a new test or fixture is expected without editing this list)."""
     patterns = ["LICENSE", "README.md", "MANIFEST.in", "setup.py", "setup.cfg", "pyproject.toml",
                 ".ci/run", "scripts/*.sh", "tests/conftest.py", "tests/test_*.py",
-                "tests/fixtures/*.py", "examples/*.py", "benchmarks/*.py", "benchmarks/README.md",
+                "tests/fixtures/*.py", "tests/support/*.py", "examples/*.py", "benchmarks/*.py", "benchmarks/README.md",
                 "src/isobox/*.py", "src/isobox/py.typed", "src/isobox/_native/*.py",
                 "src/isobox/_native/*.c", "src/isobox/_native/*.h", "src/isobox/_native/*.cdef"]
     found = [str(p.relative_to(ROOT)) for pattern in patterns for p in ROOT.glob(pattern)]
@@ -89,7 +89,7 @@ def test_the_sdist_holds_what_building_and_testing_need(dists):
     sdist, _ = dists
     members = _sdist_members(sdist)
     expected = _expected_in_sdist()
-    assert {"tests/conftest.py", "tests/fixtures/registry.py", "examples/quickstart.py",
+    assert {"tests/conftest.py", "tests/fixtures/registry.py", "tests/support/registry.py", "examples/quickstart.py",
             "src/isobox/_native/spawn.c", "LICENSE"} <= set(expected)  # the globs matched
     assert [f for f in expected if f not in members] == []
     # nothing built or generated: the archive must build from its sources alone

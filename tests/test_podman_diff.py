@@ -27,9 +27,10 @@ import pytest
 
 import isobox
 
-from fixtures.examples import Deriver, deriver  # noqa: F401 (fixture)
-from fixtures.host import IS_ROOT, require_tool
-from fixtures.images import PATH_ENV, TestImages
+from fixtures.host import require_tool
+from support.host import IS_ROOT
+from support.derive import Deriver
+from support.images import PATH_ENV, TestImages
 
 
 PROBE = b"""\

@@ -1,7 +1,7 @@
 """`Image.pull` against a real registry and images umoci and skopeo made.
 
 Contents are checked file by file against the tree umoci itself unpacks from the same
-image (see tests/fixtures/images.py). Request counts come from a forwarding proxy in
+image (see tests/support/images.py). Request counts come from a forwarding proxy in
 front of the registry (`registry_proxy`).
 """
 
@@ -20,14 +20,14 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from fixtures.images import (
-    LAYER_GZIP,
+from support.images import LAYER_GZIP, sha256_digest
+from support.proxy import CountingProxy
+from support.trees import (
     expected_hardlinks,
     hardlink_groups,
     is_opaque,
     is_whiteout,
     merged_view,
-    sha256_digest,
     tree,
 )
 from isobox.errors import DigestMismatch, ImageNotFound, InvalidReference, NotFound
@@ -200,8 +200,6 @@ def test_cached_re_pull_in_a_new_process_is_one_request(images, store, registry_
 def token_proxy(registry_token):
     """A CountingProxy in front of the token-auth registry (the token server is reached
     directly, and counts its own requests)."""
-    from fixtures.images import CountingProxy
-
     proxy = CountingProxy(registry_token.host)
     try:
         yield proxy

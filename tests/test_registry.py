@@ -14,11 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fixtures.faults import (  # noqa: F401  (fixture)
+from support.faults import (
     close_delimited,
     content_length,
     endless,
-    fault_server,
     ignore_range,
     redirect,
     status,
@@ -384,7 +383,7 @@ def test_docker_hub_name_resolves_at_the_mirror(registry, monkeypatch):
 def unreachable_docker_hub(monkeypatch):
     """Docker Hub behind a proxy port nothing listens on: its requests fail at once and
     never leave the machine (whether or not it has a network)."""
-    from fixtures.registry import free_port
+    from support.registry import free_port
 
     proxy = f"http://127.0.0.1:{free_port()}"
     for name in ("https_proxy", "HTTPS_PROXY"):
@@ -451,7 +450,7 @@ def test_plain_http_mirror_on_a_remote_host_is_refused():
 
 
 def test_unreachable_registry_raises_registry_error():
-    from fixtures.registry import free_port
+    from support.registry import free_port
 
     with client() as c, pytest.raises(RegistryError) as info:
         c.resolve(f"127.0.0.1:{free_port()}/a/b:c")

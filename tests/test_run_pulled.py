@@ -7,7 +7,7 @@ import pytest
 
 import isobox
 
-from fixtures.host import IS_ROOT
+from support.host import IS_ROOT
 
 MERGED_VIEW = """
 ls /data/remove-me.txt /data/gone 2>&1 | grep -c 'No such file'

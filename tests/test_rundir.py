@@ -18,7 +18,7 @@ import pytest
 import isobox
 from isobox.runtime import rundir
 
-from fixtures.host import IS_ROOT
+from support.host import IS_ROOT
 
 ETC = ("hostname", "hosts", "resolv.conf")
 

@@ -18,7 +18,7 @@ import pytest
 
 import isobox
 
-from fixtures.host import IS_ROOT
+from support.host import IS_ROOT
 
 NOBODY = 65534
 

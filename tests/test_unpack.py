@@ -26,7 +26,8 @@ import zstandard
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fixtures.host import IS_ROOT, require, require_tool
+from fixtures.host import require, require_tool
+from support.host import IS_ROOT
 from isobox.errors import DigestMismatch, InvalidOption, LayerError
 from isobox.images.unpack import LayerStats, Limits, apply_layer, remove_tree
 

@@ -28,7 +28,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fixtures.host import IS_ROOT, require, require_tool
+from fixtures.host import require, require_tool
+from support.host import IS_ROOT
 from isobox.errors import LayerError
 from isobox.images.unpack import LayerStats, Limits, apply_layer, remove_tree
 from test_unpack_hostile import Box

@@ -23,7 +23,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fixtures.host import IS_ROOT
+from support.host import IS_ROOT
 from isobox.errors import LayerError
 from isobox.images.unpack import Limits, apply_layer, remove_tree
 

@@ -25,7 +25,8 @@ import isobox
 from isobox.runtime import users
 from isobox.runtime.users import ResolvedUser, resolve_user
 
-from fixtures.host import IS_ROOT, require_tool
+from fixtures.host import require_tool
+from support.host import IS_ROOT
 
 PASSWD = """\
 root:x:0:0:root:/root:/bin/sh
