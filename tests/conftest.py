@@ -12,6 +12,8 @@ pytest_plugins = [
     "fixtures.images",
     "fixtures.faults",
     "fixtures.examples",
+    "fixtures.seam",
+    "pytester",  # test_seam.py runs small test files
 ]
 
 # No example database: the suite also runs as an unprivileged user from a read-only tree.

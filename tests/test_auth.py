@@ -116,16 +116,19 @@ def helpers(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Helpers:
 # --- auths ------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_auth_field_gives_username_and_password(docker_config: WriteConfig) -> None:
     docker_config({"auths": {"registry.example:5000": {"auth": b64("alice:s3cret:with:colons")}}})
     assert lookup_credentials("registry.example:5000") == Credentials("alice", "s3cret:with:colons")
 
 
+@pytest.mark.unit
 def test_username_and_password_fields_are_used(docker_config: WriteConfig) -> None:
     docker_config({"auths": {"registry.example": {"username": "bob", "password": "pw"}}})
     assert lookup_credentials("registry.example") == Credentials("bob", "pw")
 
 
+@pytest.mark.unit
 def test_auth_field_overrides_username_and_password_fields(docker_config: WriteConfig) -> None:
     docker_config(
         {
@@ -137,6 +140,7 @@ def test_auth_field_overrides_username_and_password_fields(docker_config: WriteC
     assert lookup_credentials("r.example") == Credentials("fromauth", "p1")
 
 
+@pytest.mark.unit
 def test_identity_token_is_returned(docker_config: WriteConfig) -> None:
     docker_config({"auths": {"r.example": {"auth": b64("carol:"), "identitytoken": "refresh-me"}}})
     creds = lookup_credentials("r.example")
@@ -144,22 +148,26 @@ def test_identity_token_is_returned(docker_config: WriteConfig) -> None:
     assert (creds.username, creds.password, creds.identity_token) == ("carol", None, "refresh-me")
 
 
+@pytest.mark.unit
 def test_password_nul_padding_is_trimmed_as_docker_does(docker_config: WriteConfig) -> None:
     docker_config({"auths": {"r.example": {"auth": b64("dave:pw\x00\x00")}}})
     assert lookup_credentials("r.example") == Credentials("dave", "pw")
 
 
+@pytest.mark.unit
 def test_placeholder_entry_means_no_credentials(docker_config: WriteConfig) -> None:
     docker_config({"auths": {"r.example": {}, "s.example": None}})
     assert lookup_credentials("r.example") is None
     assert lookup_credentials("s.example") is None
 
 
+@pytest.mark.unit
 def test_json_field_names_match_case_insensitively_like_go(docker_config: WriteConfig) -> None:
     docker_config('{"Auths": {"r.example": {"Username": "erin", "PASSWORD": "pw"}}}')
     assert lookup_credentials("r.example") == Credentials("erin", "pw")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "key",
     [
@@ -178,6 +186,7 @@ def test_keys_written_as_url_or_host_match_the_registry(
     assert lookup_credentials("registry.example:5000") == Credentials("u", "p")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "key",
     ["registry.example:5001", "registry.example", "https://registry.example", "other.example:5000",
@@ -188,6 +197,7 @@ def test_keys_for_other_hosts_or_ports_do_not_match(docker_config: WriteConfig, 
     assert lookup_credentials("registry.example:5000") is None
 
 
+@pytest.mark.unit
 def test_exact_key_wins_over_a_url_key(docker_config: WriteConfig) -> None:
     docker_config(
         {
@@ -200,11 +210,13 @@ def test_exact_key_wins_over_a_url_key(docker_config: WriteConfig) -> None:
     assert lookup_credentials("r.example") == Credentials("exact", "2")
 
 
+@pytest.mark.unit
 def test_ipv6_registry_matches_bracketed_keys(docker_config: WriteConfig) -> None:
     docker_config({"auths": {"https://[::1]:5000/": {"auth": b64("six:pw")}}})
     assert lookup_credentials("[::1]:5000") == Credentials("six", "pw")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("domain", ["docker.io", "registry-1.docker.io", "index.docker.io"])
 def test_docker_hub_is_keyed_by_the_index_server(docker_config: WriteConfig, domain: str) -> None:
     docker_config({"auths": {"https://index.docker.io/v1/": {"auth": b64("hubuser:hubpw")}}})
@@ -212,6 +224,7 @@ def test_docker_hub_is_keyed_by_the_index_server(docker_config: WriteConfig, dom
     assert lookup_credentials(domain) == Credentials("hubuser", "hubpw")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "key", ["docker.io", "index.docker.io", "https://index.docker.io/v1", "registry-1.docker.io"]
 )
@@ -220,6 +233,7 @@ def test_docker_hub_keys_written_by_host_are_accepted(docker_config: WriteConfig
     assert lookup_credentials("docker.io") == Credentials("hubuser", "hubpw")
 
 
+@pytest.mark.unit
 def test_hub_credentials_are_not_sent_to_other_registries(docker_config: WriteConfig) -> None:
     docker_config({"auths": {"https://index.docker.io/v1/": {"auth": b64("hubuser:hubpw")}}})
     assert lookup_credentials("localhost:5000") is None
@@ -229,6 +243,7 @@ def test_hub_credentials_are_not_sent_to_other_registries(docker_config: WriteCo
 # --- where the config comes from ----------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_missing_config_means_no_credentials(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -240,12 +255,14 @@ def test_missing_config_means_no_credentials(
     assert lookup_credentials("docker.io") is None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("content", ["", "  \n", "{}", '{"auths": null}', '{"auths": {}} trailing'])
 def test_empty_config_means_no_credentials(docker_config: WriteConfig, content: str) -> None:
     docker_config(content)
     assert lookup_credentials("docker.io") is None
 
 
+@pytest.mark.unit
 def test_home_docker_config_is_used_without_DOCKER_CONFIG(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -259,6 +276,7 @@ def test_home_docker_config_is_used_without_DOCKER_CONFIG(
     assert lookup_credentials("r.example") == Credentials("home", "pw")
 
 
+@pytest.mark.unit
 def test_docker_auth_config_variable_wins_over_the_file(
     docker_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -271,6 +289,7 @@ def test_docker_auth_config_variable_wins_over_the_file(
     assert lookup_credentials("s.example") == Credentials("file", "pw2")  # falls back
 
 
+@pytest.mark.unit
 def test_malformed_docker_auth_config_variable_raises(
     docker_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -280,6 +299,7 @@ def test_malformed_docker_auth_config_variable_raises(
         lookup_credentials("r.example")
 
 
+@pytest.mark.unit
 def test_explicit_config_replaces_the_environment(
     docker_config: WriteConfig, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
 ) -> None:
@@ -294,6 +314,7 @@ SECRET = "hunter2-do-not-print"
 AUTH = '{"auths": {"r.example": {"auth": "%s"}}}'
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "content, fragment",
     [
@@ -328,6 +349,7 @@ def test_malformed_config_raises_credentials_error_naming_the_file(
     assert isinstance(info.value, RegistryError)
 
 
+@pytest.mark.unit
 def test_unreadable_config_raises_credentials_error(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -389,6 +411,7 @@ def test_helper_without_credentials_means_none_and_auths_are_not_used(
     assert len(helpers.calls("teststore")) == 1
 
 
+@pytest.mark.unit
 def test_registry_without_helper_uses_auths(docker_config: WriteConfig, helpers: Helpers) -> None:
     helpers.make("special", {})
     docker_config(
@@ -401,6 +424,7 @@ def test_registry_without_helper_uses_auths(docker_config: WriteConfig, helpers:
     assert helpers.calls("special") == []
 
 
+@pytest.mark.unit
 def test_missing_helper_raises_naming_it_and_the_fix(
     docker_config: WriteConfig, helpers: Helpers
 ) -> None:
@@ -451,6 +475,7 @@ def test_slow_helper_is_killed_after_the_timeout(
         os.kill(helpers.pid("slow"), 0)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", ["../evil", "a/b", "x\x00y"])
 def test_helper_names_cannot_be_paths(docker_config: WriteConfig, name: str) -> None:
     docker_config({"credsStore": name})
@@ -461,12 +486,14 @@ def test_helper_names_cannot_be_paths(docker_config: WriteConfig, name: str) -> 
 # --- Credentials ----------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_credentials_repr_hides_secrets() -> None:
     text = repr(Credentials("user", SECRET, identity_token=SECRET + "-token"))
     assert "user" in text
     assert SECRET not in text
 
 
+@pytest.mark.unit
 def test_coerce_accepts_none_credentials_and_pairs() -> None:
     creds = Credentials("u", "p")
     assert Credentials.coerce(None) is None
@@ -475,6 +502,7 @@ def test_coerce_accepts_none_credentials_and_pairs() -> None:
     assert Credentials.coerce(["u", "p"]) == creds  # type: ignore[arg-type]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "value",
     [
@@ -492,6 +520,7 @@ def test_coerce_refuses_other_values_without_echoing_them(value: Any) -> None:
     assert SECRET not in str(info.value)
 
 
+@pytest.mark.unit
 def test_credentials_need_a_username_or_token() -> None:
     with pytest.raises(InvalidOption):
         Credentials(password="only-a-password")
@@ -506,6 +535,7 @@ _usernames = st.text(min_size=1).filter(lambda s: ":" not in s)
 _passwords = st.text().filter(lambda s: not s.startswith("\x00") and not s.endswith("\x00"))
 
 
+@pytest.mark.unit
 @given(_usernames, _passwords)
 def test_auth_field_round_trips_any_username_and_password(username: str, password: str) -> None:
     auth = b64(f"{username}:{password}")
@@ -513,6 +543,7 @@ def test_auth_field_round_trips_any_username_and_password(username: str, passwor
     assert config.find_auth("r.example") == Credentials(username, password)
 
 
+@pytest.mark.unit
 @given(st.one_of(st.text(), st.binary(), st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(
@@ -536,6 +567,7 @@ _hosts = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?(\.[a-z0-9]{1,5}){0,2}
 _spellings = st.sampled_from(["{}", "https://{}", "http://{}/", "{}/v2/", "https://{}/v1/"])
 
 
+@pytest.mark.unit
 @given(_hosts, st.one_of(st.none(), st.integers(1, 65535)), _spellings)
 def test_any_spelling_of_a_host_matches_only_that_host(
     host: str, port: Optional[int], spelling: str

@@ -169,6 +169,7 @@ def test_images_listing_does_not_import_requests(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.unit
 def test_human_units_match_dockers():
     assert human_size(0) == "0B"
     assert human_size(4_261_000) == "4.26MB"

@@ -957,6 +957,7 @@ keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True)
 values = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\x00"), max_size=20)
 
 
+@pytest.mark.unit
 @given(st.lists(st.tuples(keys, values), max_size=8))
 def test_env_file_lines_are_taken_verbatim(tmp_path_factory, pairs):
     path = tmp_path_factory.mktemp("envfile") / "env"
@@ -964,6 +965,7 @@ def test_env_file_lines_are_taken_verbatim(tmp_path_factory, pairs):
     assert read_env_file(str(path)) == [f"{k}={v}" for k, v in pairs]
 
 
+@pytest.mark.unit
 @given(st.integers(0, 1 << 20), st.sampled_from(["", "k", "m", "g"]), st.integers(0, 0o7777), st.booleans())
 def test_tmpfs_options_parse(size, unit, mode, exec_):
     spec = f"/mnt/t:size={size}{unit},mode={mode:o},{'exec' if exec_ else 'noexec'},nosuid"
@@ -971,6 +973,7 @@ def test_tmpfs_options_parse(size, unit, mode, exec_):
     assert (t.target, t.size, t.mode, t.exec) == ("/mnt/t", f"{size}{unit}", mode, exec_)
 
 
+@pytest.mark.unit
 @given(st.text(max_size=30))
 def test_tmpfs_parser_only_raises_isobox_errors(text):
     try:

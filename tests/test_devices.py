@@ -28,6 +28,7 @@ from support.host import IS_ROOT
 # --- Docker's --device grammar ---------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("spec, host, path, access", [
     ("/dev/fuse", "/dev/fuse", "/dev/fuse", "rwm"),
     ("/dev/fuse:r", "/dev/fuse", "/dev/fuse", "r"),
@@ -41,6 +42,7 @@ def test_device_option_follows_dockers_grammar(spec, host, path, access):
     assert Device.parse(spec) == Device(host=host, path=path, access=access)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("spec", [
     "", ":/dev/fuse", "dev/fuse", "/dev/fuse:fuse", "/dev/fuse:/dev/fuse:rx",
     "/dev/fuse:/dev/fuse:rr", "/dev/fuse:/dev/fuse:", "/a:/b:rw:x", "/dev/fuse:/",
@@ -50,6 +52,7 @@ def test_invalid_device_options_are_refused_before_the_host_is_touched(spec):
         Device.parse(spec)
 
 
+@pytest.mark.unit
 def test_device_fields_are_validated():
     with pytest.raises(isobox.InvalidOption, match="host path must be absolute"):
         Device(host="fuse")
@@ -65,12 +68,14 @@ paths = st.lists(st.text("abcxyz.-_", min_size=1, max_size=6).filter(lambda s: s
 accesses = st.sets(st.sampled_from("rwm"), min_size=1).flatmap(lambda s: st.permutations(sorted(s))).map("".join)
 
 
+@pytest.mark.unit
 @given(host=paths, path=paths, access=accesses)
 def test_device_specs_round_trip(host, path, access):
     assert Device.parse(f"{host}:{path}:{access}") == Device(host=host, path=path, access=access)
     assert Device.parse(f"{host}:{access}") == Device(host=host, access=access)
 
 
+@pytest.mark.unit
 @given(st.text(max_size=30))
 def test_any_device_spec_parses_or_raises_invalid_option(spec):
     try:
@@ -82,6 +87,7 @@ def test_any_device_spec_parses_or_raises_invalid_option(spec):
 # --- resolving host nodes ----------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_device_node_resolves_to_its_type_and_numbers():
     (node,) = Device.parse("/dev/null:/dev/mynull:rw").resolve()
     st_ = os.stat("/dev/null")
@@ -90,12 +96,14 @@ def test_a_device_node_resolves_to_its_type_and_numbers():
     assert node.rule == DeviceRule("c", 1, 3, "rw")
 
 
+@pytest.mark.unit
 def test_a_symlink_to_a_device_is_followed(tmp_path):
     (tmp_path / "n").symlink_to("/dev/null")
     (node,) = Device(host=str(tmp_path / "n"), path="/dev/n").resolve()
     assert (node.type, node.major, node.minor, node.host) == ("c", 1, 3, str(tmp_path / "n"))
 
 
+@pytest.mark.unit
 def test_what_is_not_a_device_is_refused_clearly(tmp_path):
     with pytest.raises(isobox.InvalidOption, match="No such file"):
         Device(host=str(tmp_path / "missing")).resolve()
@@ -116,6 +124,7 @@ def root_only(why: str) -> None:
         pytest.skip(f"rootless: {why}")
 
 
+@pytest.mark.unit
 def test_a_directory_adds_every_device_below_it(tmp_path):
     root_only("mknod of device nodes needs CAP_MKNOD in the initial user namespace")
     (tmp_path / "snd" / "sub").mkdir(parents=True)
@@ -134,6 +143,7 @@ def test_a_directory_adds_every_device_below_it(tmp_path):
 # --- the rules ---------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_default_rules_are_dockers_allowlist():
     assert [str(r) for r in devices.policy(devices.DEFAULT_RULES)] == [
         "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
@@ -147,12 +157,14 @@ def test_default_rules_are_dockers_allowlist():
         assert not devices.allows(rules, kind, major, minor, "r"), (kind, major, minor)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("line", ["c 1:3 rwm", "b 8:* r", "c *:* m", "b 254:0 w", "a *:* rwm"])
 def test_rules_read_and_write_the_kernels_lines(line):
     allow = not line.startswith("a")
     assert str(DeviceRule.from_cgroup(line, allow=allow)) == line
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("line", ["x 1:3 rwm", "c 1:3", "c 1:3 q", "c 1-3 rwm", "c 4096:0 r",
                                   "c 1:1048576 r", "c -1:0 r"])
 def test_malformed_rules_are_refused(line):
@@ -160,11 +172,13 @@ def test_malformed_rules_are_refused(line):
         DeviceRule.from_cgroup(line)
 
 
+@pytest.mark.unit
 def test_a_rule_allowing_every_device_is_refused():
     with pytest.raises(isobox.InvalidOption, match="every device"):
         DeviceRule("a")
 
 
+@pytest.mark.unit
 def test_rules_merge_and_deny_as_the_kernel_does():
     r, w = DeviceRule("c", 1, 3, "r"), DeviceRule("c", 1, 3, "w")
     assert devices.policy([r, w]) == (DeviceRule("c", 1, 3, "rw"),)
@@ -247,6 +261,7 @@ def test_the_bpf_program_decides_as_the_rules_do(rules, asked):
         assert verdict == int(devices.allows(rules, kind, major, minor, access))
 
 
+@pytest.mark.unit
 def test_the_default_program_denies_kvm_and_allows_null():
     insns = devices.bpf_insns(devices.DEFAULT_RULES)
     assert run_bpf(insns, "c", 1, 3, "rw") == 1

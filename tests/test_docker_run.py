@@ -241,6 +241,7 @@ def test_tmpfs_mount_with_size_and_noexec(busybox_image, store_root):
     assert out.strip().endswith("noexec")
 
 
+@pytest.mark.unit
 def test_mount_options_are_validated(tmp_path):
     with pytest.raises(isobox.InvalidOption):
         Bind("relative", "/x")

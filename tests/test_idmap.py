@@ -47,6 +47,7 @@ def _caught(fn) -> "tuple[idmap.IdMap, List[str]]":
     return ids, [str(w.message) for w in got if issubclass(w.category, idmap.SubordinateIdWarning)]
 
 
+@pytest.mark.unit
 def test_a_valid_range_is_used_without_a_warning(subids):
     subids(f"someone:1:2\n{_me()}:200000:65536\n", f"{os.geteuid()}:300000:65536\n")
     ids, said = _caught(idmap.for_caller)
@@ -55,6 +56,7 @@ def test_a_valid_range_is_used_without_a_warning(subids):
     assert said == [] and ids.fallback_reason is None
 
 
+@pytest.mark.unit
 def test_no_entry_for_the_user_falls_back_quietly_but_doctor_knows(subids):
     subids("someone:100000:65536\n", "someone:100000:65536\n")
     ids, said = _caught(idmap.for_caller)
@@ -62,6 +64,7 @@ def test_no_entry_for_the_user_falls_back_quietly_but_doctor_knows(subids):
     assert ids.fallback_reason is not None and "no range for" in ids.fallback_reason
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("line, why", [
     ("{me}:100000", "3 fields"),
     ("{me}:100000:lots", "not a number"),
@@ -76,6 +79,7 @@ def test_a_malformed_line_for_the_user_is_named_with_its_file_and_line(subids, t
     assert ids.fallback_reason == said[0]
 
 
+@pytest.mark.unit
 def test_a_range_in_subuid_only_is_said(subids, tmp_path):
     subids(f"{_me()}:100000:65536\n", "")
     ids, said = _caught(idmap.for_caller)
@@ -83,6 +87,7 @@ def test_a_range_in_subuid_only_is_said(subids, tmp_path):
     assert str(tmp_path / "subgid") in said[0] and "no range for" in said[0]
 
 
+@pytest.mark.unit
 def test_a_missing_newuidmap_is_named_with_its_package(subids, tmp_path, monkeypatch):
     subids(f"{_me()}:100000:65536\n", f"{_me()}:100000:65536\n")
     empty = tmp_path / "bin"
@@ -94,6 +99,7 @@ def test_a_missing_newuidmap_is_named_with_its_package(subids, tmp_path, monkeyp
     assert "newuidmap" in said[0] and "uidmap" in said[0] and "package" in said[0], said
 
 
+@pytest.mark.unit
 def test_an_unreadable_subuid_file_is_said(subids, tmp_path):
     if IS_ROOT:
         pytest.skip("root reads a file whatever its mode")

@@ -165,6 +165,7 @@ def test_bogus_stop_signal_is_pulled_but_refused_when_a_container_is_made(regist
     assert image.id is not None and image.id in str(info.value)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("text, number", [
     (None, signal.SIGTERM), ("", signal.SIGTERM),  # unset: Docker's default
     ("SIGQUIT", signal.SIGQUIT), ("quit", signal.SIGQUIT), ("9", 9), ("+2", 2),
@@ -174,6 +175,7 @@ def test_stop_signal_is_read_as_docker_parses_it(text, number):
     assert ImageConfig(stop_signal=text).stop_signum == number
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("text", ["0", "65", "-9", "SIGSIGTERM", "TERM ", "SIG", "15.0",
                                   "SIGRTMIN+16", "\uff11\uff15"])
 def test_stop_signal_naming_no_signal_is_invalid_image(text):
@@ -197,6 +199,7 @@ def test_malformed_config_read_back_from_the_store_is_invalid_image(registry, st
         Image.get(image.reference, store=store)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("options", [
     {"entrypoint": [1, 2]}, {"cmd": "sh"}, {"env": {"A": "1"}}, {"labels": ["a=b"]},
     {"labels": {"a": 1}}, {"stop_signal": 15}, {"user": 0}, {"working_dir": None},
@@ -249,6 +252,7 @@ def test_any_config_section_is_an_image_config_or_invalid_image(section):
     check_valid(config)
 
 
+@pytest.mark.unit
 @settings(max_examples=300)
 @given(raw=st.binary(max_size=64) | config_sections.map(
     lambda s: json.dumps(config_doc(s)).encode()))

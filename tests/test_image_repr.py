@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 import isobox
 from isobox.images.image import Image
 from isobox.images.store import Store
@@ -19,6 +21,7 @@ def test_repr_is_one_short_line(hub_mirror, tmp_path):
     assert "\n" not in text and len(text) < 100
 
 
+@pytest.mark.unit
 def test_repr_of_a_directory_image_names_the_directory(tmp_path):
     root = tmp_path / "root\x1b[2Jfs"
     root.mkdir()
@@ -43,6 +46,7 @@ def test_repr_html_is_a_table_with_everything_escaped(registry, tmp_path):
     assert isinstance(image, isobox.Image)
 
 
+@pytest.mark.unit
 def test_directory_image_html_has_no_empty_rows(tmp_path: Path):
     page = Image.from_directory(tmp_path)._repr_html_()
     assert "Reference" in page and "ID" not in page and "Size" not in page

@@ -51,6 +51,7 @@ def test_a_new_upward_arrow_fails(tmp_path: pathlib.Path) -> None:
     assert "isobox.images.reference -> isobox.runtime.spelling" in result.stdout
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("wing", WINGS)
 def test_each_wing_says_its_job(wing: str) -> None:
     module = importlib.import_module(wing)

@@ -179,6 +179,7 @@ def test_pids_limit_minus_one_or_zero_means_none(unlimited):
             group.remove()
 
 
+@pytest.mark.unit
 def test_limits_say_what_is_asked():
     assert cgroups.Limits().pids_max == 2048 and not cgroups.Limits().any
     assert cgroups.Limits(pids=5).pids_max == 5 and cgroups.Limits(pids=5).any

@@ -88,6 +88,7 @@ def chain(cdir: pathlib.Path, stream: str = "stdout") -> List[str]:
 # -- the policy -------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("text, size", [
     ("20000", 20000), ("512k", 512_000), ("10m", 10_000_000), ("10M", 10_000_000),
     ("1g", 10**9), ("1.5m", 1_500_000), ("10mb", 10_000_000), ("10 MB", 10_000_000),
@@ -99,12 +100,14 @@ def test_max_size_reads_dockers_units(text, size):
     assert logs.LogPolicy(max_size=text).max_size == size
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("text", ["", "m", "-1", "0", "0.1", "10x", "10 m b", "1e6", "10  m", " 10m", "1,5m", "١٠"])
 def test_max_size_refuses_what_docker_refuses(text):
     with pytest.raises(InvalidOption, match="max-size"):
         logs.LogPolicy.from_options({"max-size": text})
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("opts, match", [
     ({"max-file": "0"}, "max_files"), ({"max-file": "three"}, "max-file"), ({"max-file": "1.5"}, "max-file"),
     ({"max-file": "-2"}, "max_files"), ({"mode": "non-blocking"}, "unknown log option 'mode'"),
@@ -115,6 +118,7 @@ def test_bad_log_options_are_refused_by_name(opts, match):
         logs.LogPolicy.from_options(opts)
 
 
+@pytest.mark.unit
 def test_policy_defaults_are_dockers_local_driver():
     assert logs.LogPolicy.from_options({}) == logs.LogPolicy(max_size=20 * 1024 * 1024, max_files=5)
     assert logs.LogPolicy.from_options({"max-file": "3", "max-size": "1k"}) == logs.LogPolicy(1000, 3)
@@ -127,6 +131,7 @@ def test_policy_defaults_are_dockers_local_driver():
         logs.LogPolicy(max_size=1.5)  # type: ignore[arg-type]
 
 
+@pytest.mark.unit
 @given(n=st.integers(1, 10**6), unit=st.sampled_from(["", "k", "K", "m", "g", "t", "p"]),
        suffix=st.sampled_from(["", "b", "B", "i", "ib", "iB"]), space=st.booleans())
 def test_any_docker_size_parses_to_its_decimal_value(n, unit, suffix, space):
@@ -135,6 +140,7 @@ def test_any_docker_size_parses_to_its_decimal_value(n, unit, suffix, space):
     assert logs.parse_size(text) == n * mult
 
 
+@pytest.mark.unit
 @given(st.text(max_size=12))
 def test_size_parser_answers_any_text_with_a_size_or_invalid_option(text):
     try:
@@ -146,6 +152,7 @@ def test_size_parser_answers_any_text_with_a_size_or_invalid_option(text):
 # -- writing ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_output_reaches_the_log_files(tmp_path):
     feed = Feed(tmp_path)
     feed.write(b"hello\n")
@@ -157,6 +164,7 @@ def test_output_reaches_the_log_files(tmp_path):
     assert feed.sink.lost == {}
 
 
+@pytest.mark.unit
 def test_attach_appends_to_the_output_of_an_earlier_run(tmp_path):
     """As Docker does on restart: the live file is appended to, and counts toward max_size."""
     (tmp_path / "stdout.log").write_bytes(b"12345")
@@ -167,6 +175,7 @@ def test_attach_appends_to_the_output_of_an_earlier_run(tmp_path):
     assert (tmp_path / "stdout.log").read_bytes() == b"9"
 
 
+@pytest.mark.unit
 def test_rotation_keeps_max_files_of_max_size_newest_last(tmp_path):
     data = pattern(10_500)
     feed = Feed(tmp_path, logs.LogPolicy(max_size=1000, max_files=4))
@@ -179,6 +188,7 @@ def test_rotation_keeps_max_files_of_max_size_newest_last(tmp_path):
     assert logs.read(tmp_path, "stdout") == data[7000:]
 
 
+@pytest.mark.unit
 def test_output_of_exactly_max_size_leaves_no_empty_file(tmp_path):
     """Rotation is lazy, as Docker's: it happens for the next byte, not after the last."""
     feed = Feed(tmp_path, logs.LogPolicy(max_size=100, max_files=3))
@@ -188,6 +198,7 @@ def test_output_of_exactly_max_size_leaves_no_empty_file(tmp_path):
     assert (tmp_path / "stdout.log").stat().st_size == 100
 
 
+@pytest.mark.unit
 def test_max_files_one_replaces_the_live_file_instead_of_truncating_it(tmp_path):
     """Docker unlinks and recreates the file with max-file=1: a reader in the middle of it
     reads it to its end."""
@@ -204,6 +215,7 @@ def test_max_files_one_replaces_the_live_file_instead_of_truncating_it(tmp_path)
     assert (tmp_path / "stdout.log").stat().st_ino != old
 
 
+@pytest.mark.unit
 def test_rotated_files_beyond_a_smaller_policy_go_at_the_first_rotation(tmp_path):
     for i in range(1, 6):
         (tmp_path / f"stdout.log.{i}").write_bytes(b"old")
@@ -293,6 +305,7 @@ def test_a_flood_of_300_mb_stays_within_max_size_times_max_files(tmp_path):
     assert len(logs.read(tmp_path, "stdout")) == kept_length(total, 10_000_000, 3) == 30_000_000
 
 
+@pytest.mark.unit
 def test_a_flooding_container_does_not_starve_another(tmp_path):
     """One write per ready pipe and round: a pipe that is never empty does not keep the
     pump from another container's output."""
@@ -322,6 +335,7 @@ def test_a_flooding_container_does_not_starve_another(tmp_path):
     quiet.finish()
 
 
+@pytest.mark.unit
 def test_hundreds_of_sinks_share_one_thread(tmp_path):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     require(hard >= 3000, f"RLIMIT_NOFILE hard limit {hard} is below the 3000 fds 300 sinks need")
@@ -347,6 +361,7 @@ def test_hundreds_of_sinks_share_one_thread(tmp_path):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+@pytest.mark.unit
 def test_finish_times_out_while_a_writer_still_holds_the_pipe(tmp_path):
     feed = Feed(tmp_path)
     feed.write(b"partial")
@@ -358,6 +373,7 @@ def test_finish_times_out_while_a_writer_still_holds_the_pipe(tmp_path):
     assert logs.read(tmp_path, "stdout") == b"partial and the rest"
 
 
+@pytest.mark.unit
 def test_close_stops_pumping_and_the_writer_gets_epipe(tmp_path):
     feed = Feed(tmp_path)
     feed.write(b"before")
@@ -399,6 +415,7 @@ def test_no_fd_or_thread_is_left_behind(tmp_path):
     assert pump is not None and pump.owned <= {pump.epoll.fileno(), pump.null}
 
 
+@pytest.mark.unit
 def test_symlinks_in_the_container_directory_are_never_followed(tmp_path):
     outside = tmp_path / "outside"
     outside.write_bytes(b"host file")
@@ -552,6 +569,7 @@ def test_writer_counts_what_the_disk_refuses(tmp_path):
 # -- reading ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_read_of_a_container_that_wrote_nothing_is_empty(tmp_path):
     assert logs.read(tmp_path, "stdout") == b""
     with pytest.raises(InvalidOption, match="stream"):
@@ -560,6 +578,7 @@ def test_read_of_a_container_that_wrote_nothing_is_empty(tmp_path):
         logs.read(tmp_path / "nowhere", "stdout")
 
 
+@pytest.mark.unit
 def test_read_sees_one_consistent_chain_while_the_pump_rotates(tmp_path):
     """Whatever moment read() catches, it returns a contiguous run of the stream."""
     policy = logs.LogPolicy(max_size=100, max_files=3)
@@ -648,6 +667,7 @@ def test_follow_reads_every_byte_across_rotations_while_they_happen(tmp_path):
     assert len(chain(cdir)) == 12
 
 
+@pytest.mark.unit
 def test_follow_ends_when_done_and_everything_was_read(tmp_path):
     feed = Feed(tmp_path, logs.LogPolicy(max_size=5, max_files=2))
     feed.write(b"abcdefghij")
@@ -661,6 +681,7 @@ def test_follow_ends_when_done_and_everything_was_read(tmp_path):
     assert list(logs.follow(tmp_path / "empty", ["stdout"], lambda: True)) == []
 
 
+@pytest.mark.unit
 def test_follow_with_max_files_one_reads_the_replaced_file_to_its_end(tmp_path):
     feed = Feed(tmp_path, logs.LogPolicy(max_size=4, max_files=1))
     done = threading.Event()
@@ -676,6 +697,7 @@ def test_follow_with_max_files_one_reads_the_replaced_file_to_its_end(tmp_path):
     assert got == b"abcdef"
 
 
+@pytest.mark.unit
 def test_follow_ends_when_the_container_directory_is_removed(tmp_path):
     cdir = tmp_path / "c"
     cdir.mkdir()

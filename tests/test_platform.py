@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from isobox.errors import InvalidOption
 from isobox.images.platform import Platform, _amd64_level
 
+pytestmark = pytest.mark.unit  # every test here is pure (tests/fixtures/seam.py)
+
 
 @pytest.mark.parametrize("text, expected", [
     ("linux/amd64", "linux/amd64"),

@@ -382,6 +382,7 @@ def test_process_gets_what_podman_gives(setup: Setup, case: Case) -> None:
     assert ours == theirs
 
 
+@pytest.mark.unit
 def test_every_known_difference_is_shown_by_some_case() -> None:
     """None of the listed differences is stale, and none is undone without being listed."""
     assert {name for case in CASES for name in case.differences()} == set(KNOWN_DIFFERENCES)

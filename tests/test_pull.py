@@ -329,6 +329,7 @@ def test_store_root_comes_from_isobox_root(images, tmp_path, monkeypatch):
     assert str(img.layers[0]).startswith(str(tmp_path / "env-root"))
 
 
+@pytest.mark.unit
 def test_bad_reference_is_refused_before_any_request(store):
     with pytest.raises(InvalidReference):
         Image.pull("not a reference!", store=store)

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from isobox.errors import InvalidReference
 from isobox.images.reference import Reference
 
+pytestmark = pytest.mark.unit  # every test here is pure (tests/fixtures/seam.py)
+
 F64 = "f" * 64
 F128 = "f" * 128
 SHA = "sha256:" + F64

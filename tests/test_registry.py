@@ -419,6 +419,7 @@ def test_blob_missing_from_the_mirror_says_what_each_registry_answered(
     assert "; then Docker Hub (registry-1.docker.io): cannot reach" in str(info.value)
 
 
+@pytest.mark.unit
 def test_mirror_is_tried_before_docker_hub_and_only_for_hub_names():
     with client(mirror="http://127.0.0.1:5999") as c:
         hub = c.endpoints("busybox")
@@ -429,6 +430,7 @@ def test_mirror_is_tried_before_docker_hub_and_only_for_hub_names():
     assert [e.host for e in other] == ["quay.io"]
 
 
+@pytest.mark.unit
 def test_plain_http_only_for_loopback_and_listed_registries(monkeypatch):
     with client() as c:
         assert c.endpoints("example.com/a/b")[0].schemes == ("https",)
@@ -441,6 +443,7 @@ def test_plain_http_only_for_loopback_and_listed_registries(monkeypatch):
         assert c.endpoints("other.org/a")[0].schemes == ("https",)
 
 
+@pytest.mark.unit
 def test_plain_http_mirror_on_a_remote_host_is_refused():
     with pytest.raises(InvalidOption, match="ISOBOX_INSECURE_REGISTRIES"):
         RegistryClient(mirror="http://mirror.example.com")
@@ -449,6 +452,7 @@ def test_plain_http_mirror_on_a_remote_host_is_refused():
         RegistryClient(mirror="https://mirror.example.com/some/path")
 
 
+@pytest.mark.unit
 def test_unreachable_registry_raises_registry_error():
     from support.registry import free_port
 
@@ -842,6 +846,7 @@ def test_manifest_whose_body_contradicts_content_type_is_refused(fault_server):
 # -- WWW-Authenticate parsing ---------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_parse_docker_hub_challenge():
     header = ('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
               'scope="repository:library/busybox:pull"')
@@ -852,6 +857,7 @@ def test_parse_docker_hub_challenge():
     })]
 
 
+@pytest.mark.unit
 def test_parse_several_challenges_and_escapes():
     header = 'Basic realm="a \\"quoted\\" realm", Bearer realm=https://x/token, error=invalid_token'
     challenges = parse_challenges(header)
@@ -864,6 +870,7 @@ _token = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0
                  min_size=1, max_size=12)
 
 
+@pytest.mark.unit
 @given(st.lists(st.tuples(_token, st.dictionaries(_token, st.text(max_size=30), max_size=4)),
                 min_size=1, max_size=3))
 def test_parse_challenges_round_trips(challenges):
@@ -886,6 +893,7 @@ def test_parse_challenges_round_trips(challenges):
     assert len(got) == len(expected)
 
 
+@pytest.mark.unit
 @given(st.text(max_size=200))
 def test_parse_challenges_never_crashes(header):
     for c in parse_challenges(header):
@@ -895,6 +903,7 @@ def test_parse_challenges_never_crashes(header):
 # -- descriptors --------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("doc", [
     {"mediaType": OCI_LAYER, "digest": "sha256:" + "a" * 63, "size": 1},
     {"mediaType": OCI_LAYER, "digest": "sha256:" + "A" * 64, "size": 1},
@@ -912,6 +921,7 @@ def test_malformed_descriptor_is_a_registry_error(doc):
         Descriptor.from_oci(doc)
 
 
+@pytest.mark.unit
 def test_descriptor_round_trips_through_oci_json():
     doc = {"mediaType": OCI_LAYER, "digest": "sha512:" + "b" * 128, "size": 7,
            "urls": ["https://x/y"], "annotations": {"a": "b"},
@@ -922,6 +932,7 @@ def test_descriptor_round_trips_through_oci_json():
 # -- remembered endpoints ------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_remembered_plain_http_is_not_used_for_a_registry_that_needs_tls(
         tmp_path, unreachable_docker_hub):
     from isobox.images.registry import EndpointMemory

@@ -127,6 +127,7 @@ def nr(machine: str, name: str) -> int:
 # -- every syscall, every architecture ---------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("machine", MACHINES)
 def test_every_syscall_number_gets_the_profiles_verdict(machine):
     """Each number of the table and every gap up to well past the newest, arguments 0."""
@@ -135,6 +136,7 @@ def test_every_syscall_number_gets_the_profiles_verdict(machine):
         assert verdict(machine, number) == expected(machine, number), number
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("machine", MACHINES)
 def test_conditional_syscalls_follow_their_arguments(machine):
     """socket, personality and clone over the values that matter to their rules, in
@@ -165,6 +167,7 @@ def calls(draw):
     return machine, number, args, caps
 
 
+@pytest.mark.unit
 @given(calls())
 def test_any_call_with_any_capabilities_gets_the_profiles_verdict(call):
     machine, number, args, caps = call
@@ -174,6 +177,7 @@ def test_any_call_with_any_capabilities_gets_the_profiles_verdict(call):
 # -- what the issue names, said explicitly ----------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("machine", MACHINES)
 def test_calls_docker_refuses_are_refused(machine):
     n = lambda name: nr(machine, name)  # noqa: E731
@@ -191,6 +195,7 @@ def test_calls_docker_refuses_are_refused(machine):
     assert verdict(machine, n("clone3")) == ENOSYS  # the profile's own rule: libc falls back
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("machine", MACHINES)
 def test_ordinary_calls_are_allowed(machine):
     n = lambda name: nr(machine, name)  # noqa: E731
@@ -204,6 +209,7 @@ def test_ordinary_calls_are_allowed(machine):
     assert verdict(machine, n("clone"), [SIGCHLD]) == ALLOW
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("machine", MACHINES)
 def test_capabilities_open_their_rules(machine):
     n = lambda name: nr(machine, name)  # noqa: E731
@@ -218,6 +224,7 @@ def test_capabilities_open_their_rules(machine):
     assert verdict(machine, n("chroot"), caps=DOCKER_CAPS - {"CAP_SYS_CHROOT"}) == EPERM
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("machine", MACHINES)
 def test_other_abis_are_killed(machine):
     other = AUDIT["aarch64" if machine == "x86_64" else "x86_64"]
@@ -225,6 +232,7 @@ def test_other_abis_are_killed(machine):
         assert verdict(machine, 0, arch=arch) == KILL
 
 
+@pytest.mark.unit
 def test_the_x32_abi_is_refused_as_a_kernel_without_it_refuses():
     for number in (0, 1, 39, 56, 512, 547):
         assert verdict("x86_64", 0x40000000 | number) == ENOSYS
@@ -233,6 +241,7 @@ def test_the_x32_abi_is_refused_as_a_kernel_without_it_refuses():
 # -- the program's shape and cost --------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("machine", MACHINES)
 def test_common_calls_run_few_instructions(machine):
     """A balanced search: read and write, like any unconditional call, run the arch check
@@ -245,11 +254,13 @@ def test_common_calls_run_few_instructions(machine):
     assert max(steps) <= 24
 
 
+@pytest.mark.unit
 def test_no_filter_is_claimed_for_an_unknown_architecture():
     assert seccomp.default_filter("riscv64") is None
     assert seccomp.default_filter("amd64") == seccomp.default_filter("x86_64")
 
 
+@pytest.mark.unit
 def test_capabilities_are_checked_by_name():
     with pytest.raises(InvalidOption, match="unknown capability 'CAP_FLY'"):
         seccomp.default_filter("x86_64", caps=["CAP_FLY"])
@@ -259,6 +270,7 @@ def test_capabilities_are_checked_by_name():
         seccomp.default_filter("x86_64", caps={"CAP_CHOWN", "KILL"})
 
 
+@pytest.mark.unit
 def test_unsupported_profile_actions_are_refused():
     with pytest.raises(InvalidOption, match="SCMP_ACT_NOTIFY"):
         seccomp.Rule.from_docker({"names": ["read"], "action": "SCMP_ACT_NOTIFY"})
@@ -266,6 +278,7 @@ def test_unsupported_profile_actions_are_refused():
         seccomp.Rule.from_docker({"names": ["read"], "action": "SCMP_ACT_ALLOW", "argz": []})
 
 
+@pytest.mark.unit
 @given(st.integers(0, 5), st.sampled_from(seccomp.OPS), st.integers(0, U64), st.integers(0, U64),
        st.lists(st.integers(0, U64), min_size=1, max_size=8))
 def test_every_comparison_is_compiled_on_64_bits(index, op, value, value_two, probes):
@@ -316,6 +329,7 @@ def test_aarch64_table_agrees_with_the_generic_kernel_headers():
     assert {k: table("aarch64").get(k) for k in headers} == headers
 
 
+@pytest.mark.unit
 def test_every_name_in_the_profile_is_a_syscall_somewhere():
     """A misspelt name would silently allow nothing: the profile's names are in one of
     the tables, or are the 32-bit and other architectures' calls listed here."""

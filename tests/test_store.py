@@ -69,6 +69,7 @@ def store(tmp_path: Path) -> Store:
     return Store.open(tmp_path / "store")
 
 
+@pytest.mark.unit
 def test_open_creates_every_directory(tmp_path):
     s = Store.open(tmp_path / "root")
     for sub in ("blobs", "layers", "images", "containers", "volumes", "tmp", "locks"):
@@ -76,12 +77,14 @@ def test_open_creates_every_directory(tmp_path):
     assert Store.open(s) is s
 
 
+@pytest.mark.unit
 def test_open_reports_an_unusable_root(tmp_path):
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(StoreError, match="cannot create the store"):
         Store.open(tmp_path / "file" / "store")
 
 
+@pytest.mark.unit
 def test_blobs_are_content_addressed_and_verified(store):
     digest = store.write_blob(b"config bytes")
     assert digest == sha256_digest(b"config bytes")
@@ -89,6 +92,7 @@ def test_blobs_are_content_addressed_and_verified(store):
     assert store.blob_path(digest) == store.blobs / "sha256" / digest[7:]
 
 
+@pytest.mark.unit
 def test_blob_with_wrong_digest_is_refused_and_not_written(store):
     wrong = digest_of("something else")
     with pytest.raises(DigestMismatch):
@@ -97,12 +101,14 @@ def test_blob_with_wrong_digest_is_refused_and_not_written(store):
     assert list(store.tmp.iterdir()) == []
 
 
+@pytest.mark.unit
 def test_blob_corrupted_on_disk_reads_as_absent(store):
     digest = store.write_blob(b"original")
     store.blob_path(digest).write_bytes(b"rotten")
     assert store.read_blob(digest) is None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("bad", [
     "sha256:../../../etc/passwd", "sha256:" + "A" * 64, "md5:" + "0" * 32, "sha256:" + "0" * 63,
     "sha256:" + "0" * 64 + "/x", "", "sha256", None, 42,
@@ -114,6 +120,7 @@ def test_malformed_digests_never_become_paths(store, bad):
         store.layer_path(bad)
 
 
+@pytest.mark.unit
 @given(st.text(max_size=140))
 def test_any_text_is_a_digest_under_the_store_or_refused(text):
     root = Store(Path("/store-root"))
@@ -125,6 +132,7 @@ def test_any_text_is_a_digest_under_the_store_or_refused(text):
     assert path.parent.parent == root.layers and ".." not in path.parts
 
 
+@pytest.mark.unit
 def test_layer_is_invisible_until_committed(store):
     path = store.new_layer_dir()
     (path / "file").write_text("content")
@@ -138,6 +146,7 @@ def test_layer_is_invisible_until_committed(store):
     assert list(store.tmp.iterdir()) == []
 
 
+@pytest.mark.unit
 def test_second_commit_of_a_layer_keeps_the_first(store):
     first = make_layer(store, "same", ("a",))
     path = store.new_layer_dir()
@@ -147,6 +156,7 @@ def test_second_commit_of_a_layer_keeps_the_first(store):
     assert list(store.tmp.iterdir()) == []
 
 
+@pytest.mark.unit
 def test_discard_refuses_paths_outside_tmp(store, tmp_path):
     with pytest.raises(StoreError):
         store.discard(tmp_path)
@@ -164,6 +174,7 @@ def _locked_tree(root: Path) -> None:
     os.chmod(root / "ro", 0o555)
 
 
+@pytest.mark.unit
 def test_remove_tree_removes_read_only_and_mode_000_directories(tmp_path):
     _locked_tree(tmp_path / "t")
     remove_tree(tmp_path / "t")
@@ -171,6 +182,7 @@ def test_remove_tree_removes_read_only_and_mode_000_directories(tmp_path):
     remove_tree(tmp_path / "t")  # already gone: fine
 
 
+@pytest.mark.unit
 def test_remove_tree_never_follows_symlinks_and_handles_deep_trees(tmp_path):
     """The C walk (native ib_remove_tree) unlinks a link, never what it points at, and
     hands trees deeper than its stack allows to the Python walk."""
@@ -193,6 +205,7 @@ def test_remove_tree_never_follows_symlinks_and_handles_deep_trees(tmp_path):
     assert stat.S_IMODE(os.stat(outside).st_mode) == 0o750
 
 
+@pytest.mark.unit
 def test_tag_records_follow_the_tag_and_forget_a_moved_tag(store):
     a, b, c = digest_of("index a"), digest_of("manifest amd64"), digest_of("manifest arm64")
     store.tag_image("docker.io/library/x:1", a, ("linux/amd64/v4", "linux/amd64"), b)
@@ -205,6 +218,7 @@ def test_tag_records_follow_the_tag_and_forget_a_moved_tag(store):
     assert store.read_tag("docker.io/library/x:2") is None
 
 
+@pytest.mark.unit
 def test_images_lists_tagged_then_untagged(store):
     tagged = make_image(store, "one", ["l1", "l2"], reference="example.com/one:latest")
     untagged = make_image(store, "two", ["l2", "l3"])
@@ -215,6 +229,7 @@ def test_images_lists_tagged_then_untagged(store):
     assert listed[0].config.cmd == ("sh",)
 
 
+@pytest.mark.unit
 def test_prune_removes_what_no_tag_uses_and_crash_garbage(store):
     kept = make_image(store, "kept", ["base", "app"], reference="example.com/kept:1")
     gone = make_image(store, "gone", ["base", "old"])  # untagged: nothing uses it
@@ -284,6 +299,7 @@ def test_prune_copes_with_trees_deeper_than_the_recursion_limit(store):
     assert report.reclaimed >= on_disk  # every level within PATH_MAX is counted
 
 
+@pytest.mark.unit
 def test_prune_keeps_layers_a_container_lists(store):
     record = make_image(store, "img", ["c-base", "c-top"])  # untagged
     cdir = store.containers / "abc123"
@@ -296,6 +312,7 @@ def test_prune_keeps_layers_a_container_lists(store):
     assert all(store.has_layer(d) for d in record.diff_ids)
 
 
+@pytest.mark.unit
 def test_prune_keeps_every_layer_when_a_container_state_is_unreadable(store):
     record = make_image(store, "img", ["u-layer"])
     cdir = store.containers / "broken"
@@ -306,6 +323,7 @@ def test_prune_keeps_every_layer_when_a_container_state_is_unreadable(store):
     assert report.warnings and "broken" in report.warnings[0]
 
 
+@pytest.mark.unit
 def test_remove_untags_and_collects_unshared_layers(store):
     a = make_image(store, "a", ["shared", "only-a"], reference="example.com/a:1")
     b = make_image(store, "b", ["shared", "only-b"], reference="example.com/b:1")
@@ -338,6 +356,7 @@ def test_prune_removes_a_layer_with_files_of_subordinate_uids(store):
     assert not store.layer_path(diff_id).exists()
 
 
+@pytest.mark.unit
 def test_removing_a_layer_with_mode_000_directories_works(store):
     path = store.new_layer_dir()
     _locked_tree(path)
@@ -402,6 +421,7 @@ def test_prune_waits_while_a_pull_holds_the_store(store):
         proc.join(30)
 
 
+@pytest.mark.unit
 def test_bad_lock_names_are_refused(store):
     with pytest.raises(StoreError):
         with store.lock("../escape"):

@@ -43,6 +43,7 @@ def as_nobody(code: str) -> str:
     return proc.stdout.strip()
 
 
+@pytest.mark.unit
 def test_the_store_root_is_private_and_old_stores_are_made_so(tmp_path):
     root = tmp_path / "store"
     store = isobox.Store.open(root)
@@ -54,6 +55,7 @@ def test_the_store_root_is_private_and_old_stores_are_made_so(tmp_path):
     assert stat.S_IMODE(os.stat(root).st_mode) == 0o700
 
 
+@pytest.mark.unit
 def test_lock_files_are_the_owners_alone(tmp_path):
     store = isobox.Store.open(tmp_path / "store")
     with store.in_use():

@@ -207,6 +207,7 @@ def test_gnu_tar_archive_extracts_as_gnu_tar_does(tmp_path: Path, fmt: str, comp
         remove_tree(src)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
 def test_python_tarfile_archive_matches_the_members(tmp_path: Path, fmt: int) -> None:
     long_dir = "d" * 60 + "/" + "e" * 60  # needs the ustar prefix field
@@ -342,6 +343,7 @@ def test_generated_tree_extracts_to_the_same_tree(
 REPLACE_PATHS = st.sampled_from(["a", "b", "a/x", "a/y", "b/z"])
 
 
+@pytest.mark.unit
 @given(ops=st.lists(st.tuples(st.sampled_from(["file", "dir", "hardlink"]), REPLACE_PATHS,
                               REPLACE_PATHS, st.binary(max_size=8)), max_size=8))
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -407,6 +409,7 @@ def test_later_entries_replace_earlier_ones_as_tar_does(
 # ----------------------------------------------------------------------------- metadata
 
 
+@pytest.mark.unit
 def test_ownership_is_kept_as_root_and_collapsed_to_the_caller_without(tmp_path: Path) -> None:
     members = [
         member("d/", tarfile.DIRTYPE, uid=1234, gid=5678, mode=0o750),
@@ -425,6 +428,7 @@ def test_ownership_is_kept_as_root_and_collapsed_to_the_caller_without(tmp_path:
     assert stat.S_IMODE((dest / "d" / "setuid").stat().st_mode) == 0o6755
 
 
+@pytest.mark.unit
 def test_device_nodes_are_made_as_root_and_skipped_with_a_note_without(tmp_path: Path) -> None:
     members = [
         member("dev/", tarfile.DIRTYPE),
@@ -446,6 +450,7 @@ def test_device_nodes_are_made_as_root_and_skipped_with_a_note_without(tmp_path:
         assert [s.split(":")[0] for s in stats.skipped] == ["dev/null", "dev/loop9", "dev/null-link"]
 
 
+@pytest.mark.unit
 def test_xattrs_from_pax_records_are_applied_and_overlay_ones_refused(tmp_path: Path) -> None:
     require(xattr_ok(tmp_path), "the test file system has no user xattrs")
     cap = struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0)  # cap_net_raw+ep, VFS_CAP_REVISION_2
@@ -500,6 +505,7 @@ def test_xattrs_written_by_gnu_tar_are_applied(tmp_path: Path) -> None:
     assert os.getxattr(dest / "f", "user.mime_type") == b"text/plain"
 
 
+@pytest.mark.unit
 def test_long_names_from_gnu_and_pax_headers_are_used(tmp_path: Path) -> None:
     deep = "/".join(["segment" * 5] * 20)  # ~720 bytes
     for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
@@ -512,6 +518,7 @@ def test_long_names_from_gnu_and_pax_headers_are_used(tmp_path: Path) -> None:
         assert (dest / "h").stat().st_ino == (dest / deep / "f").stat().st_ino
 
 
+@pytest.mark.unit
 def test_pax_global_header_records_are_ignored_as_containerd_ignores_them(tmp_path: Path) -> None:
     """Go's reader returns a global header as an entry of its own, and containerd and Docker
     skip it ("PAX Global Extended Headers found and ignored"); GNU tar would apply it to
@@ -533,6 +540,7 @@ def test_pax_global_header_records_are_ignored_as_containerd_ignores_them(tmp_pa
     assert stats.owners == ()
 
 
+@pytest.mark.unit
 def test_directory_times_are_set_after_their_content(tmp_path: Path) -> None:
     members = [member("d/", tarfile.DIRTYPE, mtime=1000, mode=0o500)]
     members += [member(f"d/f{i}", data=b"x") for i in range(50)]
@@ -546,6 +554,7 @@ def test_directory_times_are_set_after_their_content(tmp_path: Path) -> None:
     assert not dest.exists()
 
 
+@pytest.mark.unit
 def test_directory_over_directory_keeps_content_and_takes_new_metadata(tmp_path: Path) -> None:
     dest = new_dir(tmp_path)
     apply(make_tar([member("d/", tarfile.DIRTYPE, mode=0o700), member("d/keep", data=b"k"),
@@ -555,6 +564,7 @@ def test_directory_over_directory_keeps_content_and_takes_new_metadata(tmp_path:
     assert (dest / "d").stat().st_mtime == 5
 
 
+@pytest.mark.unit
 def test_root_entry_sets_the_layer_root_metadata(tmp_path: Path) -> None:
     dest = new_dir(tmp_path)
     apply(make_tar([member("./", tarfile.DIRTYPE, mode=0o711, mtime=77), member("./f", data=b"")]), dest)
@@ -562,6 +572,7 @@ def test_root_entry_sets_the_layer_root_metadata(tmp_path: Path) -> None:
     assert dest.stat().st_mtime == 77
 
 
+@pytest.mark.unit
 def test_layer_root_is_0755_when_the_archive_does_not_say(tmp_path: Path) -> None:
     dest = new_dir(tmp_path)
     os.chmod(dest, 0o700)
@@ -572,6 +583,7 @@ def test_layer_root_is_0755_when_the_archive_does_not_say(tmp_path: Path) -> Non
 # ----------------------------------------------------------------------------- streams
 
 
+@pytest.mark.unit
 def test_multi_member_gzip_and_trailing_zeros_are_one_stream(tmp_path: Path) -> None:
     raw = make_tar([member(f"f{i}", data=os.urandom(3000)) for i in range(20)])
     cut = len(raw) // 3
@@ -582,6 +594,7 @@ def test_multi_member_gzip_and_trailing_zeros_are_one_stream(tmp_path: Path) -> 
     assert len(os.listdir(dest)) == 20
 
 
+@pytest.mark.unit
 def test_multi_frame_zstd_with_a_skippable_frame_is_one_stream(tmp_path: Path) -> None:
     raw = make_tar([member(f"f{i}", data=os.urandom(3000)) for i in range(20)])
     cctx = zstandard.ZstdCompressor(write_checksum=True)
@@ -607,6 +620,7 @@ def test_concatenated_zstd_cli_frames_apply(tmp_path: Path) -> None:
     assert len(os.listdir(dest)) == 30
 
 
+@pytest.mark.unit
 def test_magic_bytes_win_over_the_media_type(tmp_path: Path) -> None:
     raw = make_tar([member("f", data=b"x")])
     dest = new_dir(tmp_path)
@@ -614,16 +628,19 @@ def test_magic_bytes_win_over_the_media_type(tmp_path: Path) -> None:
     assert (dest / "f").read_bytes() == b"x"
 
 
+@pytest.mark.unit
 def test_non_layer_media_type_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LayerError, match="media type"):
         apply(b"", new_dir(tmp_path), media_type="application/vnd.oci.image.config.v1+json")
 
 
+@pytest.mark.unit
 def test_empty_stream_is_an_empty_layer(tmp_path: Path) -> None:
     stats = apply_layer([], new_dir(tmp_path))
     assert stats == LayerStats(diff_id="sha256:" + hashlib.sha256(b"").hexdigest(), size=0, entries=0)
 
 
+@pytest.mark.unit
 def test_stream_is_read_to_its_end_after_the_archive_ends(tmp_path: Path) -> None:
     raw = make_tar([member("f", data=b"x")]) + bytes(50_000)  # record padding after the end
     finished = []
@@ -638,6 +655,7 @@ def test_stream_is_read_to_its_end_after_the_archive_ends(tmp_path: Path) -> Non
     assert stats.diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("compress", ["gzip", "zstd", "none"])
 @pytest.mark.parametrize("error", [DigestMismatch("blob does not match"), ConnectionResetError(104, "reset")])
 def test_errors_of_the_chunk_iterator_reach_the_caller_unchanged(
@@ -660,6 +678,7 @@ def test_errors_of_the_chunk_iterator_reach_the_caller_unchanged(
     assert closed == [True]
 
 
+@pytest.mark.unit
 def test_failures_leak_no_thread_and_no_descriptor(tmp_path: Path) -> None:
     def fds() -> int:
         return len(os.listdir("/proc/self/fd"))
@@ -676,6 +695,7 @@ def test_failures_leak_no_thread_and_no_descriptor(tmp_path: Path) -> None:
     assert (threading.active_count(), fds()) == before
 
 
+@pytest.mark.unit
 def test_dest_must_be_empty(tmp_path: Path) -> None:
     dest = new_dir(tmp_path)
     (dest / "x").write_text("")
@@ -685,6 +705,7 @@ def test_dest_must_be_empty(tmp_path: Path) -> None:
         apply(make_tar([member("f")]), tmp_path / "missing")
 
 
+@pytest.mark.unit
 def test_options_are_checked_before_anything_happens(tmp_path: Path) -> None:
     with pytest.raises(InvalidOption):
         apply(b"", new_dir(tmp_path), whiteout_format="aufs")
@@ -805,6 +826,7 @@ def test_hard_link_to_a_lower_layer_file_is_copied_up(tmp_path: Path, fmt: str, 
     assert view["copy"] == view["copy2"] == view["usr/lib"] == "f:new"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("hider", [[member(".wh.usr")], [member("usr/.wh..wh..opq")], [member("usr", data=b"f")],
                                     [member("usr/.wh.lib")]])
 def test_hard_link_to_a_lower_file_hidden_by_a_higher_layer_is_missing(
@@ -820,11 +842,13 @@ def test_hard_link_to_a_lower_file_hidden_by_a_higher_layer_is_missing(
     apply(make_tar([member("h", tarfile.LNKTYPE, link="usr/lib")]), new_dir(tmp_path, "l4"), lower_dirs=[l1])
 
 
+@pytest.mark.unit
 def test_hard_link_to_a_missing_file_without_lower_layers_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(LayerError, match="missing"):
         apply(make_tar([member("h", tarfile.LNKTYPE, link="usr/lib/libc.so")]), new_dir(tmp_path))
 
 
+@pytest.mark.unit
 def test_default_whiteouts_are_character_devices_for_everyone(tmp_path: Path) -> None:
     dest = new_dir(tmp_path)
     apply(make_tar([member("d/.wh.f")]), dest)
@@ -832,6 +856,7 @@ def test_default_whiteouts_are_character_devices_for_everyone(tmp_path: Path) ->
     assert stat.S_ISCHR(st_.st_mode) and st_.st_rdev == 0  # Linux >= 5.8 lets anyone
 
 
+@pytest.mark.unit
 def test_xattr_whiteouts_mark_their_directory(tmp_path: Path) -> None:
     dest = new_dir(tmp_path)
     apply(make_tar([member("d/.wh.f"), member(".wh.g")]), dest, whiteout_format="xattr", userxattr=True)
@@ -841,6 +866,7 @@ def test_xattr_whiteouts_mark_their_directory(tmp_path: Path) -> None:
     assert (dest / "d" / "f").stat().st_size == 0
 
 
+@pytest.mark.unit
 def test_whiteouts_inside_an_opaque_directory_are_dropped(tmp_path: Path) -> None:
     dest = new_dir(tmp_path)
     apply(make_tar([member("o/.wh.x"), member("o/.wh..wh..opq")]), dest, userxattr=True)
@@ -848,17 +874,20 @@ def test_whiteouts_inside_an_opaque_directory_are_dropped(tmp_path: Path) -> Non
     assert os.getxattr(dest / "o", "user.overlay.opaque") == b"y"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", [".wh.", ".wh..", ".wh...", "d/.wh.", "d/.wh..", "d/.wh.../x"])
 def test_malformed_whiteout_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(LayerError):
         apply(make_tar([member(name)]), new_dir(tmp_path))
 
 
+@pytest.mark.unit
 def test_whiteout_used_as_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LayerError, match="whiteout"):
         apply(make_tar([member(".wh.d/x", data=b"1")]), new_dir(tmp_path))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("marker", [".wh.x", ".wh..wh..opq"])
 @pytest.mark.parametrize("blocker", [member("f", data=b"1"), member("f", tarfile.SYMTYPE, link="/nowhere"),
                                      member("f", tarfile.SYMTYPE, link="g")])
@@ -873,6 +902,7 @@ def test_whiteouts_below_a_non_directory_of_the_layer_are_dropped(
     assert stat.S_ISDIR(os.lstat(dest / "f").st_mode) is False
 
 
+@pytest.mark.unit
 def test_aufs_metadata_entries_are_skipped(tmp_path: Path) -> None:
     dest = new_dir(tmp_path)
     apply(make_tar([member(".wh..wh.plnk/", tarfile.DIRTYPE), member(".wh..wh.plnk/123.456", data=b"x"),

@@ -360,6 +360,7 @@ def test_gnu_long_names_in_a_row_and_with_an_agreeing_pax_path(tmp_path: Path) -
     assert os.readlink(ours / "c") == "t" * 200
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("data, why", [
     # Go: "fromL" (the long name wins); GNU tar: "fromx" (the PAX path wins)
     (long_header(b"L", "fromL") + xheader((b"path", b"fromx")) + member("a"), "disagree"),
@@ -382,6 +383,7 @@ def test_extended_headers_that_go_and_gnu_tar_read_differently_are_refused(
 # ----------------------------------------------------------------------------- PAX records
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("body, why", [
     (record(b"SCHILY.xattr.user.a\0b", b"v"), "NUL"),  # both refuse
     (record(b"mtime", b"7") + b"\0" * 10, "length"),  # Go refuses, GNU tar stops there
@@ -430,6 +432,7 @@ def test_pax_records_both_readers_take_are_read_as_gnu_tar_reads_them(
     assert check(ours)  # type: ignore[operator]
 
 
+@pytest.mark.unit
 def test_xattr_records_go_and_gnu_tar_ignore_are_ignored(tmp_path: Path) -> None:
     # LIBARCHIVE.xattr.* (bsdtar writes SCHILY.xattr.* beside it) and SCHILY.devmajor are
     # unknown keywords to GNU tar 1.34 and unread by Go: they must not make a difference.
@@ -444,6 +447,7 @@ def test_xattr_records_go_and_gnu_tar_ignore_are_ignored(tmp_path: Path) -> None
         assert os.lstat(dest / "null").st_rdev == os.makedev(1, 3)
 
 
+@pytest.mark.unit
 def test_empty_xattr_values_are_applied(tmp_path: Path) -> None:
     dest = tmp_path / "d"
     dest.mkdir()
@@ -468,6 +472,7 @@ def test_a_numeric_field_after_one_nul_is_read_as_go_and_gnu_tar_read_it(tmp_pat
     assert os.listdir(ours) == ["f"] and (ours / "f").stat().st_size == 1024
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("field", [
     b"\0\0%09o\0" % 1024,  # GNU tar: 0, Go: 1024
     b"%09o \0x" % 1024,  # GNU tar: 1024, Go: invalid
@@ -488,6 +493,7 @@ def test_directories_and_hard_links_carry_no_data_whatever_their_size(tmp_path: 
     assert (ours / "smuggled").read_bytes() == b"S"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kind, name", [(b"2", "s"), (b"3", "c"), (b"4", "b"), (b"6", "p"), (b"\0", "olddir/")])
 def test_special_files_with_data_are_refused(tmp_path: Path, kind: bytes, name: str) -> None:
     # Go reads no data after these, GNU tar reads their size: "smuggled" is a file to Go only.
@@ -496,6 +502,7 @@ def test_special_files_with_data_are_refused(tmp_path: Path, kind: bytes, name: 
     assert err is not None and "GNU tar reads them, Go does not" in str(err)
 
 
+@pytest.mark.unit
 def test_a_header_after_a_lone_zero_block_is_refused(tmp_path: Path) -> None:
     # GNU tar stops at the zero block; Go refuses the header after it.
     err = Box(tmp_path).apply(member("a", b"1") + bytes(512) + member("b", b"2") + END)
@@ -505,6 +512,7 @@ def test_a_header_after_a_lone_zero_block_is_refused(tmp_path: Path) -> None:
     assert (box.dest / "a").read_bytes() == b"1"
 
 
+@pytest.mark.unit
 def test_star_headers_use_their_shorter_prefix(tmp_path: Path) -> None:
     # star: a 131-byte prefix, then atime and ctime, and "tar\0" at the end (Go: formatSTAR)
     data = header("name", fields=[(257, b"ustar\0"), (345, b"p" * 131), (476, b"%011o\0" % 5),
@@ -551,6 +559,7 @@ def refused(tmp_path: Path, data: bytes, why: str, **kwargs: object) -> Box:
 ALL = ["0.0", "0.1", "1.0", "S"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("version", ALL)
 @pytest.mark.parametrize("pairs, size, data, why", [
     ([(0, 1024), (512, 512), (4096, 0)], 4096, 1536, "overlap"),
@@ -568,6 +577,7 @@ def test_hostile_sparse_maps_are_refused_before_anything_is_written(
     refused(tmp_path, raw_sparse("s", size, pairs, b"x" * data, version), why)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("data, why", [
     (raw_sparse("s", 1, [(1, 0)], b"", "0.1", [(b"GNU.sparse.numblocks", b"99999999999999")]), "max_entries"),
     (raw_sparse("s", 1, [(1, 0)], b"", "0.1", [(b"GNU.sparse.numblocks", b"9" * 30)]), "numblocks"),
@@ -602,6 +612,7 @@ def test_malformed_sparse_headers_are_refused(tmp_path: Path, data: bytes, why: 
     refused(tmp_path, data, why)
 
 
+@pytest.mark.unit
 def test_sparse_regions_count_against_max_entries_and_maps_against_max_header_size(tmp_path: Path) -> None:
     regions: Regions = [(i * 1024, b"r" * 512) for i in range(20)]
     for version in ALL:
@@ -614,6 +625,7 @@ def test_sparse_regions_count_against_max_entries_and_maps_against_max_header_si
                 limits=Limits(max_header_size=16 * 1024))
 
 
+@pytest.mark.unit
 def test_endless_old_gnu_extension_blocks_stop_at_the_header_limit(tmp_path: Path) -> None:
     ext = bytearray(512)
     ext[: 21 * 24] = (octal12(0) + octal12(0)) * 21
@@ -642,6 +654,7 @@ def test_random_sparse_maps_are_refused_or_written_within_their_size(
         box.close()
 
 
+@pytest.mark.unit
 def test_a_hard_link_to_a_sparse_lower_file_is_copied_with_its_holes(tmp_path: Path) -> None:
     lower = tmp_path / "lower"
     lower.mkdir()

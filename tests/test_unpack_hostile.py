@@ -126,18 +126,21 @@ def _tidy(tmp_path: Path) -> Iterator[None]:
 # ----------------------------------------------------------------------------- named cases
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", ["../escape", "a/../../escape", "./../escape", "a/b/../../../x"])
 def test_member_names_with_dotdot_are_refused(box: Box, name: str) -> None:
     err = box.apply(make_tar([member(name, data=b"evil")]))
     assert err is not None and ".." in str(err)
 
 
+@pytest.mark.unit
 def test_absolute_member_names_land_inside_the_layer(box: Box) -> None:
     box.apply(make_tar([member(str(box.sentinel / "file"), data=b"evil"), member("/etc/passwd", data=b"x")]))
     assert (box.dest / str(box.sentinel / "file").lstrip("/")).read_bytes() == b"evil"
     assert (box.dest / "etc" / "passwd").read_bytes() == b"x"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("target", ["/", "..", "../..", "SENTINEL", "../sentinel", "/../../SENTINEL"])
 def test_writes_through_a_symlinked_parent_stay_inside_the_layer(box: Box, target: str) -> None:
     target = target.replace("SENTINEL", str(box.sentinel))
@@ -154,6 +157,7 @@ def test_writes_through_a_symlinked_parent_stay_inside_the_layer(box: Box, targe
         assert err is not None and "link" in str(err)
 
 
+@pytest.mark.unit
 def test_a_file_entry_replaces_a_symlink_instead_of_writing_through_it(box: Box) -> None:
     box.apply(make_tar([member("f", tarfile.SYMTYPE, link=str(box.sentinel / "file")),
                         member("f", data=b"evil")]))
@@ -161,6 +165,7 @@ def test_a_file_entry_replaces_a_symlink_instead_of_writing_through_it(box: Box)
     assert (box.dest / "f").read_bytes() == b"evil"
 
 
+@pytest.mark.unit
 def test_a_directory_entry_replaces_a_symlink_to_a_directory(box: Box) -> None:
     box.apply(make_tar([member("d", tarfile.SYMTYPE, link=str(box.sentinel)),
                         member("d/", tarfile.DIRTYPE, mode=0o700),
@@ -169,6 +174,7 @@ def test_a_directory_entry_replaces_a_symlink_to_a_directory(box: Box) -> None:
     assert os.listdir(box.dest / "d") == ["x"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("link", ["../sentinel/file", "/../sentinel/file", "SENTINEL/file", "/etc/passwd"])
 def test_hard_links_cannot_reach_outside_the_layer(box: Box, link: str) -> None:
     link = link.replace("SENTINEL", str(box.sentinel))
@@ -177,12 +183,14 @@ def test_hard_links_cannot_reach_outside_the_layer(box: Box, link: str) -> None:
     assert not os.path.lexists(box.dest / "h")
 
 
+@pytest.mark.unit
 def test_hard_link_through_a_symlinked_directory_stays_inside(box: Box) -> None:
     err = box.apply(make_tar([member("s", tarfile.SYMTYPE, link=str(box.sentinel)),
                               member("h", tarfile.LNKTYPE, link="s/file")]))
     assert err is not None and "missing" in str(err)
 
 
+@pytest.mark.unit
 def test_hard_link_to_a_symlink_links_the_symlink_itself(box: Box) -> None:
     box.apply(make_tar([member("s", tarfile.SYMTYPE, link=str(box.sentinel / "file")),
                         member("h", tarfile.LNKTYPE, link="s")]))
@@ -190,6 +198,7 @@ def test_hard_link_to_a_symlink_links_the_symlink_itself(box: Box) -> None:
     assert os.lstat(box.dest / "h").st_ino == os.lstat(box.dest / "s").st_ino
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", [".", "./", "/", "", "./."])
 @pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.REGTYPE, tarfile.LNKTYPE, tarfile.FIFOTYPE])
 def test_the_layer_root_is_never_replaced(box: Box, name: str, kind: bytes) -> None:
@@ -197,33 +206,39 @@ def test_the_layer_root_is_never_replaced(box: Box, name: str, kind: bytes) -> N
     assert err is not None and "root" in str(err)
 
 
+@pytest.mark.unit
 def test_member_name_with_a_nul_byte_is_refused(box: Box) -> None:
     err = box.apply(make_tar([member("a", pax={"path": "a\x00b"})]))
     assert err is not None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", ["n" * 256, "/".join(["d" * 200] * 30) + "/f"])
 def test_names_the_kernel_cannot_hold_are_layer_errors(box: Box, name: str) -> None:
     err = box.apply(make_tar([member(name, data=b"x")]))
     assert err is not None and isinstance(err.__cause__, OSError)
 
 
+@pytest.mark.unit
 def test_symlink_loop_in_a_parent_is_an_error_not_a_hang(box: Box) -> None:
     err = box.apply(make_tar([member("a", tarfile.SYMTYPE, link="b"), member("b", tarfile.SYMTYPE, link="a"),
                               member("a/x", data=b"")]))
     assert err is not None
 
 
+@pytest.mark.unit
 def test_file_used_as_a_directory_is_an_error(box: Box) -> None:
     err = box.apply(make_tar([member("f", data=b""), member("f/x", data=b"")]))
     assert err is not None
 
 
+@pytest.mark.unit
 def test_dangling_symlink_used_as_a_directory_is_an_error(box: Box) -> None:
     err = box.apply(make_tar([member("d", tarfile.SYMTYPE, link="/nowhere"), member("d/x", data=b"")]))
     assert err is not None
 
 
+@pytest.mark.unit
 def test_forged_overlay_xattrs_cannot_make_whiteouts_or_redirects(box: Box) -> None:
     pax = {"SCHILY.xattr.trusted.overlay.redirect": "/etc", "SCHILY.xattr.user.overlay.opaque": "y",
            "SCHILY.xattr.trusted.overlay.whiteout": "y", "SCHILY.xattr.user.overlay.whiteout": "y"}
@@ -232,12 +247,14 @@ def test_forged_overlay_xattrs_cannot_make_whiteouts_or_redirects(box: Box) -> N
         assert not [x for x in os.listxattr(path) if ".overlay." in x]
 
 
+@pytest.mark.unit
 def test_whiteout_names_cannot_leave_their_directory(tmp_path: Path) -> None:
     for name in ("d/.wh..", ".wh...", "d/.wh./x"):
         err = Box(tmp_path).apply(make_tar([member(name)]))
         assert err is not None
 
 
+@pytest.mark.unit
 def test_device_nodes_are_not_a_way_out(box: Box) -> None:
     # a block device of the host's disk, then a write to it: as root, the node is made (it is
     # the image's right) but apply_layer never opens it; without root it is skipped.
@@ -290,6 +307,7 @@ def sample(n: int = 40) -> bytes:
     return make_tar([member(f"d{i % 5}/f{i}", data=rng.randbytes(rng.randrange(0, 5000))) for i in range(n)])
 
 
+@pytest.mark.unit
 def test_truncated_gzip_is_a_layer_error_with_its_cause(box: Box) -> None:
     data = gzip.compress(sample())
     err = box.apply(data[:-10])
@@ -298,6 +316,7 @@ def test_truncated_gzip_is_a_layer_error_with_its_cause(box: Box) -> None:
     assert err2 is not None
 
 
+@pytest.mark.unit
 def test_corrupt_gzip_is_a_layer_error_caused_by_zlib(tmp_path: Path) -> None:
     data = bytearray(gzip.compress(sample()))
     data[len(data) // 2] ^= 0xFF
@@ -309,11 +328,13 @@ def test_corrupt_gzip_is_a_layer_error_caused_by_zlib(tmp_path: Path) -> None:
     assert err is not None and isinstance(err.__cause__, zlib.error)
 
 
+@pytest.mark.unit
 def test_garbage_after_gzip_is_refused(box: Box) -> None:
     err = box.apply(gzip.compress(sample()) + b"garbage")
     assert err is not None and "garbage" in str(err)
 
 
+@pytest.mark.unit
 def test_truncated_zstd_is_a_layer_error(tmp_path: Path) -> None:
     data = zstandard.ZstdCompressor().compress(sample())
     for cut in (len(data) - 1, len(data) // 2, 6):
@@ -321,6 +342,7 @@ def test_truncated_zstd_is_a_layer_error(tmp_path: Path) -> None:
         assert err is not None, cut
 
 
+@pytest.mark.unit
 def test_corrupt_zstd_is_a_layer_error_caused_by_zstandard(tmp_path: Path) -> None:
     data = bytearray(zstandard.ZstdCompressor(write_checksum=True).compress(sample()))
     data[-2] ^= 0xFF  # the content checksum
@@ -328,6 +350,7 @@ def test_corrupt_zstd_is_a_layer_error_caused_by_zstandard(tmp_path: Path) -> No
     assert err is not None and isinstance(err.__cause__, zstandard.ZstdError)
 
 
+@pytest.mark.unit
 def test_bzip2_and_xz_are_not_layer_formats(box: Box) -> None:
     import bz2
     import lzma
@@ -336,6 +359,7 @@ def test_bzip2_and_xz_are_not_layer_formats(box: Box) -> None:
     assert Box(box.root).apply(lzma.compress(sample())) is not None
 
 
+@pytest.mark.unit
 def test_bad_tar_checksum_and_garbage_are_layer_errors(tmp_path: Path) -> None:
     raw = bytearray(sample())
     raw[0] ^= 0x01
@@ -345,12 +369,14 @@ def test_bad_tar_checksum_and_garbage_are_layer_errors(tmp_path: Path) -> None:
     assert err is not None
 
 
+@pytest.mark.unit
 def test_truncated_tar_is_a_layer_error(tmp_path: Path) -> None:
     raw = sample()
     for cut in (700, 512 + 100, len(raw) // 2 + 3):
         assert Box(tmp_path).apply(raw[:cut]) is not None, cut
 
 
+@pytest.mark.unit
 def test_malformed_pax_records_are_layer_errors(tmp_path: Path) -> None:
     def with_pax(record: bytes) -> bytes:
         header = tarfile.TarInfo("././@PaxHeader")
@@ -364,6 +390,7 @@ def test_malformed_pax_records_are_layer_errors(tmp_path: Path) -> None:
         assert Box(tmp_path).apply(with_pax(record)) is not None, record
 
 
+@pytest.mark.unit
 def test_invalid_octal_fields_are_layer_errors(tmp_path: Path) -> None:
     ti, _ = member("f")
     block = bytearray(ti.tobuf(tarfile.USTAR_FORMAT))
@@ -373,6 +400,7 @@ def test_invalid_octal_fields_are_layer_errors(tmp_path: Path) -> None:
     assert Box(tmp_path).apply(bytes(block) + bytes(1024)) is not None
 
 
+@pytest.mark.unit
 def test_a_sparse_1_0_file_without_its_map_is_refused(tmp_path: Path) -> None:
     # sparse files themselves, and hostile maps: test_unpack_formats.py
     raw = make_tar([member("s", pax={"GNU.sparse.major": "1", "GNU.sparse.minor": "0"})])
@@ -380,6 +408,7 @@ def test_a_sparse_1_0_file_without_its_map_is_refused(tmp_path: Path) -> None:
     assert err is not None and "map runs past its data" in str(err)
 
 
+@pytest.mark.unit
 def test_base256_numbers_from_gnu_tar_are_read(tmp_path: Path) -> None:
     ti, _ = member("big", data=b"x")
     ti.uid, ti.gid = 3_000_000, 3_000_001  # beyond 7 octal digits: GNU writes base-256
@@ -447,11 +476,13 @@ def test_zstd_bomb_stops_at_the_size_limit_without_holding_it_in_memory(box: Box
     assert grown_kib < 200 * 1024  # bounded chunks, not the whole output
 
 
+@pytest.mark.unit
 def test_entry_count_limit(box: Box) -> None:
     err = box.apply(make_tar([member(f"f{i}") for i in range(101)]), limits=Limits(max_entries=100))
     assert err is not None and "max_entries" in str(err)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT])
 def test_huge_extended_headers_are_refused_before_being_read(tmp_path: Path, fmt: int) -> None:
     name = "n/" * 600_000  # 1.2 MB long name
@@ -464,6 +495,7 @@ def test_huge_extended_headers_are_refused_before_being_read(tmp_path: Path, fmt
     assert err is not None and "max_header_size" in str(err)
 
 
+@pytest.mark.unit
 def test_many_hard_links_to_a_big_lower_file_are_bounded(tmp_path: Path) -> None:
     lower = tmp_path / "lower"
     lower.mkdir()

@@ -56,6 +56,7 @@ def layers(tmp_path: pathlib.Path) -> List[pathlib.Path]:
     return [lower, upper]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("spec, expected", [
     # "" and "0": root, with its primary group only (root is listed in no group)
     ("", ResolvedUser(0, 0, (0,), "/root", "root")),
@@ -85,6 +86,7 @@ def test_user_specs_resolve_as_docker_resolves_them(layers, spec, expected):
     assert resolve_user(spec, layers) == expected
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("spec, message", [
     ("nosuch", "unable to find user nosuch: no matching entries in passwd file"),
     ("#", "unable to find user #"),  # a comment is not an entry
@@ -100,6 +102,7 @@ def test_what_docker_refuses_is_refused_with_its_words(layers, spec, message):
         resolve_user(spec, layers)
 
 
+@pytest.mark.unit
 @given(st.text(max_size=12))
 def test_any_user_spec_resolves_or_raises_invalid_option(tmp_path_factory, spec):
     base = tmp_path_factory.mktemp("spec")
@@ -113,6 +116,7 @@ def test_any_user_spec_resolves_or_raises_invalid_option(tmp_path_factory, spec)
     assert 0 <= got.uid <= 0xFFFFFFFE and got.groups[0] == got.gid
 
 
+@pytest.mark.unit
 def test_whiteouts_opaque_directories_and_links_hide_lower_files(layers, tmp_path):
     lower, upper = layers
     (upper / "etc").mkdir()
