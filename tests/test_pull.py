@@ -31,7 +31,8 @@ from support.trees import (
     tree,
 )
 from isobox.errors import DigestMismatch, ImageNotFound, InvalidReference, NotFound
-from isobox.images.image import Image, chain_ids
+from isobox.images.digest import chain_ids
+from isobox.images.image import Image
 from isobox.images.platform import Platform
 from isobox.images.store import Store
 

@@ -33,6 +33,7 @@ from isobox.errors import (
     RegistryError,
     UnsupportedManifest,
 )
+from isobox.images.digest import compute
 from isobox.images.platform import Platform
 from isobox.images.reference import Reference
 from isobox.images.registry import (
@@ -44,7 +45,6 @@ from isobox.images.registry import (
     Descriptor,
     RegistryClient,
     RetryPolicy,
-    compute_digest,
     parse_challenges,
 )
 
@@ -127,14 +127,14 @@ def test_iter_blob_streams_a_large_layer_intact(registry):
 def test_sha512_blob_is_verified_with_sha512(registry):
     repo = repo_name()
     data = os.urandom(5000)
-    digest = registry.push_blob(repo, data, digest=compute_digest(data, "sha512"))
+    digest = registry.push_blob(repo, data, digest=compute(data, "sha512"))
     assert digest.startswith("sha512:")
     with client() as c:
         assert c.fetch_blob(f"{registry.host}/{repo}", layer_desc(digest, data)) == data
 
 
 def test_empty_blob_needs_no_request(registry):
-    empty = compute_digest(b"")
+    empty = compute(b"")
     with client() as c:
         assert c.fetch_blob("nowhere.invalid/x", Descriptor(OCI_LAYER, empty, 0)) == b""
 
@@ -161,7 +161,7 @@ def test_head_manifest_follows_the_tag(registry):
 def test_missing_tag_repository_and_blob_raise_not_found(registry):
     repo = repo_name()
     registry.push_image(repo, "v1", [b"a"])
-    absent = compute_digest(b"never pushed")
+    absent = compute(b"never pushed")
     with client() as c:
         with pytest.raises(NotFound):
             c.resolve(f"{registry.host}/{repo}:v2")
@@ -230,7 +230,7 @@ def push_index(registry, repo: str, entries: List[Dict[str, Any]], media_type: s
                               "size": len(blob)},
                    "layers": []}
             raw = json.dumps(doc).encode()
-            digest = registry.push_manifest(repo, compute_digest(raw), raw, manifest_type)
+            digest = registry.push_manifest(repo, compute(raw), raw, manifest_type)
         else:
             digest, raw = registry.push_image(
                 repo, f"p{i}", [f"layer for {arch}{i}".encode()],
@@ -414,7 +414,7 @@ def test_blob_missing_from_the_mirror_says_what_each_registry_answered(
     monkeypatch.setenv("ISOBOX_REGISTRY_MIRROR", registry.url)
     data = os.urandom(100)
     with client() as c, pytest.raises(RegistryError) as info:
-        c.fetch_blob("library/busybox", layer_desc(compute_digest(data), data))
+        c.fetch_blob("library/busybox", layer_desc(compute(data), data))
     assert "registry mirror" in str(info.value) and "blob not found" in str(info.value)
     assert "; then Docker Hub (registry-1.docker.io): cannot reach" in str(info.value)
 
@@ -711,7 +711,7 @@ def test_redirect_to_another_host_does_not_forward_authorization(fault_server):
 
 def test_redirect_to_plain_http_elsewhere_is_refused(fault_server):
     srv = fault_server()
-    digest = compute_digest(b"x")
+    digest = compute(b"x")
     srv.script(f"/v2/a/b/blobs/{digest}", redirect("http://cdn.example.com/blob"))
     with client() as c, pytest.raises(RegistryError, match="plain HTTP"):
         c.fetch_blob(f"{srv.host}/a/b", layer_desc(digest, b"x"))
@@ -739,7 +739,7 @@ def push_manifest_with_sizes(registry, repo, layer, config_delta=0, layer_delta=
     """A manifest whose descriptors announce the blobs' sizes plus the deltas (the real
     registry does not check descriptor sizes when a manifest is pushed)."""
     config = json.dumps(config_for("amd64") | {
-        "rootfs": {"type": "layers", "diff_ids": [compute_digest(layer)]}}).encode()
+        "rootfs": {"type": "layers", "diff_ids": [compute(layer)]}}).encode()
     doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
            "config": {"mediaType": OCI_CONFIG, "digest": registry.push_blob(repo, config),
                       "size": len(config) + config_delta},
@@ -758,7 +758,7 @@ def test_layer_whose_size_differs_from_its_descriptor_is_refused(registry, tmp_p
     with pytest.raises(DigestMismatch) as info:
         Image.pull(f"{registry.host}/{repo}:v1", store=tmp_path / "store")
     assert str(info.value).endswith(
-        f"blob {compute_digest(layer)} is 3000 bytes, not the {3000 + delta} its descriptor says")
+        f"blob {compute(layer)} is 3000 bytes, not the {3000 + delta} its descriptor says")
 
 
 @pytest.mark.parametrize("delta", [-1, 1])
@@ -768,7 +768,7 @@ def test_config_whose_size_differs_from_its_descriptor_is_refused(registry, delt
     with client() as c, pytest.raises(DigestMismatch) as info:
         c.resolve(f"{registry.host}/{repo}:v1", Platform.parse("linux/amd64"))
     assert str(info.value).endswith(
-        f"blob {compute_digest(config)} is {len(config)} bytes, not the {len(config) + delta} "
+        f"blob {compute(config)} is {len(config)} bytes, not the {len(config) + delta} "
         "its descriptor says")
 
 

@@ -47,7 +47,8 @@ from ..errors import (
 )
 from .platform import Platform
 from .reference import Reference
-from .store import ImageRecord, LayerRecord, PathLike, Store, check_digest
+from .digest import chain_ids, check, matches
+from .store import ImageRecord, LayerRecord, PathLike, Store
 
 if TYPE_CHECKING:
     from .registry import Descriptor, RegistryClient, ResolvedImage
@@ -447,7 +448,7 @@ def _index_choice(st: Store, digest: str, wanted: Platform) -> Optional[str]:
         platforms = [Platform.from_oci(e["platform"]) if e.get("platform") else None
                      for e in entries]
         choice = wanted.best(platforms)
-        return None if choice is None else check_digest(entries[choice]["digest"])
+        return None if choice is None else check(entries[choice]["digest"], DigestMismatch)
     except (ValueError, KeyError, TypeError, AttributeError, IsoboxError):
         return None
 
@@ -495,24 +496,12 @@ def _check_config(raw: bytes, manifest_layers: int, where: str) -> Dict[str, Any
             f"{len(diff_ids)} diff_ids"
         )
     for diff_id in diff_ids:
-        check_digest(diff_id)
+        check(diff_id, DigestMismatch, f"{where}: diff_id")
         if not str(diff_id).startswith("sha256:"):
             raise DigestMismatch(f"{where}: diff_id {diff_id} is not sha256")
     doc["rootfs"] = {**doc["rootfs"], "diff_ids": list(diff_ids)}
     ImageConfig.from_oci(doc.get("config"), source=where)
     return doc
-
-
-def chain_ids(diff_ids: Sequence[str]) -> List[str]:
-    """OCI chain IDs: ChainID(L0) = DiffID(L0), ChainID(Ln) = sha256(ChainID(Ln-1) + " " +
-    DiffID(Ln)): a name for a layer together with everything below it."""
-    import hashlib  # pulls only: running a cached image never hashes
-
-    out: List[str] = []
-    for diff_id in diff_ids:
-        out.append(diff_id if not out else "sha256:" + hashlib.sha256(
-            f"{out[-1]} {diff_id}".encode()).hexdigest())
-    return out
 
 
 def _install(
@@ -527,10 +516,7 @@ def _install(
     where = f"{reference} ({manifest.digest})"
     config_digest = manifest.config.digest
     config_where = f"config {config_digest} of {reference}"
-    algorithm = config_digest.partition(":")[0]
-    import hashlib
-
-    if f"{algorithm}:{hashlib.new(algorithm, resolved.config).hexdigest()}" != config_digest:
+    if not matches(resolved.config, config_digest):
         raise DigestMismatch(f"{where}: the config does not hash to {config_digest}")
     doc = _check_config(resolved.config, len(manifest.layers), config_where)
     diff_ids: List[str] = [str(d) for d in doc["rootfs"]["diff_ids"]]

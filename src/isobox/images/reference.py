@@ -22,7 +22,7 @@ The grammar, from distribution/reference's package documentation::
     separator        := /[_.]|__|[-]+/
     tag              := /[\\w][\\w.-]{0,127}/
     digest           := algorithm ":" hex   (algorithm: sha256, sha384 or sha512, lowercase
-                                             hex of exactly the hash's length)
+                                             hex of exactly the hash's length: `digest`)
 
 The first "/"-separated part of a name is the registry domain only when it contains a "."
 or a ":", has an uppercase letter, or is ``localhost``; otherwise the whole name is a path
@@ -42,25 +42,18 @@ Pure: no I/O, no network, no global state.
 from __future__ import annotations
 
 import re
-import types
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import attrs
 
 from ..errors import InvalidReference
+from .digest import problem as digest_problem
 
 DOCKER_HUB_DOMAIN = "docker.io"
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
 DEFAULT_TAG = "latest"
 MAX_PATH_LENGTH = 255
 MAX_TAG_LENGTH = 128
-
-# The digest algorithms Docker accepts in references (go-digest's registered set), with
-# the length of their lowercase hex encoding. OCI registers sha256 and sha512; sha384 is
-# accepted because Docker accepts it.
-DIGEST_ALGORITHMS: Mapping[str, int] = types.MappingProxyType(
-    {"sha256": 64, "sha384": 96, "sha512": 128}
-)
 
 _LEGACY_HUB_DOMAIN = "index.docker.io"
 _OFFICIAL_PREFIX = "library/"
@@ -74,8 +67,6 @@ _DOMAIN = re.compile(
     rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
 )
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_DIGEST_ALGORITHM = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*")
-_DIGEST_HEX = re.compile(r"[0-9a-fA-F]{32,}")
 _IMAGE_ID = re.compile(r"[a-f0-9]{64}")
 
 
@@ -117,21 +108,6 @@ def _tag_problem(tag: str) -> Optional[str]:
             f"invalid tag {_shown(tag)} (letters, digits, '_', '.' and '-', not starting with "
             "'.' or '-')"
         )
-    return None
-
-
-def _digest_problem(digest: str) -> Optional[str]:
-    algorithm, colon, encoded = digest.partition(":")
-    if not (colon and _DIGEST_ALGORITHM.fullmatch(algorithm) and _DIGEST_HEX.fullmatch(encoded)):
-        return f"invalid digest {_shown(digest)} (expected 'algorithm:hex', e.g. 'sha256:<hex>')"
-    length = DIGEST_ALGORITHMS.get(algorithm)
-    if length is None:
-        supported = ", ".join(DIGEST_ALGORITHMS)
-        return f"unsupported digest algorithm {_shown(algorithm)} (supported: {supported})"
-    if len(encoded) != length:
-        return f"{algorithm} digest must have {length} hex digits, not {len(encoded)}"
-    if encoded != encoded.lower():
-        return "digest hex must be lowercase"
     return None
 
 
@@ -177,7 +153,7 @@ def _validate_digest(_: Any, __: Any, digest: Any) -> None:
         return
     if not isinstance(digest, str):
         raise InvalidReference(f"digest must be a string, not {type(digest).__name__}")
-    _check(_digest_problem(digest))
+    _check(digest_problem(digest))
 
 
 def _names_a_domain(first: str) -> bool:
@@ -241,7 +217,7 @@ class Reference:
         if problem is None and colon:
             problem = _tag_problem(tag_text)
         if problem is None and at:
-            problem = _digest_problem(digest_text)
+            problem = digest_problem(digest_text)
         if problem is not None:
             raise fail(problem)
 
@@ -307,4 +283,4 @@ class Reference:
         return attrs.evolve(self, digest=digest)
 
 
-__all__ = ["Reference", "DIGEST_ALGORITHMS", "DOCKER_HUB_DOMAIN", "DOCKER_HUB_API_HOST"]
+__all__ = ["Reference", "DOCKER_HUB_DOMAIN", "DOCKER_HUB_API_HOST"]

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import email.utils
-import hashlib
 import ipaddress
 import json
 import os
@@ -60,6 +59,7 @@ import urllib3
 
 from . import ociconfig
 from .credentials import Credentials, lookup_credentials
+from .digest import Hasher, compute, has_known_algorithm, matches, problem as digest_problem
 from ..errors import (
     AuthenticationError,
     DigestMismatch,
@@ -71,7 +71,7 @@ from ..errors import (
     UnsupportedManifest,
 )
 from .platform import Platform
-from .reference import Reference
+from .reference import DOCKER_HUB_DOMAIN, Reference
 from .unpack import LAYER_MEDIA_TYPES
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -104,12 +104,6 @@ MAX_INDEX_DEPTH = 3
 CHUNK_SIZE = 256 * 1024
 MIN_TOKEN_LIFETIME = 60  # seconds; the token spec's default when expires_in is absent
 
-DIGEST_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
-_DIGEST = re.compile(r"^(sha256|sha384|sha512):([0-9a-f]+)$")
-
-DOCKER_HUB_DOMAIN = "docker.io"
-DOCKER_HUB_HOST = "registry-1.docker.io"
-
 ENV_INSECURE = "ISOBOX_INSECURE_REGISTRIES"
 ENV_MIRROR = "ISOBOX_REGISTRY_MIRROR"
 
@@ -124,28 +118,15 @@ class _TransportError(RegistryError):
 # Digests
 
 
-def check_digest(digest: object, what: str = "digest") -> str:
-    """Return ``digest`` if it is one we can verify (sha256/sha384/sha512, lowercase hex)."""
-    if not isinstance(digest, str):
-        raise RegistryError(f"{what} must be a string, not {type(digest).__name__}")
-    m = _DIGEST.match(digest)
-    if m is None or len(m.group(2)) != DIGEST_HEX_LENGTHS[m.group(1)]:
-        shown = digest if len(digest) <= 150 else digest[:150] + "..."
-        if ":" in digest and digest.split(":", 1)[0] not in DIGEST_HEX_LENGTHS:
-            raise UnsupportedManifest(
-                f"{what} {shown!r} uses an algorithm isobox cannot verify "
-                "(supported: sha256, sha384, sha512)"
-            )
-        raise RegistryError(f"invalid {what} {shown!r}")
-    return digest
-
-
-def _hasher(digest: str) -> "hashlib._Hash":
-    return hashlib.new(digest.split(":", 1)[0])
-
-
-def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
-    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+def check_digest(value: object, what: str = "digest") -> str:
+    """``value`` if it is a digest isobox can verify (`isobox.images.digest`); else
+    UnsupportedManifest for an algorithm isobox cannot verify, RegistryError otherwise."""
+    reason = digest_problem(value)
+    if reason is None:
+        return value  # type: ignore[return-value]  # a str: problem() said so
+    if isinstance(value, str) and not has_known_algorithm(value):
+        raise UnsupportedManifest(f"{what}: {reason}")
+    raise RegistryError(f"{what}: {reason}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -692,7 +673,7 @@ class RegistryClient:
         ref = _as_reference(ref)
         check_digest(desc.digest)
         if desc.size == 0:
-            if _hasher(desc.digest).hexdigest() != desc.digest.split(":", 1)[1]:
+            if not matches(b"", desc.digest):
                 raise DigestMismatch(f"blob {desc.digest} is announced empty but is not")
             return
         failures: List[Tuple[Endpoint, RegistryError]] = []
@@ -835,12 +816,12 @@ class RegistryClient:
                                 (header_digest, "Docker-Content-Digest")):
             if claimed:
                 check_digest(claimed, f"manifest digest from {source}")
-                actual = compute_digest(raw, claimed.split(":", 1)[0])
+                actual = compute(raw, claimed.split(":", 1)[0])
                 if actual != claimed:
                     raise DigestMismatch(
                         f"{ref}: manifest hashes to {actual}, not {claimed} ({source})"
                     )
-        digest = expected or header_digest or compute_digest(raw)
+        digest = expected or header_digest or compute(raw)
         return raw, media_type, digest
 
     # -- blobs ----------------------------------------------------------------------------
@@ -853,7 +834,7 @@ class RegistryClient:
         progress: Optional[Callable[[int], None]],
     ) -> Iterator[bytes]:
         size, digest = desc.size, desc.digest
-        hasher = _hasher(digest)
+        hasher = Hasher.like(digest)
         received = 0
         failures = 0
         resumes = 0
@@ -922,7 +903,7 @@ class RegistryClient:
                 ) from last_error
             if failures:
                 time.sleep(self.retry.backoff(failures))
-        actual = f"{digest.split(':', 1)[0]}:{hasher.hexdigest()}"
+        actual = hasher.digest
         if actual != digest:
             raise DigestMismatch(f"{ref}: blob {digest} hashes to {actual}")
         if pending is not None:
@@ -1483,7 +1464,6 @@ __all__ = [
     "Challenge",
     "parse_challenges",
     "check_digest",
-    "compute_digest",
     "OCI_INDEX",
     "OCI_MANIFEST",
     "DOCKER_MANIFEST_LIST",

@@ -56,6 +56,7 @@ from typing import (
 import attrs
 
 from ..errors import DigestMismatch, StoreError
+from .digest import check, compute, is_digest, matches, name_key, split
 
 if TYPE_CHECKING:
     from ..host.idmap import IdMap
@@ -65,8 +66,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 SUBDIRS = ("blobs", "layers", "images", "containers", "volumes", "tmp", "locks")
 
-# Digests name files: anything else (an attacker's "sha256:../../x") must never reach a path.
-_DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 # Lock files prune may delete (only while it holds gc.lock exclusively: nobody else has them).
 _ITEM_LOCK_PREFIXES = ("layer-", "blob-", "ref-")
 _MAKING_PREFIX = ".making-"  # tmp/ directories between their mkdir and their flock
@@ -83,47 +82,14 @@ def default_root() -> pathlib.Path:
     return pathlib.Path(xdg) / "isobox"
 
 
-def check_digest(digest: object) -> str:
-    """``digest`` if it is a well-formed sha256/sha512 digest, else DigestMismatch."""
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
-        raise DigestMismatch(f"not a valid digest: {digest!r}")
-    return digest
+def _check_digest(value: object) -> str:
+    """``value`` if it is a digest (`isobox.images.digest`), else DigestMismatch. Digests
+    name files: anything else (an attacker's "sha256:../../x") must never reach a path."""
+    return check(value, DigestMismatch)
 
 
-def sha256_digest(data: bytes) -> str:
-    import hashlib  # not on the path of running a cached image
-
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _digest_of(data: bytes, algorithm: str) -> str:
-    import hashlib
-
-    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
-
-
-def _split(digest: str) -> Tuple[str, str]:
-    algorithm, _, hexpart = check_digest(digest).partition(":")
-    return algorithm, hexpart
-
-
-def _key(text: str) -> str:
-    """A flat file name for arbitrary text (references hold ``/`` and ``:``)."""
-    digest: str = _sha256(text.encode()).hexdigest()
-    return digest
-
-
-def _sha256(data: bytes) -> Any:
-    """Python's own sha256, which `isobox run` uses to find a tag: hashlib loads OpenSSL
-    first (~3 ms); for one short name it makes no difference which computes it."""
-    try:
-        from _sha256 import sha256  # type: ignore[import-not-found]  # CPython <= 3.11
-    except ImportError:
-        try:
-            from _sha2 import sha256  # type: ignore[import-not-found]  # CPython >= 3.12
-        except ImportError:
-            from hashlib import sha256
-    return sha256(data)
+def _split(value: str) -> Tuple[str, str]:
+    return split(_check_digest(value))
 
 
 # -- records ---------------------------------------------------------------------------
@@ -137,14 +103,14 @@ def _str_map(value: Any) -> Mapping[str, str]:
 class LayerRecord:
     """One layer of an image: the blob it came from and the diff_id its directory has."""
 
-    digest: str = attrs.field(validator=lambda _i, _a, v: check_digest(v))
-    diff_id: str = attrs.field(validator=lambda _i, _a, v: check_digest(v))
+    digest: str = attrs.field(validator=lambda _i, _a, v: _check_digest(v))
+    diff_id: str = attrs.field(validator=lambda _i, _a, v: _check_digest(v))
     media_type: str = ""
     size: int = 0  # compressed, as the manifest says
     # The chain ID naming the directory when the extracted layer depends on the layers
     # below it (a hard link to a lower file, an opaque root); None: named by diff_id.
     chain_id: Optional[str] = attrs.field(
-        default=None, validator=lambda _i, _a, v: v is None or check_digest(v)
+        default=None, validator=lambda _i, _a, v: v is None or _check_digest(v)
     )
 
     @property
@@ -174,9 +140,9 @@ def _layer_records(value: Any) -> Tuple[LayerRecord, ...]:
 class ImageRecord:
     """What the store knows about one pulled image (one platform's manifest)."""
 
-    digest: str = attrs.field(validator=lambda _i, _a, v: check_digest(v))  # manifest
+    digest: str = attrs.field(validator=lambda _i, _a, v: _check_digest(v))  # manifest
     media_type: str
-    config_digest: str = attrs.field(validator=lambda _i, _a, v: check_digest(v))
+    config_digest: str = attrs.field(validator=lambda _i, _a, v: _check_digest(v))
     config: Mapping[str, Any] = attrs.field(hash=False)  # the whole config document
     layers: Tuple[LayerRecord, ...] = attrs.field(converter=_layer_records)
     platform: str
@@ -224,7 +190,7 @@ class TagRecord:
     images) and the manifest pulled for each platform asked for."""
 
     reference: str
-    digest: str = attrs.field(validator=lambda _i, _a, v: check_digest(v))
+    digest: str = attrs.field(validator=lambda _i, _a, v: _check_digest(v))
     manifests: Mapping[str, str] = attrs.field(factory=dict, converter=_str_map, hash=False)
     last: str = ""  # the platform pulled most recently: what a platform-less lookup gets
 
@@ -237,7 +203,7 @@ class TagRecord:
             last=str(doc.get("last", "")),
         )
         for digest in record.manifests.values():
-            check_digest(digest)
+            _check_digest(digest)
         return record
 
     def to_json(self) -> Dict[str, Any]:
@@ -560,15 +526,14 @@ class Store:
             return None
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
-        algorithm = digest.partition(":")[0]
-        if _digest_of(data, algorithm) != digest:
+        if not matches(data, digest):
             return None
         return data
 
     def write_blob(self, data: bytes, digest: Optional[str] = None) -> str:
         """Store ``data`` under its digest (checked against ``digest`` when given)."""
         algorithm = _split(digest)[0] if digest else "sha256"
-        actual = _digest_of(data, algorithm)
+        actual = compute(data, algorithm)
         if digest is not None and actual != digest:
             raise DigestMismatch(f"blob has digest {actual}, expected {digest}")
         path = self.blob_path(actual)
@@ -646,7 +611,7 @@ class Store:
         return self.images / algorithm / f"{hexpart}.json"
 
     def _tag_path(self, reference: str) -> pathlib.Path:
-        return self.images / "refs" / f"{_key(reference)}.json"
+        return self.images / "refs" / f"{name_key(reference)}.json"
 
     def read_image(self, digest: str) -> Optional[ImageRecord]:
         path = self._image_path(digest)
@@ -676,8 +641,8 @@ class Store:
     def tag_image(self, reference: str, digest: str, platforms: Tuple[str, ...], manifest: str) -> TagRecord:
         """Record that ``reference`` points to ``digest`` and that ``manifest`` is its image
         for each of ``platforms``. A moved tag forgets the manifests of its old digest."""
-        check_digest(manifest)
-        with self.lock("ref-" + _key(reference)[:32]):
+        _check_digest(manifest)
+        with self.lock("ref-" + name_key(reference)[:32]):
             old = self.read_tag(reference)
             manifests: Dict[str, str] = {}
             if old is not None and old.digest == digest:
@@ -689,7 +654,7 @@ class Store:
             return record
 
     def untag(self, reference: str) -> bool:
-        with self.lock("ref-" + _key(reference)[:32]):
+        with self.lock("ref-" + name_key(reference)[:32]):
             try:
                 self._tag_path(reference).unlink()
             except FileNotFoundError:
@@ -753,7 +718,7 @@ class Store:
             if reference is not None and self.untag(reference):
                 removed.append(reference)
             if digest is not None:
-                check_digest(digest)
+                _check_digest(digest)
                 for tag in self.tags():
                     if digest in tag.manifests.values() or tag.digest == digest:
                         if self.untag(tag.reference):
@@ -792,7 +757,7 @@ class Store:
                 return None, warnings
             for entry in layers:
                 text = str(entry)
-                used.add(text.partition(":")[2] if _DIGEST.match(text) else pathlib.PurePath(text).name)
+                used.add(text.partition(":")[2] if is_digest(text) else pathlib.PurePath(text).name)
         return used, warnings
 
     def _collect(self, *, clear_tmp: bool) -> PruneReport:
@@ -824,7 +789,7 @@ class Store:
                         continue
                     if entry.is_dir() and not entry.is_symlink():
                         diff_id = f"{algorithm_dir.name}:{name}"
-                        info = self.layer_info(diff_id) if _DIGEST.match(diff_id) else None
+                        info = self.layer_info(diff_id) if is_digest(diff_id) else None
                         reclaimed += info.size if info else 0
                         removed_layers.append(diff_id)
                     remove_tree(entry)

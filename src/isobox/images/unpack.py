@@ -63,7 +63,6 @@ Directory modes and times are applied last, deepest first, after their content.
 from __future__ import annotations
 
 import errno
-import hashlib
 import itertools
 import logging
 import os
@@ -78,6 +77,7 @@ import attrs
 import zstandard
 
 from ..errors import HostNotSupported, InvalidOption, LayerError
+from .digest import Hasher, is_digest
 
 try:
     from .._native._core import lib as _lib
@@ -127,12 +127,17 @@ class Limits:
     max_header_size: int = attrs.field(default=1 * MiB, validator=_positive)
 
 
+def _check_diff_id(value: object) -> None:
+    if not (is_digest(value) and str(value).startswith("sha256:")):
+        raise ValueError(f"a diff_id is a sha256 digest, not {value!r}")
+
+
 @attrs.frozen
 class LayerStats:
     """What applying a layer found: its diff_id (sha256 of the uncompressed tar, as the
     image config lists it), size and entry count."""
 
-    diff_id: str = attrs.field(validator=attrs.validators.matches_re(r"sha256:[0-9a-f]{64}"))
+    diff_id: str = attrs.field(validator=lambda _i, _a, v: _check_diff_id(v))
     size: int = attrs.field(validator=attrs.validators.ge(0))
     entries: int = attrs.field(validator=attrs.validators.ge(0))
     #: "path: reason" for each entry or xattr not applied for want of privilege
@@ -371,7 +376,7 @@ class _Inflater:
         self._queue: "queue.Queue[Union[bytes, _End, _Failed]]" = queue.Queue(maxsize=8)
         self._stop = threading.Event()
         self._done = False
-        self.sha256 = hashlib.sha256()
+        self.hasher = Hasher("sha256")  # the diff_id
         self.size = 0
         self._thread = threading.Thread(target=self._run, name="isobox-inflate", daemon=True)
 
@@ -394,12 +399,12 @@ class _Inflater:
                 if pending_size >= _OUT:
                     out = pending[0] if len(pending) == 1 else b"".join(pending)
                     pending, pending_size = [], 0
-                    self.sha256.update(out)
+                    self.hasher.update(out)
                     if not self._put(out):
                         return
             if pending:
                 out = b"".join(pending)
-                self.sha256.update(out)
+                self.hasher.update(out)
                 if not self._put(out):
                     return
             self._put(_END)
@@ -2028,13 +2033,13 @@ def apply_layer(
     if layer.skipped:
         log.warning(
             "layer %s: %d entries or xattrs not applied without privilege: %s%s",
-            "sha256:" + inflater.sha256.hexdigest()[:12],
+            inflater.hasher.digest[:19],
             len(layer.skipped),
             "; ".join(layer.skipped[:5]),
             " ..." if len(layer.skipped) > 5 else "",
         )
     return LayerStats(
-        diff_id="sha256:" + inflater.sha256.hexdigest(),
+        diff_id=inflater.hasher.digest,
         size=inflater.size,
         entries=reader.entries,
         skipped=tuple(layer.skipped),
