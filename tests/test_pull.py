@@ -261,6 +261,37 @@ def test_offline_pull_and_get_cost_no_request(images, store, registry_proxy):
     assert registry_proxy.requests() == []
 
 
+def test_pull_if_missing_takes_a_stored_image_without_any_request(images, store, registry_proxy):
+    ref = registry_proxy.reference(images.multiarch)
+    pulled = Image.pull(ref, store=store)
+    repo = ref.rsplit(":", 1)[0]
+    registry_proxy.clear()
+    asked: List[str] = []
+    for name in (ref, f"{repo}@{images.multiarch.digest}", f"{repo}@{pulled.digest}"):
+        found = Image.pull(name, if_missing=True, on_pull=lambda: asked.append(name), store=store)
+        assert found.digest == pulled.digest and found.layers == pulled.layers
+    assert registry_proxy.requests() == [] and asked == []
+
+
+def test_pull_if_missing_pulls_what_is_not_stored(images, store, registry_proxy):
+    ref = registry_proxy.reference(images.busybox)
+    asked: List[str] = []
+    img = Image.pull(ref, if_missing=True, on_pull=lambda: asked.append(ref), store=store)
+    assert asked == [ref]
+    assert img.digest == images.busybox.digest and Image.get(ref, store=store) == img
+    assert ("GET", "/v2/isobox-test/busybox/manifests/latest") in registry_proxy.requests("manifests")
+
+
+def test_pull_if_missing_takes_the_platform_pulled_as_get_does(images, store, registry_proxy):
+    ref = registry_proxy.reference(images.multiarch)
+    arm = Image.pull(ref, platform="linux/arm64", store=store)
+    registry_proxy.clear()
+    assert Image.pull(ref, if_missing=True, store=store) == arm == Image.get(ref, store=store)
+    assert registry_proxy.requests() == []
+    host = Image.pull(ref, if_missing=True, platform="linux/amd64", store=store)  # not stored
+    assert host.platform == "linux/amd64" and registry_proxy.requests("manifests")
+
+
 def test_stored_digest_reference_costs_no_request(images, store, registry_proxy):
     pulled = Image.pull(registry_proxy.reference(images.multiarch), store=store)
     registry_proxy.clear()

@@ -34,6 +34,12 @@ def test_run_pulls_a_hub_name_once_then_uses_the_cache(hub_mirror, store_root):
     assert cached.config.cmd == ("sh",)
 
 
+def test_pytest_fixture_pulls_a_reference_it_is_given(hub_mirror, store_root, isobox_container):
+    c = isobox_container("busybox", ["echo", "from the fixture"])
+    assert c.wait(30) == 0 and c.logs("stdout") == b"from the fixture\n"
+    assert isobox.Image.get("busybox").digest == hub_mirror.hub_busybox.digest
+
+
 def test_file_ownership_from_the_image_is_kept(images, store_root):
     image = isobox.Image.pull(images.layered.reference)
     owner = isobox.run(image, ["stat", "-c", "%u:%g", "/home/app/.profile"]).stdout.strip()

@@ -14,13 +14,7 @@ def _image(image: Union[Image, str], options: dict[str, Any]) -> Image:
     if isinstance(image, Image):
         return image
     # A reference: use the cached image, pull it when missing (`docker run` pulls once).
-    from .errors import ImageNotFound
-
-    store = options.get("store")
-    try:
-        return Image.get(image, store=store)
-    except ImageNotFound:
-        return Image.pull(image, store=store)
+    return Image.pull(image, if_missing=True, store=options.get("store"))
 
 
 def run(

@@ -28,13 +28,7 @@ def isobox_container(request: pytest.FixtureRequest) -> Iterator[Callable[..., C
 
     def start(image: Union[Image, str], command: Any = None, **options: Any) -> Container:
         if isinstance(image, str):
-            from .errors import ImageNotFound
-
-            reference = image
-            try:
-                image = Image.get(reference, store=options.get("store"))
-            except ImageNotFound:
-                image = Image.pull(reference, store=options.get("store"))
+            image = Image.pull(image, if_missing=True, store=options.get("store"))
         container = Container(image, command, **options)
         started.append(container)
         return container.start()

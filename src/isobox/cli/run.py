@@ -13,7 +13,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from ..control.server import Server
-from ..errors import ImageNotFound, InvalidOption
+from ..errors import InvalidOption
 from ..images.image import Image
 from ..images.reference import Reference
 from ..images.store import Store
@@ -94,19 +94,22 @@ def _container_options(args: argparse.Namespace) -> Dict[str, Any]:
 def _image_for_run(reference: str, platform: Optional[str], store: Store) -> Image:
     """The stored image, else pulled with progress on stderr as `docker run` does. The
     registry client (and requests) is imported only when a pull is needed."""
-    try:
-        return Image.get(reference, platform=platform, store=store)
-    except ImageNotFound:
-        pass
     familiar = Reference.parse(reference).familiar
-    print(f"Unable to find image '{familiar}' locally", file=sys.stderr)
+    pulling: List[bool] = []
+
+    def missing() -> None:
+        pulling.append(True)
+        print(f"Unable to find image '{familiar}' locally", file=sys.stderr)
+
     bar = ProgressBar(f"Pulling {familiar}", sys.stderr)
     try:
-        image = Image.pull(reference, platform=platform, progress=bar, store=store)
+        image = Image.pull(reference, if_missing=True, platform=platform, progress=bar,
+                           on_pull=missing, store=store)
     finally:
         bar.close()
-    print(f"Digest: {image.digest}", file=sys.stderr)
-    print(f"Status: Downloaded newer image for {familiar}", file=sys.stderr)
+    if pulling:
+        print(f"Digest: {image.digest}", file=sys.stderr)
+        print(f"Status: Downloaded newer image for {familiar}", file=sys.stderr)
     return image
 
 

@@ -274,9 +274,11 @@ class Image:
         cls,
         ref: Union[str, Reference],
         *,
+        if_missing: bool = False,
         platform: Union[None, str, Platform] = None,
         auth: Any = None,
         progress: Optional[ProgressCallback] = None,
+        on_pull: Optional[Callable[[], None]] = None,
         offline: bool = False,
         store: Union[None, Store, PathLike] = None,
     ) -> "Image":
@@ -285,31 +287,44 @@ class Image:
 
         A tag already stored costs one HEAD request when it still points to the same
         digest; a stored digest reference, or ``offline=True``, costs none (offline and
-        not stored: `ImageNotFound`). ``auth`` is a `Credentials` or ``(user, password)``;
-        by default credentials are looked up as Docker does. Layers shared with images
-        already stored are not fetched again; concurrent pulls (threads or processes)
-        fetch each layer once. ``.digest`` of the result is the platform's manifest digest.
+        not stored: `ImageNotFound`). ``if_missing=True`` returns the image `get` finds
+        (by tag or digest; without ``platform``, the platform pulled last when this
+        host's was not) without any request, and pulls only when there is none: what
+        `isobox.run`, the pytest fixture and ``isobox run`` do, as ``docker run`` pulls
+        once. ``on_pull`` is called before the registry is first asked (so never when
+        the store answers), e.g. to say that a pull starts.
+
+        ``auth`` is a `Credentials` or ``(user, password)``; by default credentials are
+        looked up as Docker does. Layers shared with images already stored are not
+        fetched again; concurrent pulls (threads or processes) fetch each layer once.
+        ``.digest`` of the result is the platform's manifest digest.
         """
         reference = _parse_reference(ref)
         wanted = _parse_platform(platform)
-        st = Store.open(store)
-        with st.in_use():
-            cached = _lookup(st, reference, wanted, fallback=False)
+        store = Store.open(store)
+        if if_missing:
+            found = _lookup(store, reference, wanted, fallback=platform is None)
+            if found is not None:
+                return found
+        with store.in_use():
+            cached = _lookup(store, reference, wanted, fallback=False)
             if cached is not None and (offline or reference.digest is not None):
                 return cached
             if offline:
                 raise ImageNotFound(f"{reference} ({wanted}) is not in the store and offline=True")
+            if on_pull is not None:
+                on_pull()
             from .registry import EndpointMemory, RegistryClient
 
-            memory = EndpointMemory(st.root / REGISTRIES_FILE, st.write_file)
+            memory = EndpointMemory(store.root / REGISTRIES_FILE, store.write_file)
             with RegistryClient(credentials=auth, memory=memory) as client:
                 if cached is not None:
-                    tag = st.read_tag(str(reference))
+                    tag = store.read_tag(str(reference))
                     current = client.head_manifest(reference)
                     if tag is not None and current is not None and current == tag.digest:
                         return cached
                 resolved = client.resolve(reference, wanted)
-                return _install(st, client, reference, wanted, resolved, progress)
+                return _install(store, client, reference, wanted, resolved, progress)
 
     @classmethod
     def get(
