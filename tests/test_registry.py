@@ -36,17 +36,15 @@ from isobox.errors import (
 from isobox.images.digest import compute
 from isobox.images.platform import Platform
 from isobox.images.reference import Reference
-from isobox.images.registry import (
+from isobox.images.http import Challenge, EndpointMemory, RetryPolicy, parse_challenges
+from isobox.images.manifest import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
-    Challenge,
     Descriptor,
-    RegistryClient,
-    RetryPolicy,
-    parse_challenges,
 )
+from isobox.images.registry import RegistryClient
 
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=3.0, max_resumes=8)
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -579,8 +577,8 @@ def test_rejected_token_is_renewed_once(registry_token):
     with client(credentials=(reg.username, reg.password)) as c:
         assert c.head_manifest(f"{reg.host}/{repo}:v1") == digest
         # Revoke the cached token behind the client's back, as an expiring server would.
-        for k, (token, expiry) in list(c._tokens.items()):
-            c._tokens[k] = (token[:-8] + "AAAAAAAA", expiry)
+        for k, (token, expiry) in list(c._http._tokens.items()):
+            c._http._tokens[k] = (token[:-8] + "AAAAAAAA", expiry)
         assert c.head_manifest(f"{reg.host}/{repo}:v1") == digest
     assert len(reg.token_requests) - before == 2
 
@@ -595,8 +593,8 @@ def test_expired_token_is_not_reused(registry_token):
         c.head_manifest(f"{reg.host}/{repo}:v1")
         assert len(reg.token_requests) - before == 1
         # Its expires_in has passed (the client counts it on the monotonic clock).
-        for k, (token, _expiry) in list(c._tokens.items()):
-            c._tokens[k] = (token, time.monotonic() - 1)
+        for k, (token, _expiry) in list(c._http._tokens.items()):
+            c._http._tokens[k] = (token, time.monotonic() - 1)
         c.head_manifest(f"{reg.host}/{repo}:v1")
     assert len(reg.token_requests) - before == 2
 
@@ -935,8 +933,6 @@ def test_descriptor_round_trips_through_oci_json():
 @pytest.mark.unit
 def test_remembered_plain_http_is_not_used_for_a_registry_that_needs_tls(
         tmp_path, unreachable_docker_hub):
-    from isobox.images.registry import EndpointMemory
-
     path = tmp_path / "registries.json"
     path.write_text(json.dumps({"registries": {
         "registry.example.com": {"base": "http://registry.example.com", "challenge": None}}}))
@@ -952,8 +948,6 @@ def test_remembered_plain_http_is_not_used_for_a_registry_that_needs_tls(
                                      '{"registries": {"HOST": {"base": "http://HOST", '
                                      '"challenge": {"scheme": "ntlm"}}}}'])
 def test_malformed_remembered_endpoints_are_ignored(registry, tmp_path, content):
-    from isobox.images.registry import EndpointMemory
-
     path = tmp_path / "registries.json"
     path.write_text(content.replace("HOST", registry.host))
     memory = EndpointMemory(path, lambda p, data: Path(p).write_bytes(data))

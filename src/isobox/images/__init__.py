@@ -2,8 +2,10 @@
 
 `digest` owns content addresses (the grammar every module checks them by, and hashing);
 `reference` (Docker's grammar) and `platform` name what to fetch; `credentials` finds
-the login Docker would use; `registry` speaks the distribution protocol (tokens,
-retries, manifests, blobs, verified by digest and size); `ociconfig` parses an image's
+the login Docker would use; `http` talks to registries (auth, retries, redirects; the
+one place ``requests``' errors become isobox's); `manifest` parses what they serve
+(media types, manifests, indexes, the platform's choice); `registry` is the client that
+asks for them and verifies the answers by digest and size; `ociconfig` parses an image's
 configuration; `unpack` applies a layer's tar stream inside its own root; `store` owns
 the on-disk cache (layout, locks, temporary names, garbage collection); `image` is the
 public `Image` that ties them together. Depends on `isobox.host` only, never on

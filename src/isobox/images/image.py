@@ -51,7 +51,8 @@ from .digest import chain_ids, check, matches
 from .store import ImageRecord, LayerRecord, PathLike, Store
 
 if TYPE_CHECKING:
-    from .registry import Descriptor, RegistryClient, ResolvedImage
+    from .manifest import Descriptor
+    from .registry import RegistryClient, ResolvedImage
 
 ProgressCallback = Callable[[str, int, int], None]
 """``progress(layer_digest, bytes_done, bytes_total)``, called from the pulling threads
@@ -314,7 +315,8 @@ class Image:
                 raise ImageNotFound(f"{reference} ({wanted}) is not in the store and offline=True")
             if on_pull is not None:
                 on_pull()
-            from .registry import EndpointMemory, RegistryClient
+            from .http import EndpointMemory
+            from .registry import RegistryClient
 
             memory = EndpointMemory(store.root / REGISTRIES_FILE, store.write_file)
             with RegistryClient(credentials=auth, memory=memory) as client:
@@ -452,19 +454,17 @@ def _match_digests(st: Store, text: str) -> Optional[List[str]]:
     return None
 
 
-def _index_choice(st: Store, digest: str, wanted: Platform) -> Optional[str]:
-    """The manifest digest a stored index ``digest`` holds for ``wanted``."""
-    raw = st.read_blob(digest)
+def _index_choice(store: Store, digest: str, wanted: Platform) -> Optional[str]:
+    """The manifest digest a stored index ``digest`` holds for ``wanted``, chosen as a
+    pull chooses it; None when the blob is absent or no such index."""
+    raw = store.read_blob(digest)
     if raw is None:
         return None
+    from .manifest import OCI_INDEX, Index, choose  # digest references only
+
     try:
-        doc = json.loads(raw)
-        entries = doc["manifests"]
-        platforms = [Platform.from_oci(e["platform"]) if e.get("platform") else None
-                     for e in entries]
-        choice = wanted.best(platforms)
-        return None if choice is None else check(entries[choice]["digest"], DigestMismatch)
-    except (ValueError, KeyError, TypeError, AttributeError, IsoboxError):
+        return choose(Index.from_bytes(raw, OCI_INDEX, digest), wanted, digest).digest
+    except IsoboxError:
         return None
 
 

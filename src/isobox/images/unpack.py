@@ -78,6 +78,7 @@ import zstandard
 
 from ..errors import HostNotSupported, InvalidOption, LayerError
 from .digest import Hasher, is_digest
+from .manifest import LAYER_MEDIA_TYPES
 
 try:
     from .._native._core import lib as _lib
@@ -91,23 +92,6 @@ log = logging.getLogger(__name__)
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
-
-#: Layer media types apply_layer accepts (OCI image-spec and Docker schema 2).
-LAYER_MEDIA_TYPES = frozenset(
-    {
-        "application/vnd.oci.image.layer.v1.tar",
-        "application/vnd.oci.image.layer.v1.tar+gzip",
-        "application/vnd.oci.image.layer.v1.tar+zstd",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-        "application/vnd.docker.image.rootfs.diff.tar",
-        "application/vnd.docker.image.rootfs.diff.tar.gzip",
-        "application/vnd.docker.image.rootfs.diff.tar.zstd",
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-    }
-)
-
 
 def _positive(instance: object, attribute: "attrs.Attribute[int]", value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
