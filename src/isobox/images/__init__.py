@@ -6,7 +6,8 @@ the login Docker would use; `http` talks to registries (auth, retries, redirects
 one place ``requests``' errors become isobox's); `manifest` parses what they serve
 (media types, manifests, indexes, the platform's choice); `registry` is the client that
 asks for them and verifies the answers by digest and size; `ociconfig` parses an image's
-configuration; `unpack` applies a layer's tar stream inside its own root; `store` owns
+configuration; `inflate` decompresses a layer stream and hashes its diff_id, `tar` reads
+its headers, `unpack` applies its entries inside the layer's own root; `store` owns
 the on-disk cache (layout, locks, temporary names, garbage collection); `image` is the
 public `Image` that ties them together. Depends on `isobox.host` only, never on
 containers.
