@@ -43,9 +43,10 @@ from typing import Any, Mapping, Optional, Tuple, Union
 import attrs
 
 from ..errors import CredentialsError, InvalidOption
+from .reference import DOCKER_HUB_API_HOST, DOCKER_HUB_DOMAIN, LEGACY_HUB_DOMAIN
 
-DOCKER_HUB_SERVER = "https://index.docker.io/v1/"
-_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+DOCKER_HUB_SERVER = "https://index.docker.io/v1/"  # the key `docker login` writes for Hub
+_HUB_HOSTS = frozenset({DOCKER_HUB_DOMAIN, LEGACY_HUB_DOMAIN, DOCKER_HUB_API_HOST})
 _HELPER_PREFIX = "docker-credential-"
 _TOKEN_USERNAME = "<token>"
 _NOT_FOUND = "credentials not found in native keychain"

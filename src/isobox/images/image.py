@@ -343,10 +343,10 @@ class Image:
         --platform`` fetched).
         """
         reference = _parse_reference(ref)
-        st = Store.open(store)
-        found = _lookup(st, reference, _parse_platform(platform), fallback=platform is None)
+        store = Store.open(store)
+        found = _lookup(store, reference, _parse_platform(platform), fallback=platform is None)
         if found is None:
-            raise ImageNotFound(f"{reference} is not in the store {st.root}: pull it first")
+            raise ImageNotFound(f"{reference} is not in the store {store.root}: pull it first")
         return found
 
     @classmethod
@@ -360,12 +360,12 @@ class Image:
         `isobox images` shows it) or a manifest digest, or a unique prefix of its hex
         (``"sha256:3f2a"``, ``"3f2a..."``: at least 12 digits), the image and all its tags; then remove the layers nothing uses any more (layers of containers stay).
         Returns what was removed; `ImageNotFound` if nothing matched."""
-        st = Store.open(store)
-        digests = _match_digests(st, ref)
+        store = Store.open(store)
+        digests = _match_digests(store, ref)
         if digests is not None:
-            removed = tuple(r for d in digests for r in st.remove(digest=d))
+            removed = tuple(r for d in digests for r in store.remove(digest=d))
         else:
-            removed = st.remove(reference=str(_parse_reference(ref)))
+            removed = store.remove(reference=str(_parse_reference(ref)))
         if not removed:
             raise ImageNotFound(f"no such image: {ref}")
         return removed
@@ -430,7 +430,7 @@ def _parse_platform(platform: Union[None, str, Platform]) -> Platform:
 _ID_PREFIX = re.compile(r"^(?:sha256:)?([0-9a-f]{12,64})$")
 
 
-def _match_digests(st: Store, text: str) -> Optional[List[str]]:
+def _match_digests(store: Store, text: str) -> Optional[List[str]]:
     """The manifest digests ``text`` names as an image ID: Docker's ID (the config
     digest, what `isobox images` shows) or a manifest digest, in full or as a unique
     prefix of at least 12 hex digits. An ID names every stored manifest of that config
@@ -441,7 +441,7 @@ def _match_digests(st: Store, text: str) -> Optional[List[str]]:
         return None
     prefix = "sha256:" + match.group(1)
     named: Dict[str, List[str]] = {}
-    for record in st.records():
+    for record in store.records():
         for candidate in (record.digest, record.config_digest):
             if candidate.startswith(prefix):
                 named.setdefault(candidate, []).append(record.digest)
@@ -468,11 +468,11 @@ def _index_choice(store: Store, digest: str, wanted: Platform) -> Optional[str]:
         return None
 
 
-def _lookup(st: Store, reference: Reference, wanted: Platform, *, fallback: bool) -> Optional[Image]:
+def _lookup(store: Store, reference: Reference, wanted: Platform, *, fallback: bool) -> Optional[Image]:
     """The stored image ``reference`` names for ``wanted`` (or, with ``fallback``, for the
     platform last pulled), when its record and every layer are in place."""
     name = str(reference)
-    tag = st.read_tag(name)
+    tag = store.read_tag(name)
     digest: Optional[str] = None
     if tag is not None:
         digest = tag.manifests.get(str(wanted))
@@ -480,21 +480,21 @@ def _lookup(st: Store, reference: Reference, wanted: Platform, *, fallback: bool
             digest = tag.manifests.get(tag.last)
     if digest is None and reference.digest is not None:
         # A digest stored under another name: the content is the same, so is the image.
-        if st.read_image(reference.digest) is not None:
+        if store.read_image(reference.digest) is not None:
             digest = reference.digest
         else:
-            digest = _index_choice(st, reference.digest, wanted)
-        if digest is not None and st.read_image(digest) is not None:
-            record = st.read_image(digest)
+            digest = _index_choice(store, reference.digest, wanted)
+        if digest is not None and store.read_image(digest) is not None:
+            record = store.read_image(digest)
             assert record is not None
             platform_key = str(wanted)
-            st.tag_image(name, reference.digest, (platform_key, record.platform), digest)
+            store.tag_image(name, reference.digest, (platform_key, record.platform), digest)
     if digest is None:
         return None
-    record = st.read_image(digest)
-    if record is None or not st.layers_present(record):
+    record = store.read_image(digest)
+    if record is None or not store.layers_present(record):
         return None
-    return Image.from_record(record, name, st)
+    return Image.from_record(record, name, store)
 
 
 def _check_config(raw: bytes, manifest_layers: int, where: str) -> Dict[str, Any]:
@@ -520,7 +520,7 @@ def _check_config(raw: bytes, manifest_layers: int, where: str) -> Dict[str, Any
 
 
 def _install(
-    st: Store,
+    store: Store,
     client: "RegistryClient",
     reference: Reference,
     wanted: Platform,
@@ -536,14 +536,14 @@ def _install(
     doc = _check_config(resolved.config, len(manifest.layers), config_where)
     diff_ids: List[str] = [str(d) for d in doc["rootfs"]["diff_ids"]]
 
-    layers = _Layers(st, client, reference, list(manifest.layers), diff_ids, progress)
-    layers.fetch()
+    fetcher = _LayerFetcher(store, client, reference, list(manifest.layers), diff_ids, progress)
+    fetcher.fetch()
 
-    st.write_blob(manifest.raw, manifest.digest)
+    store.write_blob(manifest.raw, manifest.digest)
     if resolved.index is not None:
-        st.write_blob(resolved.index.raw, resolved.index.digest)
-    st.write_blob(resolved.config, config_digest)
-    keys = layers.keys
+        store.write_blob(resolved.index.raw, resolved.index.digest)
+    store.write_blob(resolved.config, config_digest)
+    keys = fetcher.keys
     record = ImageRecord(
         digest=manifest.digest,
         media_type=manifest.media_type,
@@ -555,13 +555,13 @@ def _install(
             for desc, diff_id, key in zip(manifest.layers, diff_ids, keys)
         ],
         platform=str(resolved.platform),
-        size=sum(layers.sizes[k] for k in _unique_top(keys)),
+        size=sum(fetcher.sizes[k] for k in _unique_top(keys)),
         pulled=time.time(),
     )
-    st.write_image(record)
+    store.write_image(record)
     platforms = tuple(dict.fromkeys((str(wanted), str(resolved.platform))))
-    st.tag_image(str(reference), resolved.digest, platforms, manifest.digest)
-    return Image.from_record(record, str(reference), st)
+    store.tag_image(str(reference), resolved.digest, platforms, manifest.digest)
+    return Image.from_record(record, str(reference), store)
 
 
 def _own(path: pathlib.Path, owners: Sequence[Tuple[str, int, int, Optional[int]]]) -> None:
@@ -579,7 +579,7 @@ class _Cancelled(Exception):
 
 
 class _NeedsLowers(Exception):
-    """Raised when a layer cannot be extracted on its own (see `_Layers`)."""
+    """Raised when a layer cannot be extracted on its own (see `_LayerFetcher`)."""
 
 
 def _guarded(chunks: Iterable[bytes], cancel: threading.Event) -> Iterator[bytes]:
@@ -589,8 +589,8 @@ def _guarded(chunks: Iterable[bytes], cancel: threading.Event) -> Iterator[bytes
         yield chunk
 
 
-class _Layers:
-    """Brings one image's layers into the store.
+class _LayerFetcher:
+    """Fetches one image's layers into the store: the orchestrator of a pull's downloads.
 
     First every missing layer is streamed and extracted on its own, several at once: the
     common case, stored by diff_id and shareable with any image. A layer whose extraction
@@ -599,10 +599,10 @@ class _Layers:
     and extracted, in order, on top of its lower layers, and stored by chain ID.
     """
 
-    def __init__(self, st: Store, client: "RegistryClient", reference: Reference,
+    def __init__(self, store: Store, client: "RegistryClient", reference: Reference,
                  descs: List["Descriptor"], diff_ids: List[str],
                  progress: Optional[ProgressCallback]) -> None:
-        self.st = st
+        self.store = store
         self.client = client
         self.reference = reference
         self.descs = descs
@@ -650,7 +650,7 @@ class _Layers:
         return lambda done: callback(desc.digest, done, desc.size)
 
     def _cached(self, key: str, desc: "Descriptor") -> bool:
-        info = self.st.layer_info(key)
+        info = self.store.layer_info(key)
         if info is None:
             return False
         self.sizes[key] = info.size
@@ -661,9 +661,9 @@ class _Layers:
     def _alone(self, i: int) -> None:
         """Layer ``i`` extracted by itself (or found in the store)."""
         diff_id, desc = self.diff_ids[i], self.descs[i]
-        if i > 0 and self.st.has_layer(self.chains[i]) and not self.st.has_layer(diff_id):
+        if i > 0 and self.store.has_layer(self.chains[i]) and not self.store.has_layer(diff_id):
             raise _NeedsLowers()  # stored by chain ID by an earlier pull: known dependent
-        with self.st.lock("layer-" + diff_id.partition(":")[2]):
+        with self.store.lock("layer-" + diff_id.partition(":")[2]):
             if self._cached(diff_id, desc):
                 return
             self._extract(i, diff_id, ())
@@ -671,8 +671,8 @@ class _Layers:
     def _on_lowers(self, i: int) -> None:
         """Layer ``i`` extracted on top of the directories of the layers below it."""
         key, desc = self.chains[i], self.descs[i]
-        lowers = [self.st.layer_path(k) for k in _unique_top(self.keys[:i])]
-        with self.st.lock("layer-" + key.partition(":")[2]):
+        lowers = [self.store.layer_path(k) for k in _unique_top(self.keys[:i])]
+        with self.store.lock("layer-" + key.partition(":")[2]):
             if self._cached(key, desc):
                 self.keys[i] = key
                 return
@@ -687,7 +687,7 @@ class _Layers:
         diff_id, desc = self.diff_ids[i], self.descs[i]
         if self.cancel.is_set():
             raise _Cancelled()
-        path = self.st.new_layer_dir()
+        path = self.store.new_layer_dir()
         try:
             chunks = _guarded(self.client.iter_blob(self.reference, desc, progress=self._report(desc)),
                               self.cancel)
@@ -713,9 +713,9 @@ class _Layers:
                     raise _NeedsLowers()
             else:
                 key = diff_id  # independent after all: shareable by diff_id
-            self.st.commit_layer(path, key, stats.size, stats.entries)
+            self.store.commit_layer(path, key, stats.size, stats.entries)
         except BaseException:
-            self.st.discard(path)
+            self.store.discard(path)
             raise
         self.keys[i] = key
         self.sizes[key] = int(stats.size)

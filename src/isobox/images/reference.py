@@ -49,13 +49,15 @@ import attrs
 from ..errors import InvalidReference
 from .digest import problem as digest_problem
 
+# Docker Hub's names: the domain references use, the host its API answers at, and the
+# legacy domain Docker still reads (and normalises to the first).
 DOCKER_HUB_DOMAIN = "docker.io"
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
+LEGACY_HUB_DOMAIN = "index.docker.io"
 DEFAULT_TAG = "latest"
 MAX_PATH_LENGTH = 255
 MAX_TAG_LENGTH = 128
 
-_LEGACY_HUB_DOMAIN = "index.docker.io"
 _OFFICIAL_PREFIX = "library/"
 
 # Character classes are spelled out: Python's \w and \d match non-ASCII letters and
@@ -120,7 +122,7 @@ def _validate_domain(_: Any, __: Any, domain: Any) -> None:
     if not isinstance(domain, str):
         raise InvalidReference(f"reference domain must be a string, not {type(domain).__name__}")
     _check(_domain_problem(domain))
-    if domain == _LEGACY_HUB_DOMAIN:
+    if domain == LEGACY_HUB_DOMAIN:
         raise InvalidReference(f"write Docker Hub's domain as {DOCKER_HUB_DOMAIN!r}")
     if not _names_a_domain(domain):
         raise InvalidReference(
@@ -166,7 +168,7 @@ def _split_domain(text: str) -> tuple[str, str]:
     first, slash, rest = text.partition("/")
     if not slash:
         return DOCKER_HUB_DOMAIN, _OFFICIAL_PREFIX + text
-    if first == _LEGACY_HUB_DOMAIN:
+    if first == LEGACY_HUB_DOMAIN:
         domain, remote = DOCKER_HUB_DOMAIN, rest
     elif _names_a_domain(first):
         domain, remote = first, rest
@@ -283,4 +285,4 @@ class Reference:
         return attrs.evolve(self, digest=digest)
 
 
-__all__ = ["Reference", "DOCKER_HUB_DOMAIN", "DOCKER_HUB_API_HOST"]
+__all__ = ["Reference", "DOCKER_HUB_DOMAIN", "DOCKER_HUB_API_HOST", "LEGACY_HUB_DOMAIN"]

@@ -147,8 +147,9 @@ def _clamp_ns(ns: int) -> int:
     return max(-(2**63), min(ns, 2**63 - 1))
 
 
-class _Layer:
-    """Creates the entries of one layer under the descriptor of ``dest``."""
+class _LayerWriter:
+    """Writes the entries of one layer's archive under the descriptor of ``dest``;
+    `apply_layer` feeds it what `TarReader` reads."""
 
     def __init__(
         self,
@@ -961,7 +962,7 @@ def apply_layer(
     if not userxattr and not privileged:
         raise InvalidOption("trusted.overlay.* xattrs need root: pass userxattr=True")
     try:
-        layer = _Layer(
+        writer = _LayerWriter(
             os.fspath(dest),
             [os.fspath(d) for d in lower_dirs],
             whiteout_format or "device",
@@ -983,13 +984,13 @@ def apply_layer(
                 if entry is None:
                     break
                 try:
-                    layer.apply(entry, reader)
+                    writer.apply(entry, reader)
                 except OSError as exc:
                     raise LayerError(
                         f"cannot apply {os.fsdecode(entry.name)!r}: {exc.strerror or exc}"
                     ) from exc
             inflater.drain()
-            layer.finish()
+            writer.finish()
         except FromSource as exc:
             source_error = exc.original  # raised below, outside this handler's context
         except OSError as exc:
@@ -998,22 +999,22 @@ def apply_layer(
             raise LayerError("layer nests too deeply") from exc
     finally:
         inflater.close()
-        layer.close()
+        writer.close()
     if source_error is not None:
         raise source_error
-    if layer.skipped:
+    if writer.skipped:
         log.warning(
             "layer %s: %d entries or xattrs not applied without privilege: %s%s",
             inflater.hasher.digest[:19],
-            len(layer.skipped),
-            "; ".join(layer.skipped[:5]),
-            " ..." if len(layer.skipped) > 5 else "",
+            len(writer.skipped),
+            "; ".join(writer.skipped[:5]),
+            " ..." if len(writer.skipped) > 5 else "",
         )
     return LayerStats(
         diff_id=inflater.hasher.digest,
         size=inflater.size,
         entries=reader.entries,
-        skipped=tuple(layer.skipped),
-        depends_on_lower=layer.depends_on_lower,
-        owners=tuple((os.fsdecode(p), u, g, m) for p, (u, g, m) in layer.owners.items()),
+        skipped=tuple(writer.skipped),
+        depends_on_lower=writer.depends_on_lower,
+        owners=tuple((os.fsdecode(p), u, g, m) for p, (u, g, m) in writer.owners.items()),
     )
