@@ -59,7 +59,7 @@ ProgressCallback = Callable[[str, int, int], None]
 (one per layer at a time); a layer already in the store is reported once as complete."""
 
 MAX_PARALLEL_LAYERS = 4
-# Under the store root: what each registry's GET /v2/ answered (registry.EndpointMemory),
+# Under the store root: what each registry's GET /v2/ answered (http.EndpointMemory),
 # so that a cached re-pull in a new process is one HEAD request. Not garbage: prune keeps
 # it; removing it costs one ping per registry.
 REGISTRIES_FILE = "registries.json"
@@ -123,7 +123,7 @@ class ImageConfig:
     @classmethod
     def from_oci(cls, doc: Any, *, source: str = "image config") -> "ImageConfig":
         """From the ``config`` object of an OCI/Docker image configuration document (or
-        None), decoded as Docker decodes it (see `isobox.ociconfig`): a field of the wrong
+        None), decoded as Docker decodes it (see `isobox.images.ociconfig`): a field of the wrong
         type is InvalidImage naming ``source`` and the field."""
         from . import ociconfig
 
@@ -498,7 +498,7 @@ def _lookup(store: Store, reference: Reference, wanted: Platform, *, fallback: b
 
 
 def _check_config(raw: bytes, manifest_layers: int, where: str) -> Dict[str, Any]:
-    """The config document as Docker decodes it (`isobox.ociconfig`: InvalidImage for a
+    """The config document as Docker decodes it (`isobox.images.ociconfig`: InvalidImage for a
     field of the wrong type), with as many well-formed diff_ids as the manifest has
     layers."""
     from . import ociconfig
