@@ -45,9 +45,9 @@ from ..errors import (
     InvalidOption,
     IsoboxError,
 )
+from .digest import chain_ids, check, matches
 from .platform import Platform
 from .reference import Reference
-from .digest import chain_ids, check, matches
 from .store import ImageRecord, LayerRecord, PathLike, Store
 
 if TYPE_CHECKING:
