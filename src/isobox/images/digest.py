@@ -71,10 +71,11 @@ def is_digest(value: object) -> bool:
     return problem(value) is None
 
 
-def has_known_algorithm(value: str) -> bool:
-    """Whether ``value`` (``algorithm:...``) names one of `ALGORITHMS`, well formed or not."""
+def names_unknown_algorithm(value: str) -> bool:
+    """Whether ``value`` (``algorithm:...``, well formed or not) names an algorithm isobox
+    cannot verify: a registry's content isobox cannot check, not a malformed digest."""
     algorithm, colon, _ = value.partition(":")
-    return not colon or algorithm in ALGORITHMS
+    return bool(colon) and algorithm not in ALGORITHMS
 
 
 def check(value: object, error: Callable[[str], Exception], what: str = "digest") -> str:
@@ -167,10 +168,10 @@ __all__ = [
     "chain_ids",
     "check",
     "compute",
-    "has_known_algorithm",
     "is_digest",
     "matches",
     "name_key",
+    "names_unknown_algorithm",
     "problem",
     "split",
 ]

@@ -28,7 +28,7 @@ from ..errors import (
     RegistryError,
     UnsupportedManifest,
 )
-from .digest import has_known_algorithm, problem as digest_problem
+from .digest import names_unknown_algorithm, problem as digest_problem
 from .platform import Platform
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -78,7 +78,7 @@ def check_digest(value: object, what: str = "digest") -> str:
     reason = digest_problem(value)
     if reason is None:
         return value  # type: ignore[return-value]  # a str: problem() said so
-    if isinstance(value, str) and not has_known_algorithm(value):
+    if isinstance(value, str) and names_unknown_algorithm(value):
         raise UnsupportedManifest(f"{what}: {reason}")
     raise RegistryError(f"{what}: {reason}")
 
