@@ -13,9 +13,16 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from isobox.errors import DigestMismatch, ImageNotFound, InvalidReference
+from isobox.errors import (
+    DigestMismatch,
+    ImageNotFound,
+    InvalidReference,
+    RegistryError,
+    UnsupportedManifest,
+)
 from isobox.images.digest import Hasher, chain_ids, check, compute, is_digest, matches, problem
 from isobox.images.image import Image
+from isobox.images.manifest import Descriptor, check_digest
 from isobox.images.reference import Reference
 from isobox.images.store import Store
 
@@ -82,6 +89,28 @@ def test_reference_parser_and_store_agree_on_every_algorithm(digest):
 @given(st.text(max_size=140))
 def test_reference_parser_and_store_agree_on_any_text(digest):
     assert _parser_accepts(digest) == _store_accepts(digest)
+
+
+def _descriptor_accepts(digest: str) -> bool:
+    doc = {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": 1}
+    try:
+        Descriptor.from_oci(doc)
+    except RegistryError:
+        return False
+    return True
+
+
+@given(_digest_texts())
+def test_reference_parser_and_registry_descriptors_agree_on_every_algorithm(digest):
+    assert _parser_accepts(digest) == _descriptor_accepts(digest)
+
+
+def test_registry_content_in_an_algorithm_isobox_cannot_verify_is_unsupported():
+    with pytest.raises(UnsupportedManifest, match="unsupported digest algorithm 'md5'"):
+        check_digest("md5:" + "a" * 32, "descriptor digest")
+    with pytest.raises(RegistryError) as info:
+        check_digest("sha256:" + "a" * 63, "descriptor digest")
+    assert not isinstance(info.value, UnsupportedManifest)
 
 
 # -- hashing ----------------------------------------------------------------------------
