@@ -26,6 +26,8 @@ from isobox.images.manifest import Descriptor, check_digest
 from isobox.images.reference import Reference
 from isobox.images.store import Store
 
+pytestmark = pytest.mark.unit  # every test here is pure (tests/fixtures/seam.py)
+
 LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 
 
