@@ -81,8 +81,10 @@ def test_a_full_disk_drops_output_but_says_so(busybox_image, small_store):
         assert c.wait(timeout=60) == 0  # never blocked by the full disk
         assert c.log_lost and "No space left on device" in c.log_lost[0]
         assert c.log_lost[0].startswith("stdout:")
-        state = json.loads((c.dir / "state.json").read_text())
-        assert state["status"] == "exited" and state["log_lost"] == list(c.log_lost)
+        from isobox.runtime.state import read_state
+
+        state = read_state(c.dir)
+        assert state.status == "exited" and state.log_lost == c.log_lost
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="a small filesystem of its own needs root to mount")

@@ -587,12 +587,11 @@ def test_remove_by_id_prefix_removes_every_tag(images, store):
 
 def test_prune_keeps_layers_of_containers_and_tagged_images(images, store):
     layered = Image.pull(images.layered.reference, store=store)
-    cdir = store.containers / "c1"
-    cdir.mkdir()
-    (cdir / "state.json").write_text(json.dumps({"layers": [str(p) for p in layered.layers]}))
+    (store.containers / "c1").mkdir()
+    store.hold_layers("c1", layered.layers)
     Image.remove(images.layered.reference, store=store)
     assert all(p.is_dir() for p in layered.layers)  # a container still uses them
-    (cdir / "state.json").unlink()
+    store.release_layers("c1")
     report = store.prune()
     assert set(report.layers) == set(images.layered.diff_ids)
     assert not any(p.exists() for p in layered.layers)

@@ -57,3 +57,14 @@ def test_the_same_image_runs_twice_at_once_sharing_layers(images, store_root):
             isobox.Container(image, ["sleep", "30"], name="two") as b:
         a.exec(["sh", "-c", "echo a > /tmp/who"])
         assert b.exec(["sh", "-c", "cat /tmp/who 2>/dev/null || echo nothing"]).stdout == b"nothing\n"
+
+
+def test_a_containers_layers_outlive_its_image_until_the_container_goes(images, store_root):
+    image = isobox.Image.pull(images.busybox.reference)
+    with isobox.Container(image, ["sleep", "30"]) as c:
+        isobox.Image.remove(images.busybox.reference)
+        assert isobox.prune().layers == ()
+        assert all(p.is_dir() for p in image.layers)
+        assert c.exec(["echo", "still here"]).stdout == b"still here\n"
+    assert set(isobox.prune().layers) == set(images.busybox.diff_ids)
+    assert not any(p.exists() for p in image.layers)

@@ -299,24 +299,24 @@ def test_prune_copes_with_trees_deeper_than_the_recursion_limit(store):
 
 
 @pytest.mark.unit
-def test_prune_keeps_layers_a_container_lists(store):
+def test_prune_keeps_layers_a_container_holds_until_it_lets_go(store):
     record = make_image(store, "img", ["c-base", "c-top"])  # untagged
-    cdir = store.containers / "abc123"
-    cdir.mkdir()
-    layers = [str(store.layer_path(d)) for d in record.diff_ids]
-    (cdir / "state.json").write_text(json.dumps({"id": "abc123", "layers": layers}))
+    (store.containers / "abc123").mkdir()
+    store.hold_layers("abc123", [store.layer_path(d) for d in record.diff_ids])
     report = store.prune()
     assert report.images == (record.digest,)  # the record goes, the container's layers stay
     assert report.layers == ()
     assert all(store.has_layer(d) for d in record.diff_ids)
+    store.release_layers("abc123")
+    assert set(store.prune().layers) == set(record.diff_ids)
 
 
 @pytest.mark.unit
-def test_prune_keeps_every_layer_when_a_container_state_is_unreadable(store):
+def test_prune_keeps_every_layer_when_a_containers_layer_record_is_unreadable(store):
     record = make_image(store, "img", ["u-layer"])
     cdir = store.containers / "broken"
     cdir.mkdir()
-    (cdir / "state.json").write_text("{half a json")
+    (cdir / "layers.json").write_text("{half a json")
     report = store.prune()
     assert report.layers == () and store.has_layer(record.diff_ids[0])
     assert report.warnings and "broken" in report.warnings[0]

@@ -56,8 +56,8 @@ import attrs
 
 from .. import errors as _errors
 from ..errors import ContainerError, ContainerNotFound, InvalidOption, IsoboxError, SetupError, Timeout
-from ..runtime.state import (KEPT_NAME, OPTIONS_NAME, owner_alive, owner_holds_lock, process_alive, socket_path,
-                             unlink_name)
+from ..runtime.state import (KEPT_NAME, OPTIONS_NAME, owner_alive, owner_holds_lock, process_alive, read_state,
+                             socket_path, unlink_name)
 from ..images.store import Store, remove_tree
 from ..runtime.spelling import NAME, parse_env, signal_number
 
@@ -115,17 +115,14 @@ class ContainerInfo:
         deadline = time.monotonic() + OWNER_RECORDS_WITHIN
         while True:
             try:
-                state_path = cdir / "state.json"
-                state = json.loads(state_path.read_text())
-                mtime = state_path.stat().st_mtime
+                state = read_state(cdir)
             except (OSError, ValueError):
                 return None
-            if not isinstance(state, dict) or not owner_alive(cdir):
+            if not owner_alive(cdir):
                 return None
-            status = str(state.get("status") or "created")
-            exit_code = state.get("exit_code")
-            if status in ("created", "running") and state.get("pid") is not None \
-                    and not process_alive(state.get("pid"), state.get("pid_start")):
+            status, exit_code = state.status, state.exit_code
+            if status in ("created", "running") and state.pid is not None \
+                    and not process_alive(state.pid, state.pid_start):
                 # It ended. An owner that is alive (it holds the lock) records how in a
                 # moment: wait for that rather than show an exit code it is about to know.
                 if owner_holds_lock(cdir) and time.monotonic() < deadline:
@@ -138,17 +135,17 @@ class ContainerInfo:
         except (OSError, ValueError):
             options = {}
         return cls(
-            id=str(state.get("id") or cdir.name),
-            name=str(state.get("name") or ""),
-            image=state.get("image"),
-            image_digest=state.get("image_digest"),
-            command=tuple(str(a) for a in state.get("argv") or ()),
+            id=state.id,
+            name=state.name,
+            image=state.image,
+            image_digest=state.image_digest,
+            command=state.argv,
             status=status,
             exit_code=exit_code,
-            created=float(state.get("created") or mtime),
-            finished=mtime if status == "exited" else None,
-            pid=state.get("pid"),
-            owner_pid=state.get("owner_pid"),
+            created=state.created if state.created is not None else state.recorded,
+            finished=state.recorded if status == "exited" else None,
+            pid=state.pid,
+            owner_pid=state.owner_pid,
             path=cdir,
             options=options if isinstance(options, dict) else {},
         )

@@ -9,7 +9,8 @@ Layout under the root (every write goes to ``tmp/`` first and is renamed into pl
     layers/sha256/<hex>.json    the layer's unpacked size and entry count
     images/sha256/<hex>.json    image records, by manifest digest
     images/refs/<hex>.json      tag records: reference -> digest -> manifest per platform
-    containers/<id>/            per-container upper/work dirs, state, logs
+    containers/<id>/            per-container upper/work dirs, state, logs (the runtime's),
+                                and layers.json: the layers it uses (the store's, `hold_layers`)
     volumes/<name>/             named volumes
     tmp/                        temporary names; anything here is garbage after a crash
     locks/                      flock files
@@ -48,6 +49,7 @@ from typing import (
     List,
     Mapping,
     Optional,
+    Sequence,
     Set,
     Tuple,
     Union,
@@ -65,6 +67,8 @@ if TYPE_CHECKING:
 PathLike = Union[str, "os.PathLike[str]"]
 
 SUBDIRS = ("blobs", "layers", "images", "containers", "volumes", "tmp", "locks")
+# In a container's directory, the store's record of the layers it uses (`Store.hold_layers`).
+HELD_LAYERS_NAME = "layers.json"
 
 # Lock files prune may delete (only while it holds gc.lock exclusively: nobody else has them).
 _ITEM_LOCK_PREFIXES = ("layer-", "blob-", "ref-")
@@ -271,7 +275,7 @@ os.register_at_fork(after_in_child=_forget_temporaries_in_child)
 def replace_file(path: PathLike, data: bytes, tmp: PathLike, *, durable: bool, mode: int = 0o644) -> None:
     """Write ``data`` to ``tmp``, then rename it over ``path``: readers see the old file or
     the new one, never half of one. ``durable`` fsyncs first (store records must survive
-    a crash; a container's state.json is swept if lost, and is written on every start)."""
+    a crash; a container's state is swept if lost, and is written on every start)."""
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
@@ -419,8 +423,8 @@ class Store:
 
     def in_use(self) -> "contextlib.AbstractContextManager[None]":
         """Hold while reading image records and taking their layers into use (pulling,
-        creating a container until its state.json lists the layers): `prune` and image
-        removal wait for every holder to finish."""
+        recording a container's layers: `hold_layers`): `prune` and image removal wait for
+        every holder to finish."""
         return self.lock("gc", shared=True)
 
     def collecting(self) -> "contextlib.AbstractContextManager[None]":
@@ -435,6 +439,48 @@ class Store:
     def removing_volumes(self) -> "contextlib.AbstractContextManager[None]":
         """Exclusive counterpart of `using_volumes`."""
         return self.lock("volumes")
+
+    # -- layers containers hold -------------------------------------------------------------
+
+    def hold_layers(self, container_id: str, layers: Sequence[PathLike]) -> None:
+        """Record that container ``container_id`` uses ``layers`` (its image's, lowest
+        first): prune and image removal keep them until `release_layers`, or until the
+        container's directory is removed (the record is ``containers/<id>/layers.json``,
+        the store's own file there). Written under `in_use`, so a prune either sees it or
+        has finished. Only the layer's name counts (a directory given by ``Image.from_directory``
+        is no layer of a store). Raises OSError when it cannot be written."""
+        path = self._held_layers_path(container_id)
+        keys = []
+        for layer in layers:
+            p = pathlib.Path(layer)
+            if is_digest(f"{p.parent.name}:{p.name}"):  # layers/<algorithm>/<hex>
+                keys.append(f"{p.parent.name}:{p.name}")
+        data = json.dumps({"layers": keys}).encode()
+        with self.in_use():
+            # one write of a new file: no reader can run meanwhile (prune holds the lock
+            # exclusively), so no temporary name and rename are needed
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            except BaseException:
+                os.close(fd)
+                os.unlink(path)
+                raise
+            os.close(fd)
+
+    def release_layers(self, container_id: str) -> None:
+        """The container no longer uses the layers it held (it is being removed)."""
+        try:
+            os.unlink(self._held_layers_path(container_id))
+        except FileNotFoundError:
+            pass
+
+    def _held_layers_path(self, container_id: str) -> pathlib.Path:
+        if not re.match(r"^[A-Za-z0-9_-]+$", container_id):
+            raise StoreError(f"bad container id {container_id!r}")
+        return self.containers / container_id / HELD_LAYERS_NAME
 
     # -- temporaries ----------------------------------------------------------------------
 
@@ -740,24 +786,25 @@ class Store:
             return self._collect(clear_tmp=True)
 
     def _container_layers(self) -> Tuple[Optional[Set[str]], List[str]]:
-        """The hex names of layers listed in any containers/*/state.json; None when a
-        state file cannot be read (then no layer may be removed)."""
+        """The hex names of layers containers hold (`hold_layers`); None when a record
+        cannot be read (then no layer may be removed)."""
         used: Set[str] = set()
         warnings: List[str] = []
         folder = self.containers
-        for state in sorted(folder.glob("*/state.json")) if folder.is_dir() else []:
+        for record in sorted(folder.glob(f"*/{HELD_LAYERS_NAME}")) if folder.is_dir() else []:
             try:
-                layers = _read_json(state).get("layers") or []
+                layers = _read_json(record).get("layers")
                 if not isinstance(layers, list):
                     raise ValueError("'layers' is not a list")
             except FileNotFoundError:
                 continue
             except (OSError, ValueError, AttributeError) as exc:
-                warnings.append(f"cannot read {state} ({exc}): keeping every layer")
+                warnings.append(f"cannot read {record} ({exc}): keeping every layer")
                 return None, warnings
             for entry in layers:
                 text = str(entry)
-                used.add(text.partition(":")[2] if is_digest(text) else pathlib.PurePath(text).name)
+                if is_digest(text):
+                    used.add(text.partition(":")[2])
         return used, warnings
 
     def _collect(self, *, clear_tmp: bool) -> PruneReport:

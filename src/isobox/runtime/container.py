@@ -16,7 +16,6 @@ import contextlib
 import enum
 import errno
 import fcntl
-import json
 import os
 import pathlib
 import posixpath
@@ -52,7 +51,7 @@ from ..images.image import Image
 from .mounts import Bind, Mount, Tmpfs, Volume, plan_mounts
 from .rootfs import RootfsPlan
 from ..images.store import Store, remove_tree
-from .state import owner_alive, start_time, unlink_name, write_json
+from .state import STATE_NAME, ContainerState, owner_alive, read_state, start_time, unlink_name, write_state
 from .spelling import NAME, parse_env, signal_number
 from .users import ResolvedUser, resolve_user
 
@@ -351,7 +350,7 @@ def sweep_stale(store: Store) -> List[str]:
         if owner_alive(cdir):
             continue
         try:
-            name = json.loads((cdir / "state.json").read_text()).get("name")
+            name: Optional[str] = read_state(cdir).name
         except (OSError, ValueError):
             name = None
         try:
@@ -630,11 +629,13 @@ class Container:
             raise SetupError(f"create the container's directory {cdir}", exc.errno or 0) from exc
         try:
             self._claim_name(store)
-            # prune and rmi wait until state.json lists the layers we are about to use,
-            # volume removal until it lists our volumes
+            # the layers we are about to mount stay until this directory goes (prune and
+            # rmi keep them); volume removal waits until state.json lists our volumes
+            with _host_step(f"record the image's layers in {cdir}"):
+                store.hold_layers(self.id, self.image.layers)
             volumes = (store.using_volumes() if any(isinstance(m, Volume) for m in cfg.mounts)
                        else contextlib.nullcontext())
-            with store.in_use(), volumes:
+            with volumes:
                 self._spawn(cdir, user.home, user.uid, user.gid, groups, ids, in_userns)
         except BaseException:
             self._cleanup()
@@ -728,7 +729,7 @@ class Container:
                 tty_size=cfg.tty_size,
                 seccomp=_seccomp.default_filter() if cfg.seccomp else None,
             )
-            with _host_step(f"write {self.dir / 'state.json'}"):
+            with _host_step(f"write {self.dir / STATE_NAME}"):
                 self._write_state(Status.CREATED)
             child = spawn_child(spec)
         except BaseException:
@@ -844,22 +845,21 @@ class Container:
     def _write_state(self, status: Status) -> None:
         if self._created is None:
             self._created = time.time()
-        write_json(self.dir / "state.json", {
-            "id": self.id,
-            "name": self.name,
-            "image": self.image.reference,
-            "image_digest": self.image.digest,
-            "layers": [str(p) for p in self.image.layers],
-            "argv": list(self.argv),
-            "volumes": sorted({m.name for m in self.config.mounts if isinstance(m, Volume)}),
-            "status": status.value,
-            "pid": self.pid,
-            "pid_start": self._pid_start,
-            "owner_pid": os.getpid(),
-            "created": self._created or time.time(),
-            "exit_code": self._exit_code,
-            "log_lost": list(self.log_lost),
-        })
+        write_state(self.dir, ContainerState(
+            id=self.id,
+            name=self.name,
+            status=status.value,
+            image=self.image.reference,
+            image_digest=self.image.digest,
+            argv=self.argv,
+            volumes=tuple(sorted({m.name for m in self.config.mounts if isinstance(m, Volume)})),
+            pid=self.pid,
+            pid_start=self._pid_start,
+            owner_pid=os.getpid(),
+            created=self._created,
+            exit_code=self._exit_code,
+            log_lost=self.log_lost,
+        ))
 
     # -- waiting and signals --------------------------------------------------------------------
 
@@ -1247,6 +1247,7 @@ class Container:
         if self._store is not None:
             cdir = self._store.containers / self.id
             try:
+                self._store.release_layers(self.id)
                 remove_tree(cdir, self._ids)
                 if self._rundir is not None:
                     remove_tree(self._rundir, self._ids)

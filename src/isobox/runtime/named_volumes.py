@@ -11,7 +11,6 @@ its volume between the check and the mount.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 from typing import Dict, List, Optional, Tuple, Union
@@ -20,7 +19,7 @@ import attrs
 
 from ..errors import InvalidOption, StoreError
 from .mounts import volume_dir
-from .state import owner_alive
+from .state import STATE_NAME, owner_alive, read_state
 from ..images.store import PathLike, Store, remove_tree, tree_size
 from .spelling import NAME
 
@@ -48,19 +47,18 @@ def volume_users(store: Store) -> Tuple[Optional[Dict[str, List[str]]], List[str
     not count: the next start sweeps it."""
     users: Dict[str, List[str]] = {}
     folder = store.containers
-    for state in sorted(folder.glob("*/state.json")) if folder.is_dir() else []:
-        if not owner_alive(state.parent):
+    for path in sorted(folder.glob(f"*/{STATE_NAME}")) if folder.is_dir() else []:
+        cdir = path.parent
+        if not owner_alive(cdir):
             continue
         try:
-            names = json.loads(state.read_text()).get("volumes") or []
-            if not isinstance(names, list):
-                raise ValueError("'volumes' is not a list")
+            names = read_state(cdir).volumes
         except FileNotFoundError:
             continue
-        except (OSError, ValueError, AttributeError) as exc:
-            return None, [f"cannot read {state} ({exc}): keeping every volume"]
+        except (OSError, ValueError) as exc:
+            return None, [f"cannot read {path} ({exc}): keeping every volume"]
         for name in names:
-            users.setdefault(str(name), []).append(state.parent.name)
+            users.setdefault(name, []).append(cdir.name)
     return users, []
 
 

@@ -1,10 +1,15 @@
 """A container's directory: the files its owner writes and every other process reads
-(control.py), and the few rules for reading them.
+(control/client.py), and the few rules for reading them.
 
 The files, under the store's ``containers/<id>/``:
 
 - ``lock``: the owner holds it (flock) as long as it owns the container;
-- ``state.json``: id, name, image, argv, status, pid, exit code (rewritten whole, by rename);
+- ``state.json``: `ContainerState` (id, name, image, argv, status, pid, exit code),
+  rewritten whole by its owner with `write_state` and read by everyone with
+  `read_state`: one record, one writer, one reader, as crun's status.c keeps a
+  container's status;
+- ``layers.json``: the image layers it uses, the store's own record (`Store.hold_layers`),
+  which prune and image removal read;
 - ``options.json``: how it was made, for inspect (written by the isobox command and the
   supervisor; mode 0600, as the environment may hold secrets);
 - ``kept``: an exited container its owner let go of and that stays until removed;
@@ -22,12 +27,15 @@ import pathlib
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import attrs
+
 from ..errors import InvalidOption
 from ..images.store import replace_file
 
 if TYPE_CHECKING:
     from .mounts import Mount
 
+STATE_NAME = "state.json"
 OPTIONS_NAME = "options.json"
 KEPT_NAME = "kept"
 SOCKET_NAME = "control.sock"
@@ -67,6 +75,122 @@ def write_json(path: pathlib.Path, doc: Mapping[str, Any]) -> None:
             os.ftruncate(fd, len(data))
         finally:
             os.close(fd)
+
+
+# -- the state record (state.json) -----------------------------------------------------------
+
+STATUSES = ("created", "running", "exited")
+
+
+def _optional_int(value: Any) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _optional_str(value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _strings(value: Any) -> Tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+@attrs.frozen
+class ContainerState:
+    """What a container's owner records about it, for every other process: ``status`` is
+    "created", "running" or "exited"; ``pid`` its pid 1 as the host sees it, with
+    ``pid_start`` (its start time, see `process_alive`); ``exit_code`` as `Container.wait`
+    reports it; ``volumes`` the named volumes it mounts (named_volumes.py: in use);
+    ``log_lost`` what its log files could not take. ``recorded`` is when it was written
+    (the file's mtime: an exited record's is the container's end), not part of the JSON.
+
+    Written only by its owner (`write_state`), read only through `read_state`."""
+
+    id: str
+    name: str
+    status: str = attrs.field(validator=attrs.validators.in_(STATUSES))
+    image: Optional[str] = None
+    image_digest: Optional[str] = None
+    argv: Tuple[str, ...] = ()
+    volumes: Tuple[str, ...] = ()
+    pid: Optional[int] = None
+    pid_start: Optional[int] = None
+    owner_pid: Optional[int] = None
+    created: Optional[float] = None
+    exit_code: Optional[int] = None
+    log_lost: Tuple[str, ...] = ()
+    recorded: float = attrs.field(default=0.0, eq=False)
+
+    @classmethod
+    def from_json(cls, doc: Any, *, fallback_id: str = "", recorded: float = 0.0) -> "ContainerState":
+        """The record from its JSON; ValueError names what does not fit. Missing fields take
+        their defaults (``id`` the directory's name), so a record of an older isobox reads."""
+        if not isinstance(doc, dict):
+            raise ValueError(f"a state record is a JSON object, got {type(doc).__name__}")
+        created = doc.get("created")
+        if created is not None and (isinstance(created, bool) or not isinstance(created, (int, float))):
+            raise ValueError(f"'created' must be a time, got {created!r}")
+        status = doc.get("status") or "created"
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        return cls(
+            id=_optional_str(doc.get("id")) or fallback_id,
+            name=_optional_str(doc.get("name")) or "",
+            status=status,
+            image=_optional_str(doc.get("image")),
+            image_digest=_optional_str(doc.get("image_digest")),
+            argv=_strings(doc.get("argv")),
+            volumes=_strings(doc.get("volumes")),
+            pid=_optional_int(doc.get("pid")),
+            pid_start=_optional_int(doc.get("pid_start")),
+            owner_pid=_optional_int(doc.get("owner_pid")),
+            created=None if created is None else float(created),
+            exit_code=_optional_int(doc.get("exit_code")),
+            log_lost=_strings(doc.get("log_lost")),
+            recorded=recorded,
+        )
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "status": self.status, "image": self.image,
+            "image_digest": self.image_digest, "argv": list(self.argv), "volumes": list(self.volumes),
+            "pid": self.pid, "pid_start": self.pid_start, "owner_pid": self.owner_pid,
+            "created": self.created, "exit_code": self.exit_code, "log_lost": list(self.log_lost),
+        }
+
+
+def write_state(cdir: pathlib.Path, state: ContainerState) -> None:
+    """The one writer of ``state.json``: the container's owner (`Container`)."""
+    write_json(cdir / STATE_NAME, state.to_json())
+
+
+def read_state(cdir: pathlib.Path) -> ContainerState:
+    """The one reader of ``state.json``. Raises OSError (FileNotFoundError: none yet, or
+    removed) or ValueError (not a state record: half of one an owner on a full disk is
+    rewriting in place, see `write_json`, or not isobox's)."""
+    fd = os.open(cdir / STATE_NAME, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        recorded = os.fstat(fd).st_mtime
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return ContainerState.from_json(json.loads(b"".join(chunks)), fallback_id=cdir.name, recorded=recorded)
 
 
 def process_alive(pid: object, start: object) -> bool:
