@@ -171,6 +171,9 @@ WRONG = {
     "tty": json_values.filter(lambda v: not isinstance(v, bool)),
     "tty_size": json_values.filter(lambda v: v is not None and not isinstance(v, list)) | st.just([0, 80])
     | st.just([24]) | st.just([True, 80]) | st.just([1 << 40, 80]),
+    "rows": json_values.filter(lambda v: not isinstance(v, int) or isinstance(v, bool)) | st.just(0)
+    | st.just(1 << 16),
+    "cols": json_values.filter(lambda v: not isinstance(v, int) or isinstance(v, bool)) | st.just(-1),
 }
 
 
@@ -186,6 +189,9 @@ def test_a_wrong_value_for_any_field_is_named(box):
         doc: Dict[str, Any] = {"op": op, field: value}
         if op == "exec" and field != "argv":
             doc["argv"] = ["true"]
+        if op == "resize":  # the other of rows and cols is right
+            doc.setdefault("rows", 24)
+            doc.setdefault("cols", 80)
         pipes = [os.pipe() for _ in range(3)] if op == "exec" else []
         try:
             fds_sent = [pipes[0][0], pipes[1][1], pipes[2][1]] if pipes else []
@@ -217,6 +223,22 @@ def test_fds_where_none_are_expected_are_refused_and_closed(box):
     finally:
         os.close(r)
         os.close(w)
+    _settled(pid, fds, threads)
+
+
+def test_copies_and_resizes_through_the_owner_leave_it_holding_nothing(box, tmp_path):
+    pid = _owner(box)
+    fds, threads = _fds(pid), _threads(pid)
+    src = tmp_path / "f"
+    src.write_text("x")
+    for _ in range(3):
+        box.copy_to(src, "/tmp")
+        box.copy_from("/tmp/f", tmp_path / "back")
+        with pytest.raises(isobox.ContainerError, match="no terminal"):
+            box.resize(30, 100)
+    assert (tmp_path / "back").read_text() == "x"
+    reply = ask(box, b'{"op": "root"}\n')  # the fd it carries is closed by the owner once sent
+    assert reply == {"ok": True}
     _settled(pid, fds, threads)
 
 

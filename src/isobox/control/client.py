@@ -5,7 +5,7 @@ supervisor of ``isobox run -d``).
 
 The control protocol. Each connection carries one request: a JSON object and a newline,
 sent with sendmsg; exec's stdio fds ride on it as SCM_RIGHTS. Replies are JSON lines;
-only exec's ``started`` reply may carry an fd. Only the server's own uid, or root, is
+only exec's ``started`` reply and ``root``'s carry an fd. Only the server's own uid, or root, is
 served (SO_PEERCRED; the socket is also mode 0600).
 
 ========================================  =================================================
@@ -16,6 +16,9 @@ request                                   replies
 ``{"op": "kill", "signal": "TERM"}``      ``{"ok": true}``
 ``{"op": "stop", "timeout": 10}``         ``{"ok": true, "exit_code": N}``
 ``{"op": "remove", "force": false}``      ``{"ok": true}``; the owner then lets go of it
+``{"op": "root"}``                        ``{"ok": true}`` with an O_PATH fd of the
+                                          container's "/" attached (copies, copy.py)
+``{"op": "resize", "rows", "cols"}``      ``{"ok": true}`` (a container with a terminal)
 ``{"op": "exec", "argv": [...],``         ``{"ok": true, "event": "started", "pid": P}``
 ``"env": [...], "workdir", "user",``      (with tty: the terminal's master fd attached),
 ``"tty": false}`` + fds stdin, stdout,    then ``{"ok": true, "exit_code": N}``. If the
@@ -50,19 +53,27 @@ import socket
 import struct
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, NoReturn, Optional, Sequence, Tuple, Union
+from typing import (IO, TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Literal, Mapping, NoReturn, Optional,
+                    Sequence, Tuple, Union, overload)
 
 import attrs
 
 from .. import errors as _errors
-from ..errors import ContainerError, ContainerNotFound, InvalidOption, IsoboxError, SetupError, Timeout
+from ..errors import ContainerError, ContainerNotFound, ExitStatusLost, InvalidOption, IsoboxError, SetupError, Timeout
 from ..runtime.state import (KEPT_NAME, OPTIONS_NAME, owner_alive, owner_holds_lock, process_alive, read_state,
                              socket_path, unlink_name)
 from ..images.store import Store, remove_tree
-from ..runtime.spelling import NAME, parse_env, signal_number
+from ..runtime import tty as _tty
+from ..runtime import wait
+from ..runtime.protocol import ContainerProtocol
+from ..runtime.spelling import NAME, Command, Env, log_streams, parse_command, parse_env, signal_number
 
 if TYPE_CHECKING:
+    import re
+
     from ..result import RunResult
+    from ..runtime import copy
+    from ..runtime.container import Container
 
 MAX_MESSAGE = 1 << 20
 # An owner reaps and records its container's exit within moments; a reader that finds the
@@ -289,12 +300,6 @@ class Conn:
         self.sock.close()
 
 
-def _streams(stream: str) -> Tuple[str, ...]:
-    if stream not in ("both", "stdout", "stderr"):
-        raise InvalidOption(f"stream must be 'stdout', 'stderr' or 'both', got {stream!r}")
-    return ("stdout", "stderr") if stream == "both" else (stream,)
-
-
 def connect(cdir: pathlib.Path) -> Optional[Conn]:
     """A connection to the container's owner, or None when nobody serves it."""
     try:
@@ -493,10 +498,24 @@ class ContainerHandle:
 
     @property
     def status(self) -> str:
+        """"created", "running", "exited" or "removed", read again."""
         try:
             return self.info().status
         except ContainerNotFound:
             return "removed"
+
+    @property
+    def pid(self) -> Optional[int]:
+        """Its pid 1 as the host sees it (as last read)."""
+        return self._info.pid
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        """Its exit status once it exited (read again), else None."""
+        try:
+            return self.info().exit_code
+        except ContainerNotFound:
+            return self._info.exit_code
 
     def __repr__(self) -> str:
         return f"<ContainerHandle {self.name} {self.id[:12]}>"
@@ -536,7 +555,8 @@ class ContainerHandle:
         return ContainerError(f"container {info.name} is not running")
 
     def wait(self, timeout: Optional[float] = None) -> int:
-        """Wait until the container exits: its status (-N for a death by signal N)."""
+        """Wait until the container exits: its status (-N for a death by signal N);
+        `ExitStatusLost` when its owner ended before it could record one."""
         try:
             reply = self._call({"op": "wait"}, timeout)
         except socket.timeout:
@@ -546,27 +566,41 @@ class ContainerHandle:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             info = self.info()
-            if info.status == "exited" and info.exit_code is not None:
-                return int(info.exit_code)
+            if info.status == "exited":
+                if info.exit_code is not None:
+                    return int(info.exit_code)
+                if not owner_holds_lock(info.path):
+                    raise self._lost(info)
             if deadline is not None and time.monotonic() >= deadline:
                 raise Timeout(f"container {self.name} still running after {timeout} s")
             time.sleep(0.05)  # an owner without a socket, or one that is just letting go
 
+    def _lost(self, info: ContainerInfo) -> ExitStatusLost:
+        return ExitStatusLost(f"container {info.name}: its owner (process {info.owner_pid}) ended before "
+                              "it could record how the container exited")
+
     def kill(self, signal: Union[int, str] = "KILL") -> None:
-        """Send a signal to the container's pid 1 (`docker kill`)."""
+        """Send a signal to the container's pid 1 (`docker kill`): a name ("TERM",
+        "SIGTERM") or a number."""
         signal_number(signal)
         if self._call({"op": "kill", "signal": signal if isinstance(signal, str) else int(signal)}) is None:
             raise self._unserved("kill")
 
-    def stop(self, timeout: float = 10) -> Optional[int]:
-        """The image's StopSignal (or SIGTERM), SIGKILL after ``timeout`` s; the status."""
+    def stop(self, timeout: float = 10) -> int:
+        """The image's StopSignal (or SIGTERM), SIGKILL after ``timeout`` s; the status, as
+        `wait` gives it."""
         reply = self._call({"op": "stop", "timeout": timeout})
         if reply is not None:
             return int(reply["exit_code"])
         info = self.info()
         if info.running:
             raise self._unserved("stop")
-        return info.exit_code
+        if info.exit_code is not None:
+            return int(info.exit_code)
+        if not owner_holds_lock(info.path):
+            raise self._lost(info)
+        raise ContainerError(f"container {info.name} has exited, and its owner (process {info.owner_pid}) "
+                             "has not recorded how yet")
 
     def remove(self, force: bool = False) -> None:
         """Delete the container (`docker rm`); a running one needs ``force`` (killed first)."""
@@ -613,12 +647,21 @@ class ContainerHandle:
         finally:
             os.close(fd)
 
-    def logs(self, stream: str = "both") -> bytes:
+    @overload
+    def logs(self, stream: str = ..., follow: Literal[False] = ...) -> bytes: ...
+
+    @overload
+    def logs(self, stream: str = ..., *, follow: Literal[True]) -> Iterator[bytes]: ...
+
+    def logs(self, stream: str = "both", follow: bool = False) -> Union[bytes, Iterator[bytes]]:
         """What the container wrote: "stdout", "stderr" or "both" (stdout, then stderr), as
-        far as its rotated log files keep it (logs.py)."""
+        far as its rotated log files keep it (logs.py). ``follow=True`` yields output as it
+        comes, until the container is no longer running and everything was read."""
         from ..runtime import logs
 
-        return b"".join(logs.read(self.path, name) for name in _streams(stream))
+        if follow:
+            return (data for _, data in self.follow_logs(stream))
+        return b"".join(logs.read(self.path, name) for name in log_streams(stream))
 
     def follow_logs(self, stream: str = "both") -> Iterator[Tuple[str, bytes]]:
         """(stream name, chunk) as the container writes them, from the oldest kept byte on,
@@ -626,7 +669,84 @@ class ContainerHandle:
         logs -f`). Its owner records "exited" only once the last output is in the files."""
         from ..runtime import logs
 
-        return logs.follow(self.path, _streams(stream), lambda: self.status != "running")
+        return logs.follow(self.path, log_streams(stream), lambda: self.status != "running")
+
+    # -- readiness, copies, the terminal: as `Container`'s --------------------------------------
+
+    def wait_for_port(self, port: int, timeout: float = 30.0) -> None:
+        """Return once something in the container listens on TCP ``port`` (seen in its
+        own network namespace); raise if it exits first or after ``timeout``."""
+        wait.wait_for_port(self, port, timeout)
+
+    def wait_for_log(self, pattern: Union[str, bytes, "re.Pattern[bytes]"], timeout: float = 30.0) -> None:
+        """Return once the container's output matches ``pattern`` (text or a regex)."""
+        wait.wait_for_log(self, pattern, timeout)
+
+    # copy.py (tarfile, the native core) is imported on the first copy: the clients that
+    # `isobox exec` and `ps` are never copy
+
+    def copy_to(self, host_path: Union[str, "os.PathLike[str]"], path: str) -> None:
+        """Copy a host file or directory into the running container, as `Container.copy_to`."""
+        from ..runtime import copy
+
+        copy.copy_to(self._copy_root(), host_path, path)
+
+    def copy_from(self, path: str, host_path: Union[str, "os.PathLike[str]"]) -> None:
+        """Copy a file or directory out of the running container, as `Container.copy_from`."""
+        from ..runtime import copy
+
+        copy.copy_from(self._copy_root(), path, host_path)
+
+    def put_archive(self, path: str, data: Union[bytes, Iterable[bytes]]) -> None:
+        """Extract a tar stream into the container's directory ``path``."""
+        from ..runtime import copy
+
+        copy.put_archive(self._copy_root(), path, data)
+
+    def get_archive(self, path: str) -> bytes:
+        """A tar stream of ``path`` in the container."""
+        from ..runtime import copy
+
+        return copy.get_archive(self._copy_root(), path)
+
+    def _copy_root(self) -> "copy.Root":
+        from ..runtime import copy
+
+        return copy.Root(self.name, self._open_root, self.path)
+
+    def _open_root(self) -> int:
+        """The container's "/" (an O_PATH fd, ours to close), from its owner, which alone
+        can join its mount namespace. Copies are done here, as the caller, with it: as
+        the owner's own user only, so that what is copied in belongs to the container's
+        root as with `Container.copy_to` (root's files in a rootless container would
+        belong to nobody there)."""
+        owner_uid = os.stat(self.path).st_uid
+        if os.geteuid() != owner_uid:
+            raise ContainerError(f"container {self.name}: copy as the user who owns it (uid {owner_uid})")
+        conn = self._request({"op": "root"})
+        if conn is None:
+            raise self._unserved("copy into or out of")
+        try:
+            reply = conn.recv()
+            fds = conn.take_fds()
+        finally:
+            conn.close()
+        if reply is None or not reply.get("ok"):
+            for fd in fds:
+                os.close(fd)
+            if reply is None:
+                raise ContainerError(f"container {self.name}: its owner went away")
+            raise_error(reply)
+        for fd in fds[1:]:
+            os.close(fd)
+        if not fds:
+            raise ContainerError(f"container {self.name}: its owner sent no root")
+        return fds[0]
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal's window size (a container run with a terminal)."""
+        if self._call({"op": "resize", "rows": int(rows), "cols": int(cols)}) is None:
+            raise self._unserved("resize")
 
     def exec_start(
         self,
@@ -698,28 +818,61 @@ class ContainerHandle:
 
     def exec(
         self,
-        command: Sequence[str],
+        command: Command,
         *,
-        env: Union[Mapping[str, str], Sequence[str], None] = None,
+        env: Env = None,
         workdir: Optional[str] = None,
         user: Optional[str] = None,
-        stdin: Optional[bytes] = None,
+        tty: bool = False,
+        tty_size: Optional[Tuple[int, int]] = None,
+        stdin: Union[None, bytes, int, IO[Any]] = None,
         timeout: Optional[float] = None,
     ) -> RunResult:
-        """Run a process in the container and collect its output, like `Container.exec`."""
+        """Run another process in the running container and collect its output, as
+        `Container.exec`: a timeout kills that process (`Timeout`, with what it wrote as
+        ``.stdout`` and ``.stderr``), never the container; with ``tty=True`` the terminal's
+        output is the result's stdout."""
         import tempfile
 
         from ..result import RunResult
 
+        argv = parse_command(command)
+        if not argv:
+            raise InvalidOption("exec needs a command")
+        deadline = None if timeout is None else time.monotonic() + timeout
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
                 tempfile.TemporaryFile() as inp:
-            if stdin is not None:
+            in_fd = -1
+            if isinstance(stdin, bytes):
                 inp.write(stdin)
                 inp.seek(0)
-            proc = self.exec_start(command, env=env, workdir=workdir, user=user,
-                                   stdio=(inp.fileno() if stdin is not None else -1, out.fileno(), err.fileno()))
+                in_fd = inp.fileno()
+            elif stdin is not None:
+                in_fd = stdin if isinstance(stdin, int) else int(stdin.fileno())
+            proc = self.exec_start(argv, env=env, workdir=workdir, user=user, tty=tty, tty_size=tty_size,
+                                   stdio=(in_fd, out.fileno(), err.fileno()))
             with proc:
-                code = proc.wait(timeout)
+                terminal = bytearray()
+                try:
+                    if tty and proc.master >= 0:
+                        if not _tty.relay(proc.master, proc.fileno(), terminal.extend, deadline=deadline):
+                            raise Timeout(f"exec {argv[0]} in {self.name} still running after {timeout} s: killed")
+                        code = proc.wait()
+                    else:
+                        code = proc.wait(timeout)
+                except Timeout as exc:
+                    proc.close()  # its owner kills it; what it wrote is in our files
+                    out.seek(0)
+                    err.seek(0)
+                    exc.stdout = bytes(terminal) if tty else out.read()  # type: ignore[attr-defined]
+                    exc.stderr = err.read()  # type: ignore[attr-defined]
+                    raise
             out.seek(0)
             err.seek(0)
-            return RunResult(tuple(command), code, out.read(), err.read())
+            return RunResult(argv, code, bytes(terminal) if tty else out.read(), err.read())
+
+
+if TYPE_CHECKING:
+    # mypy checks that a handle is the same face as a `Container` (runtime/protocol.py)
+    def _one_face(handle: ContainerHandle, container: "Container") -> Tuple[ContainerProtocol, ContainerProtocol]:
+        return handle, container

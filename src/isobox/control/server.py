@@ -43,20 +43,20 @@ if TYPE_CHECKING:
 # Bounds on what clients can make the owner hold. Each is separate, so that one kind of
 # request cannot lock out another: `wait` requests (which last until the container
 # exits) are parked in the serving loop and take no thread; `exec`s (which last as long as
-# their process) have their own threads; info, kill, stop and remove have theirs, so
-# `stop` and `kill` are served however many waiters and execs there are. A connection
+# their process) have their own threads; info, kill, stop, remove, root and resize have
+# theirs, so `stop` and `kill` are served however many waiters and execs there are. A connection
 # beyond a bound gets a "busy" error and is closed.
 MAX_READING = 64  # connections whose request is still arriving (beyond: the oldest goes)
 REQUEST_TIMEOUT = 10.0  # seconds for a whole request to arrive
 MAX_WAITERS = 256  # parked `wait` requests (one fd each)
 MAX_EXECS = 64  # exec requests being served
-MAX_CONTROL = 16  # info, kill, stop, remove being served
+MAX_CONTROL = 16  # info, kill, stop, remove, root, resize being served
 MAX_FDS = 3  # fds one request can carry (exec's stdio)
 
 # The fields of each request (control.py's table), and what each may be.
 FIELDS: Dict[str, Tuple[str, ...]] = {
     "info": (), "wait": (), "kill": ("signal",), "stop": ("timeout",), "remove": ("force",),
-    "exec": ("argv", "env", "workdir", "user", "tty", "tty_size"),
+    "exec": ("argv", "env", "workdir", "user", "tty", "tty_size"), "root": (), "resize": ("rows", "cols"),
 }
 
 
@@ -110,6 +110,11 @@ def check_request(doc: Any, nfds: int) -> Dict[str, Any]:
               and 0 <= v <= 1 << 31, "a number of seconds, 0 or more")
     elif op == "remove":
         field("force", lambda v: isinstance(v, bool), "true or false")
+    elif op == "resize":
+        for name in ("rows", "cols"):
+            if name not in doc:
+                raise BadRequest(f"resize request: {name!r} is missing")
+            field(name, lambda v: _is_int(v) and 0 < v < 65536, "a whole number (1-65535)")
     elif op == "exec":
         if "argv" not in doc:
             raise BadRequest("exec request: 'argv' is missing")
@@ -507,6 +512,22 @@ class Server:
                 except FileNotFoundError:
                     pass
                 self.container.remove(force=True)
+        conn.send({"ok": True})
+
+    def _op_root(self, conn: Conn, doc: Mapping[str, Any]) -> None:
+        # the client copies with it, as the user it is (client.py: ContainerHandle._open_root)
+        if self.removed:
+            raise ContainerError(f"container {self.container.name} is not running")
+        root = self.container._open_root()
+        try:
+            conn.send({"ok": True}, [root])
+        finally:
+            os.close(root)
+
+    def _op_resize(self, conn: Conn, doc: Mapping[str, Any]) -> None:
+        if self.removed:
+            raise ContainerError(f"container {self.container.name} is not running")
+        self.container.resize(int(doc["rows"]), int(doc["cols"]))
         conn.send({"ok": True})
 
     def _op_exec(self, conn: Conn, doc: Mapping[str, Any]) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal as _signal
 import sys
 import time
@@ -32,7 +31,7 @@ from ..runtime.container import Container
 from .client import ContainerHandle, ContainerInfo, StoreArg, error_doc, raise_error
 from ..errors import ContainerError, IsoboxError
 from ..images.image import Image
-from ..runtime.logs import Writer
+from ..runtime import tty
 from .server import Server
 from ..runtime.state import options_from_json, options_to_json, write_options
 from ..images.store import Store
@@ -119,65 +118,29 @@ def _supervise(container: Container, server: Server, stop_timeout: float, signal
     """Own the container until it exits: copy a terminal's output to stdout.log, stop it on
     SIGTERM/SIGINT, give up if the store disappears. Returns its exit status."""
     pidfd = os.pidfd_open(container.pid or 0)
-    wake_r, stopping = signals.wake_r, signals.stopping
     master = container.pty if container.pty is not None else -1
     log = container.log_writer() if master >= 0 else None  # a terminal's output: ours to log
     kill_at: Optional[float] = None
+
+    def each_round(idle: bool) -> None:
+        nonlocal kill_at
+        if signals.stopping and kill_at is None:
+            container.kill(container.stop_signal)
+            kill_at = time.monotonic() + stop_timeout
+        if kill_at is not None and time.monotonic() >= kill_at:
+            container.kill(_signal.SIGKILL)
+        if idle and not (container.dir / "lock").exists():
+            container.kill(_signal.SIGKILL)  # the store was deleted under us
+
     try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        poller.register(wake_r, select.POLLIN)
-        if master >= 0:
-            poller.register(master, select.POLLIN)
-        while True:
-            events = dict(poller.poll(1000))
-            if master >= 0 and master in events:
-                if not _copy_once(master, log):
-                    poller.unregister(master)
-                    master = -1
-            if wake_r in events:
-                try:
-                    os.read(wake_r, 64)
-                except BlockingIOError:
-                    pass
-            if pidfd in events:
-                break
-            if stopping and kill_at is None:
-                container.kill(container.stop_signal)
-                kill_at = time.monotonic() + stop_timeout
-            if kill_at is not None and time.monotonic() >= kill_at:
-                container.kill(_signal.SIGKILL)
-            if not events and not (container.dir / "lock").exists():
-                container.kill(_signal.SIGKILL)  # the store was deleted under us
-        code = container.wait()
-        while master >= 0 and _copy_once(master, log, block=False):
-            pass
-        return code
+        tty.relay(master, pidfd, log.write if log is not None else (lambda data: None),
+                  wake_fd=signals.wake_r, each_round=each_round, interval=1.0)
+        return container.wait()
     finally:
         signals.close()
         os.close(pidfd)
         if log is not None:
             log.close()
-
-
-def _readable(fd: int) -> bool:
-    """poll, not select: the supervisor's fds can number past FD_SETSIZE (1024)."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
-
-
-def _copy_once(src: int, dst: Optional[Writer], block: bool = True) -> bool:
-    """Copy what ``src`` (a terminal master) has to the log ``dst``; False at its end."""
-    if not block and not _readable(src):
-        return False
-    try:
-        data = os.read(src, 65536)
-    except OSError:  # EIO: every slave fd is closed
-        return False
-    if data and dst is not None:
-        dst.write(data)
-    return bool(data)
 
 
 def main() -> int:

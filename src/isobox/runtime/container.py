@@ -52,11 +52,13 @@ from .mounts import Bind, Mount, Tmpfs, Volume, plan_mounts
 from .rootfs import RootfsPlan
 from ..images.store import Store, remove_tree
 from .state import STATE_NAME, ContainerState, owner_alive, read_state, start_time, unlink_name, write_state
-from .spelling import NAME, parse_env, signal_number
+from .spelling import NAME, Command, log_streams, parse_command, parse_env, signal_number
+from . import tty as _tty
+from . import wait as _wait
 from .users import ResolvedUser, resolve_user
 
 if TYPE_CHECKING:
-    import socket
+    from . import copy as _copy
 
     from ..host import idmap as _idmap
     from ..result import RunResult
@@ -78,25 +80,6 @@ RLIMITS = {
 }
 
 HOSTNAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$")
-
-Command = Union[str, Sequence[str], None]
-
-
-def _command(value: Command) -> Optional[Tuple[str, ...]]:
-    """A string is split like a command line (shlex, as docker-py does), never by a shell."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        import shlex
-
-        return tuple(shlex.split(value))
-    if isinstance(value, bytes):
-        raise InvalidOption("command must be a string or a list of strings, not bytes")
-    out = tuple(value)
-    if not all(isinstance(a, str) for a in out):
-        raise InvalidOption(f"command arguments must be strings: {out!r}")
-    return out
-
 
 def _rlimits(value: Optional[Mapping[str, Any]]) -> Tuple[Tuple[int, int, int], ...]:
     out = []
@@ -179,8 +162,8 @@ class ContainerConfig:
     touched. ``command`` replaces the image's Cmd; ``entrypoint`` replaces its Entrypoint
     and drops its Cmd (Docker's rules)."""
 
-    command: Optional[Tuple[str, ...]] = attrs.field(default=None, converter=_command)
-    entrypoint: Optional[Tuple[str, ...]] = attrs.field(default=None, converter=_command)
+    command: Optional[Tuple[str, ...]] = attrs.field(default=None, converter=parse_command)
+    entrypoint: Optional[Tuple[str, ...]] = attrs.field(default=None, converter=parse_command)
     name: Optional[str] = attrs.field(default=None, validator=_check_name)
     env: Tuple[Tuple[str, str], ...] = attrs.field(default=(), converter=parse_env)
     workdir: Optional[str] = attrs.field(default=None, validator=_check_abs)
@@ -694,7 +677,7 @@ class Container:
         volumes_root = self._store.volumes
         workdir = self.workdir
         ops = plan.ops(lambda first: plan_mounts(cfg.mounts, etc_files, volumes_root, first), workdir)
-        console_parent, console_child = _socketpair() if cfg.tty else (None, None)
+        console_parent, console_child = _tty.console_pair() if cfg.tty else (None, None)
 
         # stdout and stderr are pipes, never host files a container could reopen through
         # /proc/self/fd (logs.py); with a terminal, the terminal is all three.  Registered
@@ -769,7 +752,7 @@ class Container:
                 self._ns_fds = native.open_namespaces(child.pid, flags)
             child.release()
             if console_parent is not None:
-                self.pty = _receive_fd(console_parent)
+                self.pty = _tty.receive_master(console_parent)
         except BaseException:
             for fd in (out_r, err_r):
                 if fd >= 0:
@@ -967,10 +950,12 @@ class Container:
         assert self._exit_code is not None
         return self._exit_code
 
-    def kill(self, sig: Union[int, str] = _signal.SIGKILL) -> None:
-        """Send a signal to the container's pid 1 (Docker's `kill`). A pid 1 without a
-        handler ignores all but SIGKILL (pid_namespaces(7)); init=True forwards them."""
-        signum = signal_number(sig)
+    def kill(self, signal: Union[int, str] = "KILL") -> None:
+        """Send a signal to the container's pid 1 (`docker kill`): a name ("TERM",
+        "SIGTERM") or a number. A pid 1 without a handler ignores all but SIGKILL
+        (pid_namespaces(7)); init=True forwards them. A container that is not running
+        (any more) is left alone, as subprocess leaves a finished process."""
+        signum = signal_number(signal)
         if self._status is not Status.RUNNING or self._reap(block=False):
             return
         try:
@@ -1004,13 +989,15 @@ class Container:
         then stderr: they are kept in separate files), as far as the log files keep it
         (``log_max_size`` × ``log_max_files`` per stream). ``follow=True`` yields output as
         it comes, until the container has exited and everything was read."""
-        if stream not in ("both", "stdout", "stderr"):
-            raise InvalidOption(f"stream must be 'stdout', 'stderr' or 'both', got {stream!r}")
-        streams = ("stdout", "stderr") if stream == "both" else (stream,)
         if follow:
-            return (data for _, data in _logs.follow(
-                self.dir, streams, lambda: self._status is not Status.RUNNING or self._reap(block=False)))
-        return b"".join(_logs.read(self.dir, s) for s in streams)
+            return (data for _, data in self.follow_logs(stream))
+        return b"".join(_logs.read(self.dir, s) for s in log_streams(stream))
+
+    def follow_logs(self, stream: str = "both") -> Iterator[Tuple[str, bytes]]:
+        """``(stream name, chunk)`` as the container writes them, from the oldest kept byte
+        on, across rotations, until it has exited and everything was read."""
+        return _logs.follow(self.dir, log_streams(stream),
+                            lambda: self._status is not Status.RUNNING or self._reap(block=False))
 
     def log_writer(self) -> _logs.Writer:
         """A writer of the container's stdout log, with its rotation: for a terminal's
@@ -1022,7 +1009,7 @@ class Container:
         """Set the terminal's window size (tty=True)."""
         if self.pty is None:
             raise ContainerError(f"container {self.name} has no terminal (tty=False)")
-        _set_winsize(self.pty, rows, cols)
+        _tty.set_size(self.pty, rows, cols)
 
     # -- exec ---------------------------------------------------------------------------------
 
@@ -1042,7 +1029,7 @@ class Container:
         root, user resolution and security settings; the result is like `run`'s.
         A timeout kills the exec'd process, never the container. With ``tty=True`` the
         output of the terminal is returned as stdout."""
-        argv = _command(command)
+        argv = parse_command(command)
         if not argv:
             raise InvalidOption("exec needs a command")
         cfg_workdir = ContainerConfig(workdir=workdir).workdir if workdir else None
@@ -1105,7 +1092,7 @@ class Container:
         env_map.update(extra_env)
         if tty:
             env_map.setdefault("TERM", "xterm")
-        console_parent, console_child = _socketpair() if tty else (None, None)
+        console_parent, console_child = _tty.console_pair() if tty else (None, None)
         cgroup_fds: List[int] = self._cgroup.open_procs() if self._cgroup is not None else []
         try:
             spec = native.Spec(
@@ -1133,7 +1120,7 @@ class Container:
                 console_child.close()
                 console_child = None
             try:
-                master = _receive_fd(console_parent) if console_parent is not None else -1
+                master = _tty.receive_master(console_parent) if console_parent is not None else -1
             except BaseException:
                 _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
                 try:
@@ -1154,41 +1141,53 @@ class Container:
     def wait_for_port(self, port: int, timeout: float = 30.0) -> None:
         """Return once something in the container listens on TCP ``port`` (seen in its
         own network namespace); raise if it exits first or after ``timeout``."""
-        from . import wait
-
-        wait.wait_for_port(self, port, timeout)
+        _wait.wait_for_port(self, port, timeout)
 
     def wait_for_log(self, pattern: Union[str, bytes, "re.Pattern[bytes]"], timeout: float = 30.0) -> None:
         """Return once the container's output matches ``pattern`` (text or a regex)."""
-        from . import wait
-
-        wait.wait_for_log(self, pattern, timeout)
+        _wait.wait_for_log(self, pattern, timeout)
 
     # -- copies (docker cp) ---------------------------------------------------------------------
+    #
+    # copy.py is imported when first used: it needs tarfile and tempfile, ~5 ms of the
+    # ~75 ms an `isobox run` takes, for something most containers never do.
 
     def copy_to(self, host_path: Union[str, "os.PathLike[str]"], path: str) -> None:
         """Copy a host file or directory into the running container (see copy.py)."""
         from . import copy
 
-        copy.copy_to(self, host_path, path)
+        copy.copy_to(self._copy_root(), host_path, path)
 
     def copy_from(self, path: str, host_path: Union[str, "os.PathLike[str]"]) -> None:
         """Copy a file or directory out of the running container (see copy.py)."""
         from . import copy
 
-        copy.copy_from(self, path, host_path)
+        copy.copy_from(self._copy_root(), path, host_path)
 
     def put_archive(self, path: str, data: Union[bytes, Iterable[bytes]]) -> None:
         """Extract a tar stream into the container's directory ``path`` (docker-py's name)."""
         from . import copy
 
-        copy.put_archive(self, path, data)
+        copy.put_archive(self._copy_root(), path, data)
 
     def get_archive(self, path: str) -> bytes:
         """A tar stream of ``path`` in the container (docker-py's name)."""
         from . import copy
 
-        return copy.get_archive(self, path)
+        return copy.get_archive(self._copy_root(), path)
+
+    def _copy_root(self) -> "_copy.Root":
+        from . import copy
+
+        return copy.Root(self.name, self._open_root, self.dir)
+
+    def _open_root(self) -> int:
+        """An O_PATH fd of the running container's "/" as its processes see it (from
+        inside its mount namespace: its volumes and tmpfs included), the caller's to
+        close. Copies resolve every path below it in the kernel (copy.py); the control
+        socket hands it to the owner's clients for theirs (server.py)."""
+        with self._joining() as fds:
+            return native.container_root(fds)
 
     @contextlib.contextmanager
     def _joining(self) -> Iterator[Tuple[int, ...]]:
@@ -1273,32 +1272,6 @@ class Container:
         return f"<Container {self.name} {self._status.value} {' '.join(self.argv)!r}>"
 
 
-def _socketpair() -> "Tuple[socket.socket, socket.socket]":
-    import socket  # only a tty needs one
-
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    return a, b
-
-
-def _receive_fd(sock: "socket.socket") -> int:
-    """The pty master the child sent (spawn.c: setup_console)."""
-    import socket
-
-    _, fds, _, _ = socket.recv_fds(sock, 1, 1)
-    if not fds:
-        raise ContainerError("the container did not send its terminal")
-    os.set_inheritable(fds[0], False)
-    return fds[0]
-
-
-def _set_winsize(fd: int, rows: int, cols: int) -> None:
-    import fcntl as _fcntl
-    import struct
-    import termios
-
-    _fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
 def _wait_exec(pidfd: int, outputs: Tuple[int, int, int],
                timeout: Optional[float]) -> Tuple[Optional[int], Tuple[bytes, bytes, bytes]]:
     """Wait for an exec'd process (our child; closes its pidfd), reading its stdout and
@@ -1341,15 +1314,11 @@ def _wait_exec(pidfd: int, outputs: Tuple[int, int, int],
 def _drain(fd: int, out: bytearray, block: bool = True) -> bool:
     """Read what a pipe or terminal has; False at its end (EIO once a terminal's slave
     side is closed)."""
-    if not block:
-        poller = select.poll()  # not select: any fd number
-        poller.register(fd, select.POLLIN)
-        if not poller.poll(0):
-            return False
-    try:
-        chunk = os.read(fd, 65536)
-    except OSError:
+    if not block and not _tty.readable(fd):
         return False
+    chunk = _tty.read_chunk(fd)
+    if chunk is None:
+        return True
     out += chunk
     return bool(chunk)
 

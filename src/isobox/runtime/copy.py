@@ -1,8 +1,9 @@
 """Copying into and out of a running container (`docker cp`), as tar streams.
 
-The container's root comes from inside its mount namespace (native.container_root: a
-helper joins it and hands back an O_PATH fd of "/"), so its own mounts (volumes, tmpfs)
-are seen as its processes see them. Every path below it is resolved by the kernel with
+The container's root comes from inside its mount namespace (`Root.open`: its owner's
+native.container_root, a helper that joins it and hands back an O_PATH fd of "/"; a
+client of the owner gets that fd over the control socket), so its own mounts (volumes,
+tmpfs) are seen as its processes see them. Every path below it is resolved by the kernel with
 the container's root as root (openat2 RESOLVE_IN_ROOT): a symlink in the container,
 absolute or `..`, never leads to the host. Walking for `get_archive` goes one component
 at a time with O_PATH|O_NOFOLLOW, and what fstat of that descriptor shows is what is
@@ -27,13 +28,23 @@ import posixpath
 import stat
 import tarfile
 import tempfile
-from typing import IO, TYPE_CHECKING, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import IO, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
-from ..host import native
+import attrs
+
 from ..errors import ContainerError, InvalidOption
 
-if TYPE_CHECKING:
-    from .container import Container
+
+@attrs.frozen
+class Root:
+    """A running container as a copy sees it: its ``name`` (for errors), how to ``open``
+    an O_PATH fd of its "/" (the caller closes it), and ``spool_dir``, where a copy too
+    large for memory waits on its way (the container's state directory)."""
+
+    name: str
+    open: Callable[[], int]
+    spool_dir: pathlib.Path
+
 
 RESOLVE_IN_ROOT = 0x10
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -50,18 +61,13 @@ def _open_in(root_fd: int, path: str, flags: int) -> int:
     return fd
 
 
-def _root(container: "Container") -> int:
-    with container._joining() as fds:
-        return native.container_root(fds)
-
-
-def put_archive(container: "Container", path: str, data: Union[bytes, Iterable[bytes]]) -> None:
+def put_archive(container: Root, path: str, data: Union[bytes, Iterable[bytes]]) -> None:
     """Extract a tar stream into the directory ``path`` of the running container, with
     unpack.apply_layer's safety (whiteout names are refused, not applied)."""
     from ..images.unpack import apply_layer
 
     _check_path(path)
-    root = _root(container)
+    root = container.open()
     try:
         target = _open_in(root, path, os.O_PATH | os.O_DIRECTORY)
     finally:
@@ -73,7 +79,7 @@ def put_archive(container: "Container", path: str, data: Union[bytes, Iterable[b
         os.close(target)
 
 
-def get_archive(container: "Container", path: str, arcname: "str | None" = None) -> bytes:
+def get_archive(container: Root, path: str, arcname: "str | None" = None) -> bytes:
     """A tar stream of ``path`` (a file, or a directory and everything below it) in the
     running container, named ``arcname`` (default: its last component), as `docker cp`
     makes it. In memory: `copy_from` spools to disk instead."""
@@ -82,11 +88,11 @@ def get_archive(container: "Container", path: str, arcname: "str | None" = None)
     return out.getvalue()
 
 
-def _write_archive(container: "Container", path: str, arcname: "str | None", out: IO[bytes],
+def _write_archive(container: Root, path: str, arcname: "str | None", out: IO[bytes],
                    owner: Optional[Tuple[int, int]] = None) -> None:
     """``owner``: the uid and gid every entry gets (copies out), else their own."""
     _check_path(path)
-    root = _root(container)
+    root = container.open()
     try:
         parent = _open_in(root, posixpath.dirname(path.rstrip("/")) or "/", os.O_PATH | os.O_DIRECTORY)
     finally:
@@ -101,10 +107,10 @@ def _write_archive(container: "Container", path: str, arcname: "str | None", out
         os.close(parent)
 
 
-def _spool(container: "Container") -> "tempfile.SpooledTemporaryFile[bytes]":
+def _spool(container: Root) -> "tempfile.SpooledTemporaryFile[bytes]":
     """A file for a tar stream on its way: memory up to 16 MiB, then a file in the
     container's state directory (a container can make a copy as large as it likes)."""
-    return tempfile.SpooledTemporaryFile(max_size=16 << 20, mode="w+b", dir=str(container.dir))
+    return tempfile.SpooledTemporaryFile(max_size=16 << 20, mode="w+b", dir=str(container.spool_dir))
 
 
 def _read_chunks(f: "tempfile.SpooledTemporaryFile[bytes]", size: int = 1 << 20) -> Iterator[bytes]:
@@ -213,7 +219,7 @@ def _add_entry(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str,
         os.close(fd)
 
 
-def copy_to(container: "Container", host_path: Union[str, "os.PathLike[str]"], path: str) -> None:
+def copy_to(container: Root, host_path: Union[str, "os.PathLike[str]"], path: str) -> None:
     """Copy a host file or directory into the container (`docker cp SRC CONTAINER:DEST`):
     into ``path`` when it is an existing directory, else to ``path`` itself. What is
     copied belongs to the container's root, as with Docker."""
@@ -236,7 +242,7 @@ def copy_to(container: "Container", host_path: Union[str, "os.PathLike[str]"], p
         put_archive(container, dest_dir, _read_chunks(buf))
 
 
-def copy_from(container: "Container", path: str, host_path: Union[str, "os.PathLike[str]"]) -> None:
+def copy_from(container: Root, path: str, host_path: Union[str, "os.PathLike[str]"]) -> None:
     """Copy a file or directory out of the container (`docker cp CONTAINER:SRC DEST`):
     into ``host_path`` when it is an existing directory, else to ``host_path`` itself.
     Symlinks are copied as symlinks; what is copied belongs to the caller, with its
@@ -324,8 +330,8 @@ def _move_into_place(stage: str, target_dir: str, name: str, what: str) -> None:
             os.close(dfd)
 
 
-def _is_dir(container: "Container", path: str) -> bool:
-    root = _root(container)
+def _is_dir(container: Root, path: str) -> bool:
+    root = container.open()
     try:
         fd = _open_in(root, path, os.O_PATH)
     except ContainerError:

@@ -3,18 +3,20 @@
 A port is seen from the container's own network namespace without entering it and
 without any tool in the image: /proc/<pid>/net/tcp and tcp6 list the sockets of the
 namespace that process lives in, and a listening socket is in state 0A (TCP_LISTEN).
+
+They wait on any `WaitTarget` (protocol.py): a `Container` owned here, or a
+`ContainerHandle` on one another process owns (its pid 1 is readable from here as from
+its owner: the same user, or root).
 """
 
 from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Callable, Pattern, Union
+from typing import Callable, Pattern, Union
 
 from ..errors import ContainerError, Timeout
-
-if TYPE_CHECKING:
-    from .container import Container
+from .protocol import WaitTarget
 
 TCP_LISTEN = "0A"
 
@@ -35,13 +37,16 @@ def listening_ports(pid: int) -> "set[int]":
     return ports
 
 
-def wait_for_port(container: "Container", port: int, timeout: float = 30.0) -> None:
+def wait_for_port(container: WaitTarget, port: int, timeout: float = 30.0) -> None:
     """Return once something in the container listens on TCP ``port``."""
-    _until(container, lambda: container.pid is not None and port in listening_ports(container.pid),
-           timeout, f"port {port} to listen")
+    def ready() -> bool:
+        pid = container.pid
+        return pid is not None and port in listening_ports(pid)
+
+    _until(container, ready, timeout, f"port {port} to listen")
 
 
-def wait_for_log(container: "Container", pattern: Union[str, bytes, Pattern[bytes]],
+def wait_for_log(container: WaitTarget, pattern: Union[str, bytes, Pattern[bytes]],
                  timeout: float = 30.0) -> None:
     """Return once the container's output (stdout or stderr) matches ``pattern`` (a
     regular expression, or text to find)."""
@@ -52,7 +57,7 @@ def wait_for_log(container: "Container", pattern: Union[str, bytes, Pattern[byte
            f"{regex.pattern!r} in its output")
 
 
-def _until(container: "Container", ready: Callable[[], bool], timeout: float, what: str) -> None:
+def _until(container: WaitTarget, ready: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:
