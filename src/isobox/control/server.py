@@ -538,7 +538,7 @@ class Server:
             tty = bool(doc.get("tty"))
             workdir = doc.get("workdir")
             if workdir is not None:
-                from ..runtime.container import ContainerConfig
+                from ..runtime.config import ContainerConfig
 
                 workdir = ContainerConfig(workdir=workdir).workdir
             if self.removed:

@@ -48,7 +48,8 @@ from ..errors import (
     Timeout,
 )
 from ..images.image import Image
-from .mounts import Bind, Mount, Tmpfs, Volume, plan_mounts
+from .config import ContainerConfig, check_tty_size
+from .mounts import Mount, Volume, plan_mounts
 from .rootfs import RootfsPlan
 from ..images.store import Store, remove_tree
 from .state import STATE_NAME, ContainerState, owner_alive, read_state, start_time, unlink_name, write_state
@@ -72,116 +73,6 @@ DEFAULT_CAPABILITIES = {
     "SETUID": 7, "SETPCAP": 8, "NET_BIND_SERVICE": 10, "NET_RAW": 13, "SYS_CHROOT": 18,
     "MKNOD": 27, "AUDIT_WRITE": 29, "SETFCAP": 31,
 }
-
-RLIMITS = {
-    "core": 4, "cpu": 0, "data": 2, "fsize": 1, "locks": 10, "memlock": 8, "msgqueue": 12,
-    "nice": 13, "nofile": 7, "nproc": 6, "rss": 5, "rtprio": 14, "rttime": 15,
-    "sigpending": 11, "stack": 3, "as": 9,
-}
-
-HOSTNAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$")
-
-def _rlimits(value: Optional[Mapping[str, Any]]) -> Tuple[Tuple[int, int, int], ...]:
-    out = []
-    for name, limit in (value or {}).items():
-        if name not in RLIMITS:
-            raise InvalidOption(f"unknown rlimit {name!r}; known: {', '.join(sorted(RLIMITS))}")
-        soft, hard = (limit, limit) if isinstance(limit, int) else tuple(limit)
-        if not (0 <= soft <= hard):
-            raise InvalidOption(f"rlimit {name}: need 0 <= soft <= hard, got {soft}, {hard}")
-        out.append((RLIMITS[name], int(soft), int(hard)))
-    return tuple(out)
-
-
-def _mounts(value: Optional[Sequence[Mount]]) -> Tuple[Mount, ...]:
-    out = tuple(value or ())
-    seen = set()
-    for m in out:
-        if not isinstance(m, (Bind, Volume, Tmpfs)):
-            raise InvalidOption(f"mounts must be Bind, Volume or Tmpfs, got {m!r}")
-        if m.target in seen:
-            raise InvalidOption(f"duplicate mount point: {m.target}")
-        seen.add(m.target)
-    return out
-
-
-def _devices(value: Optional[Sequence[Union[str, "_devices_mod.Device", "_devices_mod.DeviceNode"]]],
-             ) -> Tuple["_devices_mod.DeviceNode", ...]:
-    """`devices=["/dev/fuse", Device(...)]`: each resolved to its node(s) now (stat of the
-    host path), so a bad one fails before the host is touched."""
-    nodes: List[_devices_mod.DeviceNode] = []
-    for item in value or ():
-        if isinstance(item, _devices_mod.DeviceNode):
-            found: Tuple[_devices_mod.DeviceNode, ...] = (item,)
-        elif isinstance(item, _devices_mod.Device):
-            found = item.resolve()
-        elif isinstance(item, str):
-            found = _devices_mod.Device.parse(item).resolve()
-        else:
-            raise InvalidOption(f"devices must be isobox.Device or strings like '/dev/fuse', got {item!r}")
-        for node in found:
-            if not node.path.startswith("/dev/") or "/../" in node.path + "/":
-                raise InvalidOption(f"device {node.host}: isobox puts devices under /dev only, "
-                                    f"not at {node.path}")
-        nodes.extend(found)
-    return tuple(nodes)
-
-
-def _tty_size(value: Optional[Sequence[int]]) -> Tuple[int, int]:
-    if value is None:
-        return (24, 80)
-    rows, cols = (int(v) for v in value)
-    if not (0 < rows < 65536 and 0 < cols < 65536):
-        raise InvalidOption(f"tty_size must be (rows, columns), got {value!r}")
-    return rows, cols
-
-
-def _check_name(inst: Any, attr: Any, value: Optional[str]) -> None:
-    if value is not None and not NAME.match(value):
-        raise InvalidOption(f"invalid container name {value!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
-
-
-def _check_hostname(inst: Any, attr: Any, value: Optional[str]) -> None:
-    if value is not None and not HOSTNAME_RE.match(value):
-        raise InvalidOption(f"invalid hostname {value!r}")
-
-
-def _check_abs(inst: Any, attr: Any, value: Optional[str]) -> None:
-    if value is not None and (not value.startswith("/") or "\0" in value):
-        raise InvalidOption(f"{attr.name} must be an absolute path, got {value!r}")
-
-
-def _check_network(inst: Any, attr: Any, value: str) -> None:
-    if value not in ("none", "host"):
-        raise InvalidOption(f"network must be 'none' or 'host', got {value!r}")
-
-
-@attrs.frozen
-class ContainerConfig:
-    """A container's options, checked when built: a bad option fails before the host is
-    touched. ``command`` replaces the image's Cmd; ``entrypoint`` replaces its Entrypoint
-    and drops its Cmd (Docker's rules)."""
-
-    command: Optional[Tuple[str, ...]] = attrs.field(default=None, converter=parse_command)
-    entrypoint: Optional[Tuple[str, ...]] = attrs.field(default=None, converter=parse_command)
-    name: Optional[str] = attrs.field(default=None, validator=_check_name)
-    env: Tuple[Tuple[str, str], ...] = attrs.field(default=(), converter=parse_env)
-    workdir: Optional[str] = attrs.field(default=None, validator=_check_abs)
-    user: Optional[str] = None
-    hostname: Optional[str] = attrs.field(default=None, validator=_check_hostname)
-    init: bool = False
-    read_only: bool = False
-    network: str = attrs.field(default="none", validator=_check_network)
-    userns: Optional[bool] = None
-    rlimits: Tuple[Tuple[int, int, int], ...] = attrs.field(default=(), converter=_rlimits)
-    mounts: Tuple[Mount, ...] = attrs.field(default=(), converter=_mounts)
-    tty: bool = False
-    tty_size: Tuple[int, int] = attrs.field(default=(24, 80), converter=_tty_size)
-    seccomp: bool = True
-    limits: _cgroups.Limits = attrs.field(factory=_cgroups.Limits)
-    devices: Tuple[_devices_mod.DeviceNode, ...] = attrs.field(default=(), converter=_devices)
-    log: _logs.LogPolicy = attrs.field(factory=_logs.LogPolicy)
-
 
 class Status(str, enum.Enum):
     CREATED = "created"
@@ -401,16 +292,30 @@ class Container:
         stdin: Union[None, bool, int, IO[Any]] = None,
         store: Union[Store, str, "os.PathLike[str]", None] = None,
     ) -> None:
+        self._setup(image, ContainerConfig.from_options(
+            command, entrypoint=entrypoint, name=name, env=env, workdir=workdir, user=user,
+            hostname=hostname, init=init, read_only=read_only, network=network, userns=userns,
+            rlimits=rlimits, mounts=mounts, tty=tty, tty_size=tty_size, seccomp=seccomp, memory=memory,
+            pids_limit=pids_limit, cpus=cpus, devices=devices, log_max_size=log_max_size,
+            log_max_files=log_max_files), stdin, store)
+
+    @classmethod
+    def from_config(cls, image: Image, config: ContainerConfig, *, stdin: Union[None, bool, int, IO[Any]] = None,
+                    store: Union[Store, str, "os.PathLike[str]", None] = None) -> "Container":
+        """A container from options already checked (`ContainerConfig`, e.g. read back with
+        config.config_from_json), with ``stdin`` and ``store`` as `Container` takes them."""
+        self = cls.__new__(cls)
+        self._setup(image, config, stdin, store)
+        return self
+
+    def _setup(self, image: Image, config: ContainerConfig, stdin: Union[None, bool, int, IO[Any]],
+               store: Union[Store, str, "os.PathLike[str]", None]) -> None:
         if not isinstance(image, Image):
             raise InvalidOption(f"image must be an isobox.Image, got {type(image).__name__}")
+        if not isinstance(config, ContainerConfig):
+            raise InvalidOption(f"config must be an isobox.ContainerConfig, got {type(config).__name__}")
         self.image = image
-        self.config = ContainerConfig(
-            command=command, entrypoint=entrypoint, name=name, env=env, workdir=workdir,
-            user=user, hostname=hostname, init=init, read_only=read_only, network=network,
-            userns=userns, rlimits=rlimits, mounts=mounts, tty=tty, tty_size=tty_size, seccomp=seccomp,
-            limits=_cgroups.Limits(memory=memory, pids=pids_limit, cpus=cpus), devices=devices,
-            log=_logs.LogPolicy(max_size=log_max_size, max_files=log_max_files),
-        )
+        self.config = config
         self._cgroup: Optional[_cgroups.Group] = None
         self.oom_killed = False  # set when the kernel's OOM killer ended it (memory=...)
         if not (stdin is None or isinstance(stdin, (bool, int)) or hasattr(stdin, "fileno")):
@@ -1110,7 +1015,7 @@ class Container:
                 env=tuple(f"{k}={v}" for k, v in env_map.items()),
                 path=env_map.get("PATH", DEFAULT_PATH),
                 console_sock=console_child.fileno() if console_child else -1,
-                tty_size=_tty_size(tty_size),
+                tty_size=check_tty_size(tty_size),
                 seccomp=_seccomp.default_filter() if self.config.seccomp else None,
                 cgroup_procs=tuple(cgroup_fds),
             )

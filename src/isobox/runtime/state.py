@@ -25,15 +25,11 @@ import json
 import os
 import pathlib
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import attrs
 
-from ..errors import InvalidOption
 from ..images.store import replace_file
-
-if TYPE_CHECKING:
-    from .mounts import Mount
 
 STATE_NAME = "state.json"
 OPTIONS_NAME = "options.json"
@@ -262,40 +258,10 @@ def unlink_name(link: pathlib.Path, cid: str) -> None:
 # -- how it was made (options.json) ---------------------------------------------------------
 
 
-def mounts_to_json(mounts: Sequence["Mount"]) -> List[Dict[str, Any]]:
-    from .mounts import Bind, Volume
-
-    out: List[Dict[str, Any]] = []
-    for m in mounts:
-        if isinstance(m, Bind):
-            out.append({"type": "bind", "source": m.source, "target": m.target, "read_only": m.read_only})
-        elif isinstance(m, Volume):
-            out.append({"type": "volume", "name": m.name, "target": m.target, "read_only": m.read_only})
-        else:
-            out.append({"type": "tmpfs", "target": m.target, "size": m.size, "mode": m.mode, "exec": m.exec})
-    return out
-
-
-def mounts_from_json(docs: Sequence[Mapping[str, Any]]) -> Tuple["Mount", ...]:
-    from .mounts import Bind, Tmpfs, Volume
-
-    out: List[Mount] = []
-    for d in docs:
-        kind = d.get("type")
-        if kind == "bind":
-            out.append(Bind(d["source"], d["target"], read_only=bool(d.get("read_only"))))
-        elif kind == "volume":
-            out.append(Volume(d["name"], d["target"], read_only=bool(d.get("read_only"))))
-        elif kind == "tmpfs":
-            out.append(Tmpfs(d["target"], size=d.get("size"), mode=int(d.get("mode", 0o1777)),
-                             exec=bool(d.get("exec"))))
-        else:
-            raise InvalidOption(f"unknown mount type {kind!r}")
-    return tuple(out)
-
-
 def options_to_json(options: Mapping[str, Any]) -> Dict[str, Any]:
     """`Container` keyword arguments (plus ``command``) as a JSON object."""
+    from .config import mounts_to_json  # only an owner records options
+
     doc = dict(options)
     if "mounts" in doc:
         doc["mounts"] = mounts_to_json(doc["mounts"] or ())
@@ -305,6 +271,8 @@ def options_to_json(options: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def options_from_json(doc: Mapping[str, Any]) -> Dict[str, Any]:
+    from .config import mounts_from_json
+
     options = dict(doc)
     if "mounts" in options:
         options["mounts"] = mounts_from_json(options["mounts"] or ())
