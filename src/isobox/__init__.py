@@ -24,7 +24,7 @@ _EXPORTS: Dict[str, str] = {
     "Credentials": "images.credentials", "lookup_credentials": "images.credentials",
     "Store": "images.store", "PruneReport": "images.store", "prune": "gc",
     # containers
-    "Container": "runtime.container", "ContainerConfig": "runtime.config",
+    "Container": "runtime.container", "ContainerConfig": "runtime.config", "ContainerProtocol": "runtime.protocol",
     "Bind": "runtime.mounts", "Tmpfs": "runtime.mounts", "Volume": "runtime.mounts", "Device": "runtime.devices", "SubordinateIdWarning": "host.idmap", "VolumeInfo": "runtime.named_volumes",
     "volumes": "runtime.named_volumes", "remove_volume": "runtime.named_volumes",
     "RunResult": "result", "run": "oneshot", "doctor": "runtime.doctor",
@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     )
     from .runtime.config import ContainerConfig as ContainerConfig
     from .runtime.container import Container as Container
+    from .runtime.protocol import ContainerProtocol as ContainerProtocol
     from .control.client import (
         ContainerHandle as ContainerHandle,
         ContainerInfo as ContainerInfo,
