@@ -360,14 +360,14 @@ def test_starting_a_container_leaves_its_owners_attributes_alone(busybox_image, 
 def test_a_failed_clone_is_reported_and_leaks_nothing():
     """The spawner thread reports its own clone's failure on the error pipe (spawn.c:
     ib_spawn_shared); CLONE_THREAD without CLONE_SIGHAND makes the kernel refuse it."""
-    from isobox.runtime import container
     from isobox.host import native
+    from isobox.runtime import spawn
 
     fds_before = sorted(os.listdir("/proc/self/fd"))
     spec = native.Spec(clone_flags=0x00010000, set_ids=False)  # CLONE_THREAD
     with no_new_children():
         with pytest.raises(isobox.SetupError, match="clone") as info:
-            native.spawn_shared(spec, container._on_spawner)
+            native.spawn_shared(spec, spawn.on_spawner)
     assert info.value.errno == errno.EINVAL
     deadline = time.monotonic() + 5  # the spawner thread closes its ends after the record
     while sorted(os.listdir("/proc/self/fd")) != fds_before and time.monotonic() < deadline:

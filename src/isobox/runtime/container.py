@@ -25,8 +25,7 @@ import signal as _signal
 import stat
 import threading
 import time
-import weakref
-from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union, overload
+from typing import IO, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, overload
 from typing import TYPE_CHECKING, Literal
 
 import attrs
@@ -53,7 +52,9 @@ from .mounts import Mount, Volume, plan_mounts
 from .rootfs import RootfsPlan
 from ..images.store import Store, remove_tree
 from .state import STATE_NAME, ContainerState, owner_alive, read_state, start_time, unlink_name, write_state
-from .spelling import NAME, Command, log_streams, parse_command, parse_env, signal_number
+from .spelling import Command, log_streams, parse_command, parse_env, signal_number
+from . import spawn as _spawn
+from . import stdio as _stdio
 from . import tty as _tty
 from . import wait as _wait
 from .users import ResolvedUser, resolve_user
@@ -79,108 +80,6 @@ class Status(str, enum.Enum):
     RUNNING = "running"
     EXITED = "exited"
     REMOVED = "removed"
-
-
-# --- the spawning thread --------------------------------------------------------------------
-#
-# PR_SET_PDEATHSIG fires when the *thread* that cloned the child exits, not the process
-# (prctl(2)).  A container started from a short-lived worker thread would die with it, so
-# clones are made by one long-lived daemon thread.  A shared-memory clone (the usual one,
-# spawn.c: ib_spawn_shared) keeps that thread asleep until the child execs, so it always
-# goes there, and the calling thread does the parent's side meanwhile; the copying clones
-# (init=True, exec's join) go there only from threads other than the main thread.
-# This is process-wide by nature (it is about the process's threads), hence module-level.
-
-_spawner_lock = threading.Lock()
-_spawner: Optional["_Spawner"] = None
-
-
-class _Spawner(threading.Thread):
-    def __init__(self) -> None:
-        super().__init__(name="isobox-spawner", daemon=True)
-        self.requests: "list[Tuple[Callable[[], Any], threading.Event, list[Any]]]" = []
-        self.cond = threading.Condition()
-
-    def run(self) -> None:  # pragma: no cover - exercised through in_spawner
-        while True:
-            with self.cond:
-                while not self.requests:
-                    self.cond.wait()
-                fn, done, box = self.requests.pop(0)
-            try:
-                box.append(fn())
-            except BaseException as exc:
-                box.append(exc)
-            done.set()
-
-    def submit(self, fn: Callable[[], Any]) -> Tuple[threading.Event, List[Any]]:
-        done = threading.Event()
-        box: List[Any] = []
-        with self.cond:
-            self.requests.append((fn, done, box))
-            self.cond.notify()
-        return done, box
-
-
-T = TypeVar("T")
-
-
-def _the_spawner() -> _Spawner:
-    global _spawner
-    with _spawner_lock:
-        if _spawner is None or not _spawner.is_alive():  # also after a fork
-            _spawner = _Spawner()
-            _spawner.start()
-        return _spawner
-
-
-def in_spawner(fn: Callable[[], T]) -> T:
-    """Run fn (which clones) on a thread that lives as long as the process."""
-    if threading.current_thread() is threading.main_thread():
-        return fn()
-    done, box = _the_spawner().submit(fn)
-    done.wait()
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    result: T = box[0]
-    return result
-
-
-def _on_spawner(fn: Callable[[], object]) -> None:
-    """Run fn on the spawner thread without waiting for it: a shared-memory clone keeps
-    that thread asleep until the child has exec'd, while this one releases the child."""
-    _the_spawner().submit(fn)
-
-
-# --- fork -------------------------------------------------------------------------------------
-#
-# An application may fork (multiprocessing, os.fork) while it owns containers, and while
-# another of its threads starts one.  The copy owns none of them: its inherited handles
-# must neither reap nor remove nor rewrite their state (only the owner can; its waitpid
-# is the one that works), nor keep anything alive after the owner is gone (the lock that
-# says "owned", a container's stdin).  The spawner thread and its lock do not exist in
-# the copy: they are made anew on first use.  (The core's own registry of in-flight pipes
-# is closed in the copy by its pthread_atfork handler, spawn.c.)
-
-_started: "weakref.WeakSet[Container]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    global _spawner_lock, _spawner
-    _spawner_lock = threading.Lock()
-    _spawner = None
-    for c in list(_started):
-        c._disown()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def spawn_child(spec: native.Spec) -> native.Child:
-    if spec.init:
-        # the init never execs: its clone cannot share our memory (spawn.c)
-        return in_spawner(lambda: native.spawn(spec))
-    return native.spawn_shared(spec, _on_spawner)
 
 
 # --- state on disk ------------------------------------------------------------------------
@@ -445,16 +344,16 @@ class Container:
     def start(self) -> "Container":
         if self._status is not Status.CREATED:
             raise ContainerError(f"container {self.name} was already started")
-        _raise_fd_limit()
+        _spawn.raise_fd_limit()
         try:
             return self._start()
         except OSError as exc:
             if exc.errno == errno.EMFILE:
-                raise _fd_limit_error() from exc
+                raise _spawn.fd_limit_error() from exc
             raise
         except SetupError as exc:
             if exc.errno == errno.EMFILE:
-                raise _fd_limit_error() from exc
+                raise _spawn.fd_limit_error() from exc
             raise
 
     def _start(self) -> "Container":
@@ -590,7 +489,7 @@ class Container:
         # (the pump would wait for EOF until that fork exits).
         out_r = out_w = err_r = err_w = -1
         if not cfg.tty:
-            out_r, out_w, err_r, err_w = _pipes()
+            out_r, out_w, err_r, err_w = _spawn.pipes()
         in_fd = -1
         try:
             in_fd = self._stdin_fd()
@@ -619,7 +518,7 @@ class Container:
             )
             with _host_step(f"write {self.dir / STATE_NAME}"):
                 self._write_state(Status.CREATED)
-            child = spawn_child(spec)
+            child = _spawn.spawn_child(spec)
         except BaseException:
             for fd in (out_r, err_r):
                 if fd >= 0:
@@ -670,7 +569,7 @@ class Container:
                 console_parent.close()
         self._status = Status.RUNNING
         self._pid_start = start_time(child.pid)
-        _started.add(self)
+        _spawn.disown_after_fork(self)
         try:
             self._write_state(Status.RUNNING)
         except OSError:
@@ -693,7 +592,7 @@ class Container:
         if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
             self._stdin_is_ours = False
             return fd
-        return _feed(fd)
+        return _stdio.feed(fd)
 
     def _etc_files(self, folder: pathlib.Path, hostname: str) -> List[Tuple[str, str]]:
         """/etc/hostname, /etc/hosts and /etc/resolv.conf as Docker provides them, made in
@@ -949,11 +848,11 @@ class Container:
         master = -1
         try:
             if isinstance(stdin, bytes):
-                _feed_bytes(in_w, stdin)  # takes in_w
+                _stdio.feed_bytes(in_w, stdin)  # takes in_w
             elif stdin is not None:
                 os.close(in_w)
                 os.close(in_r)
-                in_r = _feed(stdin if isinstance(stdin, int) else int(stdin.fileno()))
+                in_r = _stdio.feed(stdin if isinstance(stdin, int) else int(stdin.fileno()))
             else:
                 os.close(in_w)  # EOF at once, as /dev/null would give
             in_w = -1
@@ -962,7 +861,7 @@ class Container:
             for fd in (in_r, out_w, err_w):
                 os.close(fd)
             in_r = out_w = err_w = -1
-            code, (stdout, stderr, tty_out) = _wait_exec(pidfd, (out_r, err_r, master), timeout)
+            code, (stdout, stderr, tty_out) = _stdio.wait_exec(pidfd, (out_r, err_r, master), timeout)
             if tty:
                 stdout = tty_out
             if code is None:
@@ -1020,7 +919,7 @@ class Container:
                 cgroup_procs=tuple(cgroup_fds),
             )
             with self._joining() as ns_fds:
-                pid, pidfd = in_spawner(lambda: native.join(spec, ns_fds))
+                pid, pidfd = _spawn.in_spawner(lambda: native.join(spec, ns_fds))
             if console_child is not None:
                 console_child.close()
                 console_child = None
@@ -1177,117 +1076,12 @@ class Container:
         return f"<Container {self.name} {self._status.value} {' '.join(self.argv)!r}>"
 
 
-def _wait_exec(pidfd: int, outputs: Tuple[int, int, int],
-               timeout: Optional[float]) -> Tuple[Optional[int], Tuple[bytes, bytes, bytes]]:
-    """Wait for an exec'd process (our child; closes its pidfd), reading its stdout and
-    stderr pipes and its terminal (each -1 when absent) as it writes, so it never blocks on
-    a full pipe or pty.  Once it exited, what is already there is read and no more: a
-    process it left in the background may keep the pipes open.  Returns (status, or None
-    after a timeout kill; (stdout, stderr, terminal output))."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    got = [bytearray(), bytearray(), bytearray()]
-    index = {fd: i for i, fd in enumerate(outputs) if fd >= 0}
-    try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        for fd in index:
-            poller.register(fd, select.POLLIN)
-        exited = False
-        while not exited:
-            wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            events = poller.poll(wait_ms)
-            if not events and deadline is not None and time.monotonic() >= deadline:
-                _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
-                native.wait_exit(pidfd)
-                return None, (bytes(got[0]), bytes(got[1]), bytes(got[2]))
-            for fd, _ in events:
-                if fd == pidfd:
-                    exited = True
-                elif not _drain(fd, got[index[fd]]):
-                    poller.unregister(fd)
-                    del index[fd]
-        for fd, i in index.items():
-            while _drain(fd, got[i], block=False):
-                pass
-        code = native.wait_exit(pidfd)
-        assert code is not None
-        return code, (bytes(got[0]), bytes(got[1]), bytes(got[2]))
-    finally:
-        os.close(pidfd)
-
-
-def _drain(fd: int, out: bytearray, block: bool = True) -> bool:
-    """Read what a pipe or terminal has; False at its end (EIO once a terminal's slave
-    side is closed)."""
-    if not block and not _tty.readable(fd):
-        return False
-    chunk = _tty.read_chunk(fd)
-    if chunk is None:
-        return True
-    out += chunk
-    return bool(chunk)
-
-
-def _feed_bytes(w: int, data: bytes) -> None:
-    """Write ``data`` into the pipe ``w`` and close it, from a thread (a pipe holds 64 KiB,
-    and a command may write before it reads all of its input)."""
-    def feed() -> None:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(w, view):]
-        except OSError:  # EPIPE: it stopped reading
-            pass
-        finally:
-            os.close(w)
-
-    threading.Thread(target=feed, name="isobox-stdin", daemon=True).start()
-
-
 def _read_host(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
             return f.read(1 << 20)
     except OSError:
         return b""
-
-
-def _pipes() -> Tuple[int, int, int, int]:
-    """Two pipes (read, write, read, write), registered with the core (spawn.c: ib_pipes)."""
-    fds = native.ffi.new("int[4]")
-    rc = native.lib.ib_pipes(fds)
-    if rc < 0:
-        raise SetupError("create the container's output pipes", -rc)
-    return fds[0], fds[1], fds[2], fds[3]
-
-
-def _feed(src: int) -> int:
-    """A pipe fed from ``src`` (a file or a terminal the caller gave as stdin) by a daemon
-    thread; returns its read end. The caller's fd stays the caller's."""
-    r, w = os.pipe2(os.O_CLOEXEC)
-    src = os.dup(src)  # the caller may close theirs while we copy
-    os.set_inheritable(src, False)
-
-    def copy() -> None:
-        try:
-            while True:
-                try:
-                    chunk = os.read(src, 65536)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(w, view):]
-        except OSError:  # EPIPE: the container closed its stdin or exited
-            pass
-        finally:
-            os.close(src)
-            os.close(w)
-
-    threading.Thread(target=copy, name="isobox-stdin", daemon=True).start()
-    return r
 
 
 @contextlib.contextmanager
@@ -1298,43 +1092,3 @@ def _host_step(what: str) -> Iterator[None]:
         yield
     except OSError as exc:
         raise SetupError(what, exc.errno or 0) from exc
-
-
-# -- file descriptors ---------------------------------------------------------------------------
-
-FDS_PER_CONTAINER = 6  # the owner's lock, a pidfd, two pipes and two log files (logs.py)
-_fd_limit_raised = False
-
-
-def _raise_fd_limit() -> None:
-    """Once per process, at its first container: the soft RLIMIT_NOFILE up to the hard
-    one, as Go's runtime, nginx and systemd's advice do for programs that hold many fds
-    (1024 soft allows ~170 running containers).  Not at import: a program that only
-    parses references keeps its limits.  Its children (and containers) inherit the raised
-    limit; one that still calls select() on fds above 1024 would need it lowered again."""
-    global _fd_limit_raised
-    if _fd_limit_raised:
-        return
-    _fd_limit_raised = True
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (OSError, ValueError):
-            pass
-
-
-def _fd_limit_error() -> ContainerError:
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        held = len(os.listdir("/proc/self/fd"))
-    except OSError:
-        held = -1
-    return ContainerError(
-        f"too many open files: this process holds {held} of its RLIMIT_NOFILE of {soft} "
-        f"(hard limit {hard}), and each running container holds {FDS_PER_CONTAINER}; raise the "
-        "hard limit (ulimit -Hn, LimitNOFILE= in a systemd unit) or run fewer containers here")
