@@ -5,9 +5,14 @@ host until `start`), started by the native core (native.py walks the plan rootfs
 and owned by the Python process that started it: the kernel kills it when its owner dies
 (PR_SET_PDEATHSIG), and a later start sweeps the state its owner could not remove.
 
-State lives under the store's containers/<id>/: upper/ and work/ (overlayfs), rootfs/ (the
-mount point, used only inside the container's mount namespace), stdout.log, stderr.log,
-state.json, and lock, which the owner holds (flock) as long as it owns the container.
+State lives under the store's containers/<id>/: upper/ and work/ (overlayfs), stdout.log,
+stderr.log, state.json (state.py's `ContainerState`, written here only), layers.json (the
+store's record of the layers it uses, `Store.hold_layers`), and lock, which the owner holds
+(flock) as long as it owns the container; the root's mount point and /etc/hosts & co. in a
+runtime directory (rundir.py). Its options are `ContainerConfig` (config.py); what is
+process-wide about starting it is in spawn.py, its stdio in stdio.py, its terminal in
+tty.py. It answers `ContainerProtocol` (protocol.py), as a handle on a container another
+process owns does.
 """
 
 from __future__ import annotations
