@@ -95,7 +95,7 @@ def started(*args: str) -> "subprocess.Popen[bytes]":
 
 
 def _supervisor_pid(info: ContainerInfo) -> Optional[int]:
-    pid = info.options.get("supervisor_pid")
+    pid = info.options.supervisor_pid if info.options else None
     return int(pid) if pid else None
 
 
@@ -941,6 +941,32 @@ def test_library_containers_cannot_be_controlled_from_other_processes_but_are_li
         proc = isobox_cmd("stop", "owned")
         assert proc.returncode == 125 and b"owned by process" in proc.stderr
         assert c.status == "running"
+
+
+def test_a_detached_containers_options_keep_their_shape_from_the_caller_to_its_record(root):
+    """What run_detached is given becomes a ContainerConfig once, in the caller: its JSON
+    form goes to the supervisor and into options.json, and reads back equal."""
+    from isobox.runtime.config import ContainerConfig, config_from_json
+
+    asked = dict(env={"A": "1"}, hostname="shape", init=True, mounts=[isobox.Tmpfs("/scratch", size="1m")],
+                 log_max_size="1m", log_max_files=2, rlimits={"nofile": (64, 128)}, workdir="/tmp")
+    handle = run_detached("busybox", "sleep 60", name="shape", store=root, stdin=True, **asked)
+    try:
+        recorded = handle.info().options
+        assert recorded is not None and recorded.detached and recorded.stdin and recorded.image == "busybox"
+        assert config_from_json(recorded.config) == ContainerConfig.from_options("sleep 60", name="shape", **asked)
+        assert handle.exec(["sh", "-c", "grep 'open files' /proc/1/limits; echo $A; hostname"]).stdout.split() \
+            == [b"Max", b"open", b"files", b"64", b"128", b"files", b"1", b"shape"]
+    finally:
+        handle.remove(force=True)
+
+
+def test_a_bad_option_of_a_detached_container_fails_before_a_supervisor_starts(root):
+    with pytest.raises(isobox.InvalidOption, match="pids_limit"):
+        run_detached("busybox", ["true"], store=root, pids_limit="many")
+    with pytest.raises(isobox.InvalidOption, match="unknown rlimit"):
+        run_detached("busybox", ["true"], store=root, rlimits={"nofiles": 1})
+    assert container_dirs(root) == []
 
 
 def test_id_prefixes_must_be_unique(root):

@@ -108,6 +108,14 @@ def test_kill_defaults_to_sigkill_and_takes_names_and_numbers(start):
     assert e.wait(10) == 8
 
 
+def test_kill_leaves_a_container_that_exited_alone(start):
+    c = start(["sh", "-c", "exit 5"])
+    assert c.wait(10) == 5
+    c.kill()  # as subprocess leaves a finished process: no error, nothing changes
+    c.kill("TERM")
+    assert c.wait() == 5 and c.status == "exited"
+
+
 def test_stop_returns_the_exit_status(start):
     c = start(["sleep", "60"])
     code = c.stop(timeout=1)

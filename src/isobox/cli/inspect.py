@@ -10,9 +10,12 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from ..control.client import ContainerInfo, find
-from ..errors import ContainerNotFound, ImageNotFound, InvalidReference
+from ..errors import ContainerNotFound, ImageNotFound, InvalidOption, InvalidReference
 from ..images.image import Image
 from ..images.store import Store
+from ..runtime.config import ContainerConfig, config_from_json
+from ..runtime.mounts import Bind, Tmpfs, Volume
+from ..runtime.state import RunOptions
 from . import EXIT_ERROR
 from .format import exit_status, familiar
 
@@ -24,18 +27,28 @@ def _iso(t: Optional[float]) -> str:
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def _config(info: ContainerInfo) -> ContainerConfig:
+    """The container's config as its owner recorded it (config.py reads it back); the
+    defaults for a container another program made, or a record it cannot read."""
+    if info.options is not None:
+        try:
+            return config_from_json(info.options.config)
+        except InvalidOption:
+            pass
+    return ContainerConfig()
+
+
 def inspect_container(info: ContainerInfo) -> Dict[str, Any]:
     """Docker's `inspect` document for a container, the fields isobox has."""
-    recorded = info.options or {}
-    opts = recorded.get("options") or {}
-    mounts = opts.get("mounts") or []
+    recorded = info.options or RunOptions()
+    config = _config(info)
+    binds = [m for m in config.mounts if isinstance(m, (Bind, Volume))]
     state = {
         "Status": info.status, "Running": info.running, "Paused": False, "Restarting": False,
         "OOMKilled": False, "Dead": False, "Pid": info.pid if info.running else 0,
         "ExitCode": exit_status(info.exit_code) if info.exit_code is not None else 0, "Error": "",
         "StartedAt": _iso(info.created), "FinishedAt": _iso(info.finished),
     }
-    env = list(opts.get("env") or [])
     command = list(info.command)
     return {
         "Id": info.id,
@@ -49,30 +62,30 @@ def inspect_container(info: ContainerInfo) -> Dict[str, Any]:
         "Driver": "overlay",
         "Platform": "linux",
         "HostConfig": {
-            "Binds": [f"{m.get('source', m.get('name'))}:{m['target']}" + (":ro" if m.get("read_only") else "")
-                      for m in mounts if m.get("type") in ("bind", "volume")],
-            "NetworkMode": opts.get("network", "none"),
-            "AutoRemove": bool(recorded.get("auto_remove")),
-            "ReadonlyRootfs": bool(opts.get("read_only")),
-            "Tmpfs": {m["target"]: ",".join(filter(None, [f"size={m['size']}" if m.get("size") else "",
-                                                           f"mode={int(m.get('mode', 0o1777)):o}"]))
-                      for m in mounts if m.get("type") == "tmpfs"},
-            "Init": bool(opts.get("init")),
+            "Binds": [f"{m.source if isinstance(m, Bind) else m.name}:{m.target}" + (":ro" if m.read_only else "")
+                      for m in binds],
+            "NetworkMode": config.network,
+            "AutoRemove": recorded.auto_remove,
+            "ReadonlyRootfs": config.read_only,
+            "Tmpfs": {m.target: ",".join(filter(None, [f"size={m.size}" if m.size else "", f"mode={m.mode:o}"]))
+                      for m in config.mounts if isinstance(m, Tmpfs)},
+            "Init": config.init,
         },
-        "Mounts": [{"Type": m["type"], "Name": m.get("name", ""), "Source": m.get("source", ""),
-                    "Destination": m["target"], "RW": not m.get("read_only"),
-                    "Mode": "ro" if m.get("read_only") else ""}
-                   for m in mounts if m.get("type") in ("bind", "volume")],
+        "Mounts": [{"Type": "bind" if isinstance(m, Bind) else "volume",
+                    "Name": m.name if isinstance(m, Volume) else "",
+                    "Source": m.source if isinstance(m, Bind) else "",
+                    "Destination": m.target, "RW": not m.read_only, "Mode": "ro" if m.read_only else ""}
+                   for m in binds],
         "Config": {
-            "Hostname": opts.get("hostname") or info.id[:12],
-            "User": opts.get("user") or "",
-            "Env": env,
-            "Cmd": opts.get("command"),
-            "Entrypoint": opts.get("entrypoint"),
-            "Image": recorded.get("image") or familiar(info.image, info.image_digest),
-            "WorkingDir": opts.get("workdir") or "",
-            "Tty": bool(opts.get("tty")),
-            "OpenStdin": bool(opts.get("stdin")),
+            "Hostname": config.hostname or info.id[:12],
+            "User": config.user or "",
+            "Env": [f"{k}={v}" for k, v in config.env],
+            "Cmd": None if config.command is None else list(config.command),
+            "Entrypoint": None if config.entrypoint is None else list(config.entrypoint),
+            "Image": recorded.image or familiar(info.image, info.image_digest),
+            "WorkingDir": config.workdir or "",
+            "Tty": config.tty,
+            "OpenStdin": recorded.stdin,
         },
         "GraphDriver": {"Name": "overlay", "Data": {
             "UpperDir": str(info.path / "upper"), "WorkDir": str(info.path / "work")}},

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from typing import Any, Callable
 
-from ..control.client import containers, get_container
-from ..errors import InvalidOption, IsoboxError
+from ..control.client import ContainerHandle, containers, get_container
+from ..errors import ContainerError, InvalidOption, IsoboxError
 from ..images.store import Store
 from . import EXIT_ERROR
-from .attach import RawTerminal, Signals, set_winsize, terminal_size, tty_loop, write_all
+from ..control.signals import NotedSignals
+from ..runtime import tty
+from ..runtime.spelling import signal_number
+from .attach import set_winsize, tty_loop, write_all
 from .environment import environment
 from .format import exit_status, familiar, human_duration, table
 
@@ -42,7 +46,7 @@ def ps(args: argparse.Namespace) -> int:
         if len(command) > 20:
             utf8 = (sys.stdout.encoding or "").lower().replace("-", "") == "utf8"
             command = command[:19] + "…" if utf8 else command[:17] + "..."
-        image = str(info.options.get("image") or familiar(info.image, info.image_digest))
+        image = (info.options.image if info.options else None) or familiar(info.image, info.image_digest)
         rows.append([info.id[:12], image, f'"{command}"',
                      human_duration(now - info.created) + " ago", _status_text(info, now), info.name])
     table(rows, sys.stdout)
@@ -80,7 +84,14 @@ def stop(args: argparse.Namespace) -> int:
 
 
 def kill(args: argparse.Namespace) -> int:
-    return _each(args, lambda h: h.kill(args.signal))
+    def act(handle: ContainerHandle) -> None:
+        signal_number(args.signal)
+        # the library leaves a container that is not running alone; `docker kill` says so
+        if handle.status != "running":
+            raise ContainerError(f"container {handle.name} is not running")
+        handle.kill(args.signal)
+
+    return _each(args, act)
 
 
 def rm(args: argparse.Namespace) -> int:
@@ -96,10 +107,11 @@ def exec_command(args: argparse.Namespace) -> int:
     env = environment(argparse.Namespace(env=args.env, env_file=[]))
     if args.tty:
         proc = handle.exec_start(args.command, env=env, workdir=args.workdir, user=args.user, tty=True,
-                                 tty_size=terminal_size())
-        with proc, Signals() as signals:
-            set_winsize(proc.master, terminal_size())
-            with RawTerminal(0, args.interactive and os.isatty(0)):
+                                 tty_size=tty.terminal_size())
+        signals = NotedSignals((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH))
+        with proc, signals:
+            set_winsize(proc.master, tty.terminal_size())
+            with tty.RawMode(0, args.interactive and os.isatty(0)):
                 # signals to us end only us: the process loses its terminal (SIGHUP)
                 def leave(signum: int) -> None:
                     raise KeyboardInterrupt

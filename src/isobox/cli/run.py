@@ -9,19 +9,20 @@ import os
 import select
 import signal
 import sys
-import time
 from typing import Any, Dict, List, Optional
 
-from ..control.server import Server
+from ..control.owner import Stopper, own
+from ..control.signals import NotedSignals
 from ..errors import InvalidOption
 from ..images.image import Image
 from ..images.reference import Reference
 from ..images.store import Store
-from ..runtime import logs
+from ..runtime import logs, tty
+from ..runtime.config import config_to_json
 from ..runtime.container import Container
 from ..runtime.mounts import Tmpfs, parse_volume_spec
-from ..runtime.state import write_options
-from .attach import RawTerminal, Signals, copy_thread, set_winsize, terminal_size, tty_loop, write_all
+from ..runtime.state import RunOptions
+from .attach import copy_thread, set_winsize, tty_loop, write_all
 from .environment import environment
 from .format import ProgressBar, exit_status
 
@@ -113,28 +114,7 @@ def _image_for_run(reference: str, platform: Optional[str], store: Store) -> Ima
     return image
 
 
-class _Stopper:
-    """Ctrl-C (SIGINT), SIGTERM or SIGHUP to the isobox command stop the container: its
-    stop signal first, SIGKILL after --stop-timeout or at the second signal."""
-
-    def __init__(self, container: Any, timeout: float) -> None:
-        self.container = container
-        self.timeout = timeout
-        self.kill_at: Optional[float] = None
-
-    def __call__(self, signum: int) -> None:
-        if self.kill_at is None:
-            self.container.kill(self.container.stop_signal)
-            self.kill_at = time.monotonic() + self.timeout
-        else:
-            self.container.kill(signal.SIGKILL)
-
-    def tick(self) -> None:
-        if self.kill_at is not None and time.monotonic() >= self.kill_at:
-            self.container.kill(signal.SIGKILL)
-
-
-def _follow_logs(container: Any, pidfd: int, signals: Signals, stopper: _Stopper) -> None:
+def _follow_logs(container: Container, pidfd: int, signals: NotedSignals, stopper: Stopper) -> None:
     """Stream the container's stdout and stderr logs to our stdout and stderr while it
     runs (each stream in order; between them, order is not kept, as with Docker), across
     the logs' rotations (logs.follow)."""
@@ -173,40 +153,30 @@ def run(args: argparse.Namespace) -> int:
         # a terminal is never handed to the container (it could read what is typed after
         # it ends): we copy from it into a pipe; a pipe or file is passed as it is
         stdin = True if os.isatty(0) else 0
-    container = Container(image, command, tty=args.tty, tty_size=terminal_size() if args.tty else None,
+    container = Container(image, command, tty=args.tty, tty_size=tty.terminal_size() if args.tty else None,
                           stdin=stdin, store=store, **options)
+    record = RunOptions(config=config_to_json(container.config), image=args.image, platform=args.platform,
+                        stdin=bool(args.interactive), auto_remove=args.rm, detached=False,
+                        stop_timeout=args.stop_timeout)
     # Ctrl-C, SIGTERM and SIGHUP take the stop path from the moment the container can be
-    # seen (`ps` lists it once it starts): noted from before the start, acted on in _attach
-    with Signals() as signals:
-        with store.in_use():
-            container.start()
-        server = Server(container, auto_remove=args.rm)
-        try:
-            write_options(container.dir, {"command": command, "tty": args.tty, "stdin": bool(args.interactive),
-                                      **options},
-                          image=args.image, platform=args.platform, auto_remove=args.rm, detached=False,
-                          stop_timeout=args.stop_timeout)
-            server.start()
-            code = _attach(container, args, signals)
-        except BaseException:
-            server.removed = True
-            container.remove(force=True)
-            server.close()
-            raise
-    server.finish(code)
+    # seen (`ps` lists it once it starts): noted from before the start (owner.py), acted
+    # on in _attach; SIGWINCH resizes its terminal
+    signals = NotedSignals((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH))
+    code = own(container, record, signals, lambda c: _attach(c, args, signals))
     return exit_status(code)
 
 
-def _attach(container: Any, args: argparse.Namespace, signals: Signals) -> int:
-    stopper = _Stopper(container, args.stop_timeout)
+def _attach(container: Container, args: argparse.Namespace, signals: NotedSignals) -> int:
+    stopper = Stopper(container, args.stop_timeout)
+    assert container.pid is not None
     pidfd = os.pidfd_open(container.pid)
     try:
         if container.stdin is not None:
             copy_thread(0, container.stdin.fileno(), close_dst=False)
         if args.tty:
             assert container.pty is not None
-            set_winsize(container.pty, terminal_size())
-            with container.log_writer() as log, RawTerminal(0, args.interactive and os.isatty(0)):
+            set_winsize(container.pty, tty.terminal_size())
+            with container.log_writer() as log, tty.RawMode(0, args.interactive and os.isatty(0)):
                 tty_loop(container.pty, args.interactive, pidfd, signals, stopper, log.write)
         else:
             _follow_logs(container, pidfd, signals, stopper)

@@ -60,8 +60,8 @@ import attrs
 
 from .. import errors as _errors
 from ..errors import ContainerError, ContainerNotFound, ExitStatusLost, InvalidOption, IsoboxError, SetupError, Timeout
-from ..runtime.state import (KEPT_NAME, OPTIONS_NAME, owner_alive, owner_holds_lock, process_alive, read_state,
-                             socket_path, unlink_name)
+from ..runtime.state import (KEPT_NAME, RunOptions, owner_alive, owner_holds_lock, process_alive, read_options,
+                             read_state, socket_path, unlink_name)
 from ..images.store import Store, remove_tree
 from ..runtime import tty as _tty
 from ..runtime import wait
@@ -91,8 +91,9 @@ class ContainerInfo:
     """A container of the store as any process sees it (`isobox ps`, `inspect`).
 
     ``status`` is "created", "running" or "exited"; ``exit_code`` as `Container.wait`
-    reports it; ``options`` what its owner recorded (``options.json``, written by the
-    isobox command and the supervisor; empty for containers made by other programs)."""
+    reports it; ``options`` how it was made and is owned, as its owner recorded it
+    (`RunOptions`: the isobox command and the supervisor record them; None for
+    containers made by other programs)."""
 
     id: str
     name: str
@@ -106,7 +107,7 @@ class ContainerInfo:
     pid: Optional[int]
     owner_pid: Optional[int]
     path: pathlib.Path
-    options: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+    options: Optional[RunOptions] = attrs.field(default=None, hash=False)
 
     @property
     def running(self) -> bool:
@@ -141,10 +142,6 @@ class ContainerInfo:
                     continue
                 status, exit_code = "exited", None
             break
-        try:
-            options = json.loads((cdir / OPTIONS_NAME).read_text())
-        except (OSError, ValueError):
-            options = {}
         return cls(
             id=state.id,
             name=state.name,
@@ -158,7 +155,7 @@ class ContainerInfo:
             pid=state.pid,
             owner_pid=state.owner_pid,
             path=cdir,
-            options=options if isinstance(options, dict) else {},
+            options=read_options(cdir),
         )
 
 
@@ -581,9 +578,11 @@ class ContainerHandle:
 
     def kill(self, signal: Union[int, str] = "KILL") -> None:
         """Send a signal to the container's pid 1 (`docker kill`): a name ("TERM",
-        "SIGTERM") or a number."""
+        "SIGTERM") or a number. A container that is not running (any more) is left alone,
+        as `Container.kill` leaves it."""
         signal_number(signal)
-        if self._call({"op": "kill", "signal": signal if isinstance(signal, str) else int(signal)}) is None:
+        if self._call({"op": "kill", "signal": signal if isinstance(signal, str) else int(signal)}) is None \
+                and self.info().running:
             raise self._unserved("kill")
 
     def stop(self, timeout: float = 10) -> int:

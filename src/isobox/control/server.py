@@ -489,9 +489,8 @@ class Server:
 
     def _op_kill(self, conn: Conn, doc: Mapping[str, Any]) -> None:
         signum = signal_number(doc.get("signal", "KILL"))  # checked by check_request
-        if not self._running():
-            raise ContainerError(f"container {self.container.name} is not running")
-        self.container.kill(signum)
+        if self._running():  # one that is not running any more is left alone (protocol.py)
+            self.container.kill(signum)
         conn.send({"ok": True})
 
     def _op_stop(self, conn: Conn, doc: Mapping[str, Any]) -> None:

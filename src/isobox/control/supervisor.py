@@ -3,17 +3,20 @@
 A container dies with its owner (container.py: PR_SET_PDEATHSIG), so a detached one gets
 an owner that stays: the supervisor, ``python -m isobox.control.supervisor``.
 
-- The caller (`run_detached`) starts the supervisor with ``start_new_session``, writes one
-  JSON request (image, options, store) to its stdin and reads one JSON line back from its
+- The caller (`run_detached`) checks the options (`ContainerConfig.from_options`: a bad one
+  fails there), starts the supervisor with ``start_new_session``, writes one JSON request
+  (the image, the config in its one JSON form, config.py, the store) to its stdin and
+  reads one JSON line back from its
   stdout: ``{"ok": true, "id": ...}`` once the container runs and its control socket
   listens, or ``{"ok": false, "error": CLASS, ...}`` (the isobox exception that stopped
   the start).
 - The supervisor forks once at start (its parent exits at once, so nobody has to reap
-  it), starts the `Container`, serves its control socket (server.py), writes a tty
-  container's output to stdout.log, and on SIGTERM stops the container. When the
-  container has exited it marks it ``kept`` (unless ``--rm``: then it removes it),
-  answers the waiters, and exits: an exited container is only state on disk, as with
-  Docker, and no process is left behind.
+  it) and owns the `Container` as the isobox command owns a foreground one (owner.py:
+  start, record, serve its control socket, finish), writing a tty container's output to
+  stdout.log and stopping the container on SIGTERM. When the container has exited it is
+  kept (unless ``--rm``: then removed), the waiters are answered, and the supervisor
+  exits: an exited container is only state on disk, as with Docker, and no process is
+  left behind.
 
 Every other process controls it as any container: control.py's `ContainerHandle`.
 """
@@ -24,17 +27,18 @@ import json
 import os
 import signal as _signal
 import sys
-import time
 from typing import Any, List, Optional, Sequence, Union
 
-from ..runtime.container import Container
-from .client import ContainerHandle, ContainerInfo, StoreArg, error_doc, raise_error
 from ..errors import ContainerError, IsoboxError
 from ..images.image import Image
-from ..runtime import tty
-from .server import Server
-from ..runtime.state import options_from_json, options_to_json, write_options
 from ..images.store import Store
+from ..runtime import tty
+from ..runtime.config import ContainerConfig, config_from_json, config_to_json
+from ..runtime.container import Container
+from ..runtime.state import RunOptions
+from .client import ContainerHandle, ContainerInfo, StoreArg, error_doc, raise_error
+from .owner import Stopper, own
+from .signals import NotedSignals
 
 
 # -- starting one (the caller's side) --------------------------------------------------------------
@@ -48,19 +52,22 @@ def run_detached(
     auto_remove: bool = False,
     stop_timeout: float = 10,
     store: StoreArg = None,
+    stdin: bool = False,
     **options: Any,
 ) -> ContainerHandle:
     """Start a container from a stored image (pull it first) that outlives this process,
     owned by a supervisor process (`isobox run -d`). Options are `Container`'s, except
-    ``stdin`` (True keeps an empty stdin open, as ``docker run -di``). Setup failures are
-    raised here as the same isobox exceptions `Container.start` raises."""
+    ``stdin`` (True keeps an empty stdin open, as ``docker run -di``). A bad option raises
+    here before anything starts; setup failures are raised here as the same isobox
+    exceptions `Container.start` raises."""
     st = Store.open(store)
+    config = ContainerConfig.from_options(command, **options)
     request = {
         "store": str(st.root),
         "image": image,
         "platform": platform,
-        "command": list(command) if isinstance(command, (list, tuple)) else command,
-        "options": options_to_json(options),
+        "config": config_to_json(config),
+        "stdin": bool(stdin),
         "auto_remove": auto_remove,
         "stop_timeout": stop_timeout,
     }
@@ -95,40 +102,18 @@ def run_detached(
 # -- the supervisor process ---------------------------------------------------------------------------
 
 
-class _StopSignals:
-    """SIGTERM and SIGINT noted (and waking the loop through a pipe) instead of ending the
-    supervisor: installed before the container starts, so a stop asked for at any moment
-    the container can be seen is a stop, never an owner dying with its status unknown."""
-
-    def __init__(self) -> None:
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.stopping: List[int] = []
-        _signal.set_wakeup_fd(self.wake_w)
-        for sig in (_signal.SIGTERM, _signal.SIGINT):
-            _signal.signal(sig, lambda signum, frame: self.stopping.append(signum))
-        _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
-
-    def close(self) -> None:
-        _signal.set_wakeup_fd(-1)
-        for fd in (self.wake_r, self.wake_w):
-            os.close(fd)
-
-
-def _supervise(container: Container, server: Server, stop_timeout: float, signals: _StopSignals) -> int:
-    """Own the container until it exits: copy a terminal's output to stdout.log, stop it on
-    SIGTERM/SIGINT, give up if the store disappears. Returns its exit status."""
+def _supervise(container: Container, signals: NotedSignals, stop_timeout: float) -> int:
+    """Attend to the container until it exits: copy a terminal's output to stdout.log, stop
+    it on SIGTERM/SIGINT, give up if the store disappears. Returns its exit status."""
     pidfd = os.pidfd_open(container.pid or 0)
     master = container.pty if container.pty is not None else -1
     log = container.log_writer() if master >= 0 else None  # a terminal's output: ours to log
-    kill_at: Optional[float] = None
+    stopper = Stopper(container, stop_timeout)
 
     def each_round(idle: bool) -> None:
-        nonlocal kill_at
-        if signals.stopping and kill_at is None:
-            container.kill(container.stop_signal)
-            kill_at = time.monotonic() + stop_timeout
-        if kill_at is not None and time.monotonic() >= kill_at:
-            container.kill(_signal.SIGKILL)
+        if signals.take() and not stopper.stopping:
+            stopper(_signal.SIGTERM)  # later signals change nothing: the timeout runs
+        stopper.tick()
         if idle and not (container.dir / "lock").exists():
             container.kill(_signal.SIGKILL)  # the store was deleted under us
 
@@ -137,7 +122,6 @@ def _supervise(container: Container, server: Server, stop_timeout: float, signal
                   wake_fd=signals.wake_r, each_round=each_round, interval=1.0)
         return container.wait()
     finally:
-        signals.close()
         os.close(pidfd)
         if log is not None:
             log.close()
@@ -151,38 +135,47 @@ def main() -> int:
     report = os.fdopen(os.dup(1), "w")
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
-    container: Optional[Container] = None
-    signals = _StopSignals()
-    try:
-        store = Store.open(request["store"])
-        with store.in_use():
-            image = Image.get(request["image"], platform=request.get("platform"), store=store)
-            options = options_from_json(request["options"])
-            container = Container(image, request.get("command"), store=store, **options)
-            container.start()
-        write_options(container.dir, {"command": request.get("command"), **options},
-                      image=request["image"], platform=request.get("platform"),
-                      auto_remove=bool(request.get("auto_remove")), detached=True,
-                      supervisor_pid=os.getpid(), stop_timeout=request.get("stop_timeout", 10))
-        server = Server(container, auto_remove=bool(request.get("auto_remove")))
-        server.start()
-        if container.pty is not None:
-            container.resize(24, 80)
-    except BaseException as exc:
-        if container is not None:
-            container.remove(force=True)
+    reported: List[bool] = []
+
+    def fail(exc: BaseException) -> int:
         doc = error_doc(exc if isinstance(exc, IsoboxError) else ContainerError(f"supervisor: {exc!r}"))
         report.write(json.dumps(doc) + "\n")
         report.close()
         return 1
-    log = os.open(container.dir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    os.dup2(log, 2)
-    os.close(log)
-    os.dup2(devnull, 1)
-    report.write(json.dumps({"ok": True, "id": container.id, "name": container.name}) + "\n")
-    report.close()
-    code = _supervise(container, server, float(request.get("stop_timeout", 10)), signals)
-    server.finish(code)
+
+    try:
+        store = Store.open(request["store"])
+        image = Image.get(request["image"], platform=request.get("platform"), store=store)
+        config = config_from_json(request["config"])
+        container = Container.from_config(image, config, stdin=True if request.get("stdin") else None, store=store)
+        stop_timeout = float(request.get("stop_timeout", 10))
+        options = RunOptions(config=config_to_json(config), image=request["image"], platform=request.get("platform"),
+                             stdin=bool(request.get("stdin")), auto_remove=bool(request.get("auto_remove")),
+                             detached=True, stop_timeout=stop_timeout, supervisor_pid=os.getpid())
+    except BaseException as exc:
+        return fail(exc)
+
+    def serving() -> None:
+        if container.pty is not None:
+            container.resize(24, 80)
+        log = os.open(container.dir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                      0o600)
+        os.dup2(log, 2)
+        os.close(log)
+        os.dup2(devnull, 1)
+        report.write(json.dumps({"ok": True, "id": container.id, "name": container.name}) + "\n")
+        report.close()
+        reported.append(True)
+
+    # SIGTERM and SIGINT stop the container from before it starts (owner.py); SIGHUP is
+    # not ours to take: the supervisor has no terminal (its own session)
+    signals = NotedSignals((_signal.SIGTERM, _signal.SIGINT), ignored=(_signal.SIGHUP,))
+    try:
+        own(container, options, signals, lambda c: _supervise(c, signals, stop_timeout), serving=serving)
+    except BaseException as exc:
+        if not reported:
+            return fail(exc)
+        raise
     return 0
 
 

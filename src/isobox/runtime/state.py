@@ -10,8 +10,9 @@ The files, under the store's ``containers/<id>/``:
   container's status;
 - ``layers.json``: the image layers it uses, the store's own record (`Store.hold_layers`),
   which prune and image removal read;
-- ``options.json``: how it was made, for inspect (written by the isobox command and the
-  supervisor; mode 0600, as the environment may hold secrets);
+- ``options.json``: `RunOptions`, how it was made and is owned, for inspect (written by
+  the isobox command and the supervisor, control/owner.py; mode 0600, as the environment
+  may hold secrets), with `write_options` and `read_options`;
 - ``kept``: an exited container its owner let go of and that stays until removed;
 - ``control.sock``: the owner's control socket (control.py, server.py);
 - ``containers/.names/<name>``: a symlink to the id, the name's claim.
@@ -258,30 +259,70 @@ def unlink_name(link: pathlib.Path, cid: str) -> None:
 # -- how it was made (options.json) ---------------------------------------------------------
 
 
-def options_to_json(options: Mapping[str, Any]) -> Dict[str, Any]:
-    """`Container` keyword arguments (plus ``command``) as a JSON object."""
-    from .config import mounts_to_json  # only an owner records options
+@attrs.frozen
+class RunOptions:
+    """How a container was made and is owned (``options.json``): written once by its owner
+    as it starts (control/owner.py: the isobox command and the supervisor; a `Container`
+    of another program writes none), read for ``inspect`` and ``ps``.
 
-    doc = dict(options)
-    if "mounts" in doc:
-        doc["mounts"] = mounts_to_json(doc["mounts"] or ())
-    if isinstance(doc.get("env"), Mapping):
-        doc["env"] = [f"{k}={v}" for k, v in doc["env"].items()]
-    return doc
+    ``config`` is the `ContainerConfig` in its one JSON form (config.py: `config_to_json`,
+    read back with `config_from_json`), kept as JSON here so that a reader that only lists
+    containers needs none of the container machinery; ``image`` the reference as it was
+    asked for; ``stdin`` whether its stdin is kept open (``-i``); ``auto_remove`` (``--rm``)
+    and ``stop_timeout`` what its owner does at the end and on a stop; ``detached`` whether
+    a supervisor owns it (``supervisor_pid``)."""
+
+    config: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+    image: Optional[str] = None
+    platform: Optional[str] = None
+    stdin: bool = False
+    auto_remove: bool = False
+    detached: bool = False
+    stop_timeout: float = 10.0
+    supervisor_pid: Optional[int] = None
+
+    @classmethod
+    def from_json(cls, doc: Any) -> "RunOptions":
+        """ValueError names what does not fit."""
+        if not isinstance(doc, dict):
+            raise ValueError(f"options are a JSON object, got {type(doc).__name__}")
+        config = doc.get("config")
+        if not isinstance(config, dict):
+            raise ValueError(f"'config' must be an object, got {config!r}")
+        stop_timeout = doc.get("stop_timeout", 10.0)
+        if isinstance(stop_timeout, bool) or not isinstance(stop_timeout, (int, float)):
+            raise ValueError(f"'stop_timeout' must be a number, got {stop_timeout!r}")
+        return cls(
+            config=config,
+            image=_optional_str(doc.get("image")),
+            platform=_optional_str(doc.get("platform")),
+            stdin=bool(doc.get("stdin")),
+            auto_remove=bool(doc.get("auto_remove")),
+            detached=bool(doc.get("detached")),
+            stop_timeout=float(stop_timeout),
+            supervisor_pid=_optional_int(doc.get("supervisor_pid")),
+        )
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "config": dict(self.config), "image": self.image, "platform": self.platform, "stdin": self.stdin,
+            "auto_remove": self.auto_remove, "detached": self.detached, "stop_timeout": self.stop_timeout,
+            "supervisor_pid": self.supervisor_pid,
+        }
 
 
-def options_from_json(doc: Mapping[str, Any]) -> Dict[str, Any]:
-    from .config import mounts_from_json
-
-    options = dict(doc)
-    if "mounts" in options:
-        options["mounts"] = mounts_from_json(options["mounts"] or ())
-    return options
-
-
-def write_options(cdir: pathlib.Path, options: Mapping[str, Any], **extra: Any) -> None:
-    """Record how the container was made (``options.json``), for inspect. Mode 0600: the
-    environment may hold secrets."""
-    doc = {"options": options_to_json(options), **extra}
+def write_options(cdir: pathlib.Path, options: RunOptions) -> None:
+    """The one writer of ``options.json`` (its owner). Mode 0600: the environment may hold
+    secrets."""
     path = cdir / OPTIONS_NAME
-    replace_file(path, json.dumps(doc).encode(), f"{path}.tmp", durable=False, mode=0o600)
+    replace_file(path, json.dumps(options.to_json()).encode(), f"{path}.tmp", durable=False, mode=0o600)
+
+
+def read_options(cdir: pathlib.Path) -> Optional[RunOptions]:
+    """The one reader of ``options.json``: None when there is none (a container another
+    program made) or it is not a record of this isobox."""
+    try:
+        with open(cdir / OPTIONS_NAME, "rb") as f:
+            return RunOptions.from_json(json.loads(f.read()))
+    except (OSError, ValueError):
+        return None
