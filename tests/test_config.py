@@ -12,6 +12,8 @@ import pytest
 import isobox
 from isobox.runtime.config import ContainerConfig, config_from_json, config_to_json
 
+pytestmark = pytest.mark.unit
+
 
 def every_option() -> ContainerConfig:
     return ContainerConfig.from_options(

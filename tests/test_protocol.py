@@ -28,6 +28,7 @@ MEMBERS = sorted(name for name in dir(ContainerProtocol)
                  if not name.startswith("_") and name not in dir(object))
 
 
+@pytest.mark.unit
 def test_the_protocol_lists_the_whole_face():
     assert MEMBERS == sorted([
         "copy_from", "copy_to", "exec", "exit_code", "follow_logs", "get_archive", "id", "kill",
@@ -35,6 +36,7 @@ def test_the_protocol_lists_the_whole_face():
         "wait_for_log", "wait_for_port"])
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("member", MEMBERS)
 def test_a_container_and_a_handle_have_one_signature_per_method(member):
     ours, theirs = getattr(Container, member, None), getattr(ContainerHandle, member, None)
