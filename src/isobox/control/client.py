@@ -463,11 +463,13 @@ class RemoteExec:
 
 
 class ContainerHandle:
-    """A container of the store seen from any process: wait, stop, kill, exec, logs and
-    remove it. A running container is controlled through its owner's control socket
+    """A container of the store seen from any process, with the face of a `Container`
+    (`ContainerProtocol`: wait, stop, kill, exec, logs, readiness waits, copies, resize,
+    remove). A running container is controlled through its owner's control socket
     (detached containers and foreground ``isobox run``); an exited one is state on disk.
     Containers owned by other programs (a `Container` in some Python process) can be
-    listed and their logs read, but only their owner controls them."""
+    listed and their logs read, but only their owner controls them (a `ContainerError`
+    says so)."""
 
     def __init__(self, info: ContainerInfo, store: Store) -> None:
         self._info = info
