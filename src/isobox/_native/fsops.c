@@ -7,17 +7,21 @@
  * and no string check has to be right about it.  Everything else (mkdirat, symlinkat,
  * linkat, mknodat, fchownat, utimensat ...) Python already has through `dir_fd=`.
  *
- * Which RESOLVE_* flags to use is the caller's choice; unpack.py uses:
+ * Which RESOLVE_* flags to use is the caller's choice; the callers use:
  *   RESOLVE_IN_ROOT       treat dirfd as "/" for the whole lookup: absolute symlinks and
  *                         ".." are clamped to it, as in a chroot (openat2(2), Linux 5.6).
+ *                         Everyone: unpack.py, users.py, copy.py, and spawn.c's paths
+ *                         inside a container.
  *   RESOLVE_NO_MAGICLINKS refuse /proc/<pid>/fd-style links, which jump anywhere
- *                         regardless of the root (openat2(2), Linux 5.6).
+ *                         regardless of the root (openat2(2), Linux 5.6).  Everyone.
  *   RESOLVE_NO_XDEV       never cross a mount point: a layer is one file system, and a
  *                         bind mount inside it would be a way out (openat2(2), Linux 5.6).
- *   RESOLVE_BENEATH and RESOLVE_NO_SYMLINKS are exported for callers that want to refuse
- *   instead of clamp (lookups in lower layers).
+ *                         unpack.py.
+ *   RESOLVE_NO_SYMLINKS   refuse every symlink instead of clamping it: users.py walks an
+ *                         image's /etc one component at a time and follows nothing.
+ *   RESOLVE_BENEATH is exported for a caller that wants to refuse "..", not clamp it.
  *
- * Like the rest of the parent-side core, the function returns and never exits: a negative
+ * Like the rest of the parent-side core, the functions return and never exit: a negative
  * errno on failure (crun's convention), so Python can raise an OSError that names it.
  */
 #define _GNU_SOURCE
@@ -32,14 +36,6 @@
 #ifndef SYS_openat2
 #define SYS_openat2 437 /* the same number on every architecture (asm-generic, Linux 5.6) */
 #endif
-
-/* struct open_how from <linux/openat2.h>, spelt out so that building needs no recent
- * kernel headers; the kernel checks the size we pass (extensible struct, openat2(2)). */
-struct ib_open_how {
-    uint64_t flags;
-    uint64_t mode;
-    uint64_t resolve;
-};
 
 int ib_openat2(int dirfd, const char *path, int flags, unsigned int mode, uint64_t resolve)
 {

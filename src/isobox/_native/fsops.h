@@ -1,4 +1,6 @@
-/* isobox native core: the file-system syscalls Python's os module lacks (see fsops.c). */
+/* isobox native core: the file-system syscalls Python's os module lacks (see fsops.c).
+ * The one place for openat2's flags and struct: spawn.c includes this header, and
+ * Python reads the IB_RESOLVE_* values through fsops.cdef (lib.IB_RESOLVE_IN_ROOT). */
 #ifndef ISOBOX_FSOPS_H
 #define ISOBOX_FSOPS_H
 
@@ -10,6 +12,14 @@
 #define IB_RESOLVE_NO_SYMLINKS 0x04
 #define IB_RESOLVE_BENEATH 0x08
 #define IB_RESOLVE_IN_ROOT 0x10
+
+/* struct open_how from <linux/openat2.h>, spelt out so that building needs no recent
+ * kernel headers; the kernel checks the size we pass (extensible struct, openat2(2)). */
+struct ib_open_how {
+    uint64_t flags;
+    uint64_t mode;
+    uint64_t resolve;
+};
 
 /* openat2(2) with the given open(2) flags, mode and RESOLVE_* flags.
  * Returns the new fd, or -errno (never sets errno for the caller to read). */

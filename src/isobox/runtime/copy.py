@@ -46,16 +46,13 @@ class Root:
     spool_dir: pathlib.Path
 
 
-RESOLVE_IN_ROOT = 0x10
-RESOLVE_NO_MAGICLINKS = 0x02
-
 
 def _open_in(root_fd: int, path: str, flags: int) -> int:
     from .._native._core import lib
 
     rel = path.lstrip("/") or "."
     fd = int(lib.ib_openat2(root_fd, os.fsencode(rel), flags | os.O_CLOEXEC, 0,
-                            RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS))
+                            lib.IB_RESOLVE_IN_ROOT | lib.IB_RESOLVE_NO_MAGICLINKS))
     if fd < 0:
         raise ContainerError(f"{path}: {os.strerror(-fd)} in the container") from OSError(-fd, os.strerror(-fd))
     return fd

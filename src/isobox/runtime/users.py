@@ -49,9 +49,6 @@ MAX_DB_SIZE = 4 << 20  # an image's passwd file is small; read no more of a gian
 MAX_ID = (1 << 31) - 1  # runc's maxID for ids given as numbers ("for 32-bit systems")
 MAX_FILE_ID = 0xFFFFFFFE  # an id in the files must still fit setuid(2) ((uid_t)-1 is "none")
 
-_RESOLVE_NO_MAGICLINKS = 0x02
-_RESOLVE_NO_SYMLINKS = 0x04
-_RESOLVE_IN_ROOT = 0x10
 _O_STEP = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -91,7 +88,7 @@ def _openat2(dirfd: int, name: str) -> int:
     from .._native._core import lib
 
     return int(lib.ib_openat2(dirfd, os.fsencode(name), _O_STEP, 0,
-                              _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS | _RESOLVE_NO_SYMLINKS))
+                              lib.IB_RESOLVE_IN_ROOT | lib.IB_RESOLVE_NO_MAGICLINKS | lib.IB_RESOLVE_NO_SYMLINKS))
 
 
 def _xattr_is(fd: int, name: str, value: Optional[bytes]) -> bool:
