@@ -28,7 +28,8 @@ import tempfile
 import time
 from typing import Callable, Dict, Iterator, List, Tuple
 
-from isobox.images.unpack import apply_layer, remove_tree
+from isobox.host.fs import remove_tree
+from isobox.images.unpack import apply_layer
 
 WORDS = [
     bytes(random.Random(i).choices(b"abcdefghijklmnopqrstuvwxyz_.0123456789", k=3 + i % 9))

@@ -34,7 +34,7 @@ def pytest_sessionfinish(session: object, exitstatus: int) -> None:
 
     if os.geteuid() == 0:
         return
-    from isobox.images.store import remove_tree
+    from isobox.host.fs import remove_tree
 
     base = pathlib.Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"
     if not base.is_dir():

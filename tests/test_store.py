@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 
 import isobox
 from isobox.errors import DigestMismatch, StoreError
+from isobox.host.fs import remove_tree
 from isobox.images.digest import compute, is_digest
 from isobox.images.store import (
     ImageRecord,
     LayerRecord,
     Store,
-    remove_tree,
 )
 
 
@@ -183,7 +183,7 @@ def test_remove_tree_removes_read_only_and_mode_000_directories(tmp_path):
 
 @pytest.mark.unit
 def test_remove_tree_never_follows_symlinks_and_handles_deep_trees(tmp_path):
-    """The C walk (native ib_remove_tree) unlinks a link, never what it points at, and
+    """The C walk (fsops.c: ib_remove_tree) unlinks a link, never what it points at, and
     hands trees deeper than its stack allows to the Python walk."""
     outside = tmp_path / "outside"
     (outside / "keep").mkdir(parents=True)

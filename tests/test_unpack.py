@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 from fixtures.host import require, require_tool
 from support.host import IS_ROOT
 from isobox.errors import DigestMismatch, InvalidOption, LayerError
-from isobox.images.unpack import LayerStats, Limits, apply_layer, remove_tree
+from isobox.host.fs import remove_tree
+from isobox.images.unpack import LayerStats, Limits, apply_layer
 
 @pytest.fixture(autouse=True)
 def _tidy(tmp_path: Path) -> Iterator[None]:

@@ -31,7 +31,8 @@ from hypothesis import strategies as st
 from fixtures.host import require, require_tool
 from support.host import IS_ROOT
 from isobox.errors import LayerError
-from isobox.images.unpack import LayerStats, Limits, apply_layer, remove_tree
+from isobox.host.fs import remove_tree
+from isobox.images.unpack import LayerStats, Limits, apply_layer
 from test_unpack_hostile import Box
 
 MTIME = 1_600_000_000

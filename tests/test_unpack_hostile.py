@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 from support.host import IS_ROOT
 from isobox.errors import LayerError
-from isobox.images.unpack import Limits, apply_layer, remove_tree
+from isobox.host.fs import remove_tree
+from isobox.images.unpack import Limits, apply_layer
 
 MTIME = 1_600_000_000
 

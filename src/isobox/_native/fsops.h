@@ -25,4 +25,10 @@ struct ib_open_how {
  * Returns the new fd, or -errno (never sets errno for the caller to read). */
 int ib_openat2(int dirfd, const char *path, int flags, unsigned int mode, uint64_t resolve);
 
+/* Removes the tree at path (relative to dirfd, or AT_FDCWD), never following a symlink:
+ * the directory's content, then the directory; a missing path is fine.  Async-signal-safe
+ * (the child of a user namespace uses it, IB_OP_RMTREE).  Returns 0, or -errno (path is
+ * not a directory: -ENOTDIR; deeper than 65536 levels: -ELOOP). */
+int ib_remove_tree(int dirfd, const char *path);
+
 #endif

@@ -141,7 +141,6 @@ struct ib_child {
 int ib_spawn(const struct ib_spec *spec, struct ib_child *out);
 int ib_spawn_shared(const struct ib_spec *spec, int sync_r, int err_w, int sync_w, int err_r,
                     struct ib_child *out);
-int ib_remove_tree(const char *path);
 int ib_join(const struct ib_spec *spec, const int *ns_fds, int n_fds, struct ib_child *out);
 int ib_pipes(int fds[4]);
 int ib_close(int fd);

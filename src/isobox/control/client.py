@@ -62,7 +62,8 @@ from .. import errors as _errors
 from ..errors import ContainerError, ContainerNotFound, ExitStatusLost, InvalidOption, IsoboxError, SetupError, Timeout
 from ..runtime.state import (KEPT_NAME, RunOptions, owner_alive, owner_holds_lock, process_alive, read_options,
                              read_state, socket_path, unlink_name)
-from ..images.store import Store, remove_tree
+from ..host.fs import remove_tree
+from ..images.store import Store
 from ..runtime import tty as _tty
 from ..runtime import wait
 from ..runtime.protocol import ContainerProtocol

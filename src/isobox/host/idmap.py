@@ -11,7 +11,6 @@ Two shapes, chosen once per container:
 from __future__ import annotations
 
 import os
-import pathlib
 import pwd
 import shutil
 import warnings
@@ -19,7 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import attrs
 
-from ..errors import HostNotSupported, StoreError
+from ..errors import HostNotSupported
 
 
 @attrs.frozen
@@ -242,7 +241,7 @@ def chown_in_userns(root: str, entries: "Sequence[Tuple[str, int, int, Optional[
         ))
     if not ops:
         return
-    spec = native.Spec(clone_flags=CLONE_NEWUSER, ops=tuple(ops), set_ids=False)
+    spec = native.Spec(clone_flags=native.CLONE_NEWUSER, ops=tuple(ops), set_ids=False)
     child = native.spawn(spec)
     try:
         ids.apply(child.pid)
@@ -254,34 +253,3 @@ def chown_in_userns(root: str, entries: "Sequence[Tuple[str, int, int, Optional[
         os.waitpid(child.pid, native.WALL)
         if child.pidfd >= 0:
             os.close(child.pidfd)
-
-
-CLONE_NEWUSER = 0x10000000
-
-
-def remove_in_userns(path: pathlib.Path, ids: Optional[IdMap] = None) -> None:
-    """Remove a tree holding files of the caller's subordinate ids (a rootless container's
-    writes, a rootless pull's layers), which the caller cannot: from inside a user
-    namespace with the same map, by the native core (store.remove_tree calls this when a
-    plain removal is refused)."""
-    ids = ids or for_caller()
-    if not ids.helpers:
-        raise StoreError(f"cannot remove {path}: permission denied")
-    from . import native
-
-    spec = native.Spec(
-        clone_flags=native.CLONE_NEWUSER,
-        ops=(native.Op(native.lib.IB_OP_RMTREE, f"remove {path}", str(path)),),
-        set_ids=False,
-        no_new_privs=True,
-    )
-    child = native.spawn(spec)
-    try:
-        ids.apply(child.pid)
-        child.release()
-    finally:
-        _, status = os.waitpid(child.pid, native.WALL)
-        if child.pidfd >= 0:
-            os.close(child.pidfd)
-    if status != 0:
-        raise StoreError(f"cannot remove {path} inside the user namespace (status {status})")

@@ -39,7 +39,6 @@ import json
 import os
 import pathlib
 import re
-import stat
 import time
 from typing import (
     TYPE_CHECKING,
@@ -58,10 +57,10 @@ from typing import (
 import attrs
 
 from ..errors import DigestMismatch, StoreError
+from ..host.fs import remove_tree, replace_file
 from .digest import check, compute, is_digest, matches, name_key, split
 
 if TYPE_CHECKING:
-    from ..host.idmap import IdMap
     from .image import Image
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -270,53 +269,6 @@ os.register_at_fork(after_in_child=_forget_temporaries_in_child)
 
 
 # -- filesystem helpers -----------------------------------------------------------------
-
-
-def replace_file(path: PathLike, data: bytes, tmp: PathLike, *, durable: bool, mode: int = 0o644) -> None:
-    """Write ``data`` to ``tmp``, then rename it over ``path``: readers see the old file or
-    the new one, never half of one. ``durable`` fsyncs first (store records must survive
-    a crash; a container's state is swept if lost, and is written on every start)."""
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def remove_tree(path: Union[str, pathlib.Path], ids: "Optional[IdMap]" = None) -> None:
-    """Remove a file or directory tree, including read-only and mode-000 directories and,
-    without root, files owned by the caller's subordinate ids."""
-    p = os.fspath(path)
-    try:
-        st = os.lstat(p)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(p)
-        return
-    from ..host.native import ffi, lib
-
-    if lib.ib_remove_tree(ffi.new("char[]", os.fsencode(p))) == 0:
-        return  # the usual case, in C: mode-000 dirs (overlay's work/work) included
-    # not ours to remove (a top directory we may not open, a sticky directory), or deeper
-    # than the C walk's 65536 levels
-    from .unpack import remove_tree as remove_layer_tree
-
-    try:
-        remove_layer_tree(p)  # iterative, makes read-only and mode-000 directories ours
-    except PermissionError:
-        if os.geteuid() == 0:
-            raise
-        # Files a rootless unpack gave subordinate uids: only a user namespace with the
-        # same map may remove them (as containers' state is removed).
-        from ..host.idmap import remove_in_userns
-
-        remove_in_userns(pathlib.Path(p), ids)
 
 
 def tree_size(path: pathlib.Path) -> int:

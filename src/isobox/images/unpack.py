@@ -55,6 +55,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 import attrs
 
 from ..errors import HostNotSupported, InvalidOption, LayerError
+from ..host.fs import remove_tree
 from .digest import is_digest
 from .inflate import FromSource, Inflater
 from .manifest import LAYER_MEDIA_TYPES
@@ -65,7 +66,7 @@ try:
 except ImportError:  # pragma: no cover - a broken install; apply_layer says so
     _lib = None
 
-__all__ = ["Limits", "LayerStats", "apply_layer", "remove_tree", "LAYER_MEDIA_TYPES"]
+__all__ = ["Limits", "LayerStats", "apply_layer", "LAYER_MEDIA_TYPES"]
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ class _LayerWriter:
         if stat.S_ISDIR(st.st_mode):
             if keep_dir:
                 return True
-            _rmtree_at(pfd, name)
+            remove_tree(name, dir_fd=pfd)
         else:
             os.unlink(name, dir_fd=pfd)
         self._forget_dirfds()  # a cached descriptor may name what was just removed
@@ -820,98 +821,6 @@ def _is_whiteout(dirfd: int, name: bytes, st: os.stat_result) -> bool:
     )
 
 
-def _rmtree_at(dirfd: int, name: Union[str, bytes]) -> None:
-    """Removes the tree at name under dirfd without following any symlink, making
-    directories writable where their mode forbids it (a finished layer holds 0555
-    directories).
-
-    Iterative, and with two fds open at most whatever the depth (a container or a layer
-    can nest directories deeper than Python recurses, and than an unprivileged user's
-    1024 fds): it goes down with openat and back up with "..", checking that each
-    parent is still the directory it came from."""
-    privileged = os.geteuid() == 0
-    path: List[Tuple[Union[str, bytes], Tuple[int, int]]] = []  # from the top: name, (dev, ino)
-
-    def enter(parent: int, child: Union[str, bytes]) -> int:
-        # Every directory entered is made rwx for its owner first, so its children can be
-        # opened, chmod-ed and unlinked in turn (needless, and skipped, as root).
-        try:
-            fd = os.open(child, _O_DIR_FD, dir_fd=parent)
-        except PermissionError:
-            # not readable; its parent is searchable (entered before), so chmod it by
-            # name: fchmodat follows a final symlink, but the lstat proves there is none
-            if not stat.S_ISDIR(os.lstat(child, dir_fd=parent).st_mode):
-                raise
-            os.chmod(child, 0o700, dir_fd=parent)
-            fd = os.open(child, _O_DIR_FD, dir_fd=parent)
-        try:
-            st = os.fstat(fd)
-            if not privileged and stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
-                os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
-        except BaseException:
-            os.close(fd)
-            raise
-        path.append((child, (st.st_dev, st.st_ino)))
-        return fd
-
-    fd = enter(dirfd, name)
-    try:
-        while True:
-            sub: Optional[str] = None
-            with os.scandir(fd) as it:
-                for entry in it:
-                    if entry.is_dir(follow_symlinks=False):
-                        sub = entry.name
-                        break
-                    os.unlink(entry.name, dir_fd=fd)
-            if sub is not None:
-                inner = enter(fd, sub)
-                os.close(fd)
-                fd = inner
-                continue
-            child, _ = path.pop()  # fd is empty now: remove it from its parent
-            if not path:
-                os.close(fd)
-                fd = -1
-                os.rmdir(child, dir_fd=dirfd)
-                return
-            up = os.open("..", _O_DIR_FD, dir_fd=fd)
-            st = os.fstat(up)
-            os.close(fd)
-            fd = up
-            if (st.st_dev, st.st_ino) != path[-1][1]:
-                raise OSError(errno.ESTALE, "a directory moved while its tree was being removed")
-            os.rmdir(child, dir_fd=fd)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-
-
-def remove_tree(path: Union[str, "os.PathLike[str]"]) -> None:
-    """Removes a layer directory (or any tree) that apply_layer made.
-
-    shutil.rmtree fails without root on the read-only directories images contain; this
-    makes each writable as needed, never follows a symlink, and ignores a missing path.
-    """
-    path = os.fspath(path)
-    parent, name = os.path.split(os.path.abspath(path))
-    try:
-        pfd = os.open(parent, _O_PATH_DIR)
-    except FileNotFoundError:
-        return
-    try:
-        try:
-            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
-        except FileNotFoundError:
-            return
-        if stat.S_ISDIR(st.st_mode):
-            _rmtree_at(pfd, name)
-        else:
-            os.unlink(name, dir_fd=pfd)
-    finally:
-        os.close(pfd)
-
-
 # --------------------------------------------------------------------------- API
 
 
@@ -928,7 +837,7 @@ def apply_layer(
 ) -> LayerStats:
     """Applies one layer stream to ``dest``, an existing empty directory (a temporary name
     the caller renames once this returns; after an exception the caller removes it with
-    `remove_tree`).
+    `isobox.host.fs.remove_tree`).
 
     ``chunks`` are the blob's bytes as they arrive (gzip, zstd or plain tar, by magic
     bytes; ``media_type``, if given, must be a layer type).  Exceptions the iterator

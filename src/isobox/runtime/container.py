@@ -55,7 +55,8 @@ from ..images.image import Image
 from .config import ContainerConfig, check_tty_size
 from .mounts import Mount, Volume, plan_mounts
 from .rootfs import RootfsPlan
-from ..images.store import Store, remove_tree
+from ..host.fs import remove_tree
+from ..images.store import Store
 from .state import STATE_NAME, ContainerState, owner_alive, read_state, start_time, unlink_name, write_state
 from .spelling import Command, log_streams, parse_command, parse_env, signal_number
 from . import spawn as _spawn

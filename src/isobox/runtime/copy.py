@@ -248,7 +248,7 @@ def copy_from(container: Root, path: str, host_path: Union[str, "os.PathLike[str
     replaces a file, a directory is merged into an existing directory, and a directory
     and a non-directory never replace each other (an error says so)."""
     from ..errors import LayerError
-    from ..images.store import remove_tree
+    from ..host.fs import remove_tree
     from ..images.unpack import apply_layer
 
     dest = os.path.abspath(os.fspath(host_path))

@@ -17,7 +17,7 @@ import attrs
 
 from ..host import idmap as _idmap
 from ..host import native
-from ..images.store import remove_tree
+from ..host.fs import remove_tree
 from ..errors import IsoboxError
 
 

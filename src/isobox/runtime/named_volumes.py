@@ -20,7 +20,8 @@ import attrs
 from ..errors import InvalidOption, StoreError
 from .mounts import volume_dir
 from .state import STATE_NAME, owner_alive, read_state
-from ..images.store import PathLike, Store, remove_tree, tree_size
+from ..host.fs import remove_tree
+from ..images.store import PathLike, Store, tree_size
 from .spelling import NAME
 
 StoreArg = Union[Store, PathLike, None]

@@ -20,7 +20,6 @@ The files, under the store's ``containers/<id>/``:
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -30,7 +29,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import attrs
 
-from ..images.store import replace_file
+from ..host.fs import replace_file, write_json
 
 STATE_NAME = "state.json"
 OPTIONS_NAME = "options.json"
@@ -42,36 +41,6 @@ def socket_path(dfd: int) -> str:
     """The control socket's address through an fd of the container's directory: an
     address holds at most 107 bytes, and the store can be deep (a test's tmp dir)."""
     return f"/proc/self/fd/{dfd}/{SOCKET_NAME}"
-
-
-def write_json(path: pathlib.Path, doc: Mapping[str, Any]) -> None:
-    """Replace a state file whole (no fsync: a lost one is swept with its container).
-
-    On a full disk (a container's own output can fill it) a new file may find no block
-    while the old one's still holds the new text: then the file is overwritten in place,
-    so "exited" is still recorded rather than "running" left standing (issue 9).  A
-    reader meanwhile may see half of it, and reads again (control.py)."""
-    data = json.dumps(doc).encode()
-    try:
-        replace_file(path, data, f"{path}.tmp", durable=False)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        try:
-            os.unlink(f"{path}.tmp")
-        except OSError:
-            pass
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            raise exc from None  # a first write: no old file's blocks to reuse
-        try:
-            if os.fstat(fd).st_blocks * 512 < len(data):
-                raise
-            os.pwrite(fd, data, 0)
-            os.ftruncate(fd, len(data))
-        finally:
-            os.close(fd)
 
 
 # -- the state record (state.json) -----------------------------------------------------------
