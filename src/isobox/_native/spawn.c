@@ -24,11 +24,13 @@
  * child uses syscalls only: no malloc, no stdio, and everything (paths, options, the mount
  * plan) was prepared by Python before clone.
  *
- * The child walks, in order: signals, pdeathsig, sync, setsid, hostname, loopback, make /
- * private, the mount plan (which holds the rootfs, /proc, /dev, /sys, pivot_root, masked and
- * read-only paths), rlimits, bounding set, groups, gid, uid, caps, no_new_privs, stdio,
- * close fds, chdir, re-armed pdeathsig, (init fork), execve.  Each step has a fixed name in
- * Python (native.py); a plan op is named by Python from its own description.
+ * The child walks a fixed list of steps, in the order spawn.h lists them (IB_CHILD_STEPS:
+ * close inherited fds, pdeathsig and the go byte, setsid, hostname, loopback, make /
+ * private; then the mount plan, which holds the rootfs, /proc, /dev, /sys, pivot_root,
+ * masked and read-only paths; then rlimits, terminal, bounding set, groups, gid, uid,
+ * caps, no_new_privs, stdio, chdir, re-armed pdeathsig, seccomp, (init fork), execve).
+ * Each fixed step has its name beside it there (ib_step_name); a plan op is named by
+ * Python from its own description.
  */
 #define _GNU_SOURCE
 #include "spawn.h"
@@ -966,7 +968,7 @@ static void unblock_signals(void)
 {
     sigset_t none;
     sigemptyset(&none);
-    TRY(IB_STEP_SIGNALS, sigprocmask(SIG_SETMASK, &none, NULL));
+    TRY(IB_STEP_UNBLOCK_SIGNALS, sigprocmask(SIG_SETMASK, &none, NULL));
 }
 
 /* Python ignores SIGPIPE and SIGXFSZ and may have handlers installed: give the command
@@ -1224,6 +1226,17 @@ __attribute__((noreturn)) static void join_main(const struct ib_spec *spec, cons
 }
 
 /* ---- the parent side ------------------------------------------------------------------- */
+
+#define IB_STEP_NAME(name, text) [IB_STEP_##name] = text,
+static const char *const step_names[] = {
+    IB_CHILD_STEPS(IB_STEP_NAME) IB_JOIN_STEPS(IB_STEP_NAME) IB_PARENT_STEPS(IB_STEP_NAME)
+};
+#undef IB_STEP_NAME
+
+const char *ib_step_name(uint32_t step)
+{
+    return step < sizeof step_names / sizeof step_names[0] ? step_names[step] : NULL;
+}
 
 /* Fds of a start in flight, and fork.  The application may fork (multiprocessing, its own
  * os.fork) while another of its threads starts a container.  The copy must keep nothing

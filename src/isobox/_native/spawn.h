@@ -11,42 +11,66 @@ struct ib_fail {
     int32_t err;    /* errno */
 };
 
-/* Fixed steps of the child, in the order it performs them. */
+/* The fixed steps a failure record names, with the names errors give them (Python reads
+ * them with ib_step_name; nobody else keeps a list).  X(NAME, "name") makes IB_STEP_NAME.
+ * Each part lists its steps in the order its process first performs them, as the code
+ * reads (tests/test_native_core.py checks it against spawn.c).  The numbers are this
+ * build's own: a record never leaves the process that started the child. */
+
+/* A container's first process: child_main, then finish_and_exec; under init=1 the
+ * command's process G (init_command) re-arms its parent-death signal and does the last
+ * three.  A joined process (G of ib_join) performs them from "setsid" on.  The mount
+ * plan runs between "make / private" and "set rlimits": a failed op is IB_STEP_PLAN +
+ * its index.  READY is no failure: ib_spawn_shared's child says it is running. */
+#define IB_CHILD_STEPS(X)                                                  \
+    X(CLOSE_FDS, "close inherited file descriptors")                       \
+    X(READY, "report ready to the parent")                                 \
+    X(PDEATHSIG, "set parent-death signal")                                \
+    X(SETSID, "setsid")                                                    \
+    X(HOSTNAME, "set hostname")                                            \
+    X(LOOPBACK, "bring up the loopback interface")                         \
+    X(MAKE_PRIVATE, "make / private")                                      \
+    X(RLIMITS, "set rlimits")                                              \
+    X(CONSOLE, "allocate the terminal")                                    \
+    X(CAPBSET, "reduce the capability bounding set")                       \
+    X(SETGROUPS, "setgroups")                                              \
+    X(SETGID, "setgid")                                                    \
+    X(SETUID, "setuid")                                                    \
+    X(CAPS, "clear inheritable capabilities")                              \
+    X(NO_NEW_PRIVS, "set no_new_privs")                                    \
+    X(STDIO, "set up stdin/stdout/stderr")                                 \
+    X(CHDIR, "chdir to the working directory")                             \
+    X(REARM_PDEATHSIG, "re-arm parent-death signal")                       \
+    X(SECCOMP, "install the seccomp filter")                               \
+    X(INIT_FORK, "fork under init")                                        \
+    X(UNBLOCK_SIGNALS, "unblock signals")                                  \
+    X(EXEC_CHECK, "resolve the command inside the container")              \
+    X(EXEC, "exec")
+
+/* What only exec's join helper does (join_main), before its G goes on as above.
+ * JOINED is no failure: the record carries G's pid. */
+#define IB_JOIN_STEPS(X)                                                   \
+    X(DUMPABLE, "make the process non-dumpable")                           \
+    X(CGROUP, "enter the container's cgroups")                             \
+    X(SETNS, "join the container's namespaces")                            \
+    X(SEND_ROOT, "send the container's root directory")                    \
+    X(JOIN_FORK, "fork into the container")                                \
+    X(JOINED, "report the joined process")
+
+/* The parent's own record: ib_spawn_shared's clone failed (it writes the record, as the
+ * cloning thread is not the one that reads it). */
+#define IB_PARENT_STEPS(X) \
+    X(CLONE, "clone")
+
+#define IB_STEP_ENUM(name, text) IB_STEP_##name,
 enum {
     IB_STEP_NONE = 0,
-    IB_STEP_SIGNALS,      /* reset signal dispositions and mask */
-    IB_STEP_PDEATHSIG,    /* arm PR_SET_PDEATHSIG */
-    IB_STEP_SYNC,         /* wait for the parent's go byte (id maps written) */
-    IB_STEP_SETSID,
-    IB_STEP_HOSTNAME,
-    IB_STEP_LOOPBACK,     /* bring lo up in the new network namespace */
-    IB_STEP_MAKE_PRIVATE, /* make / recursively private */
-    IB_STEP_RLIMITS,
-    IB_STEP_CAPBSET,      /* reduce the bounding set */
-    IB_STEP_SETGROUPS,
-    IB_STEP_SETGID,
-    IB_STEP_SETUID,
-    IB_STEP_CAPS,         /* clear inheritable and ambient capabilities */
-    IB_STEP_NO_NEW_PRIVS,
-    IB_STEP_STDIO,
-    IB_STEP_CLOSE_FDS,
-    IB_STEP_CHDIR,
-    IB_STEP_REARM_PDEATHSIG,
-    IB_STEP_INIT_FORK,    /* fork the command under the minimal init */
-    IB_STEP_EXEC,
-    IB_STEP_CONSOLE,      /* allocate the pty and send its master to the parent */
-    IB_STEP_DUMPABLE,     /* make the joining process non-dumpable */
-    IB_STEP_SETNS,        /* join the container's namespaces (exec) */
-    IB_STEP_JOIN_FORK,    /* fork into the joined pid namespace (exec) */
-    IB_STEP_JOINED,       /* not a failure: the record carries the new process's pid */
-    IB_STEP_SECCOMP,      /* install the seccomp filter */
-    IB_STEP_SEND_ROOT,    /* send the container's root directory to the parent (copy) */
-    IB_STEP_CGROUP,       /* enter the container's cgroups (exec) */
-    IB_STEP_READY,        /* not a failure: the child is waiting for its go byte (shared) */
-    IB_STEP_CLONE,        /* clone itself (ib_spawn_shared reports it on the error pipe) */
-    IB_STEP_EXEC_CHECK,   /* resolve the command (and a script's interpreter) in the root */
+    IB_CHILD_STEPS(IB_STEP_ENUM)
+    IB_JOIN_STEPS(IB_STEP_ENUM)
+    IB_PARENT_STEPS(IB_STEP_ENUM)
     IB_STEP_PLAN = 1000,
 };
+#undef IB_STEP_ENUM
 
 /* One operation of the mount plan: Python prepares them, the child walks them in order. */
 enum {
@@ -145,5 +169,7 @@ int ib_join(const struct ib_spec *spec, const int *ns_fds, int n_fds, struct ib_
 int ib_pipes(int fds[4]);
 int ib_close(int fd);
 int ib_forget(int fd);
+/* The name of a fixed step ("set hostname"), or NULL for none (a plan op: Python names it). */
+const char *ib_step_name(uint32_t step);
 
 #endif

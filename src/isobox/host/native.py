@@ -116,37 +116,11 @@ def _reaped_status(pidfd: int) -> Optional[int]:
     status: int = struct.unpack_from("=i", buf, 60)[0]
     return status
 
-# Fixed step names, as the user reads them in an error.
-STEP_NAMES = {
-    lib.IB_STEP_SIGNALS: "reset signals",
-    lib.IB_STEP_PDEATHSIG: "set parent-death signal",
-    lib.IB_STEP_SYNC: "wait for the parent",
-    lib.IB_STEP_SETSID: "setsid",
-    lib.IB_STEP_HOSTNAME: "set hostname",
-    lib.IB_STEP_LOOPBACK: "bring up the loopback interface",
-    lib.IB_STEP_MAKE_PRIVATE: "make / private",
-    lib.IB_STEP_RLIMITS: "set rlimits",
-    lib.IB_STEP_CAPBSET: "reduce the capability bounding set",
-    lib.IB_STEP_SETGROUPS: "setgroups",
-    lib.IB_STEP_SETGID: "setgid",
-    lib.IB_STEP_SETUID: "setuid",
-    lib.IB_STEP_CAPS: "clear inheritable capabilities",
-    lib.IB_STEP_NO_NEW_PRIVS: "set no_new_privs",
-    lib.IB_STEP_STDIO: "set up stdin/stdout/stderr",
-    lib.IB_STEP_CLOSE_FDS: "close inherited file descriptors",
-    lib.IB_STEP_CHDIR: "chdir to the working directory",
-    lib.IB_STEP_REARM_PDEATHSIG: "re-arm parent-death signal",
-    lib.IB_STEP_INIT_FORK: "fork under init",
-    lib.IB_STEP_EXEC: "exec",
-    lib.IB_STEP_CONSOLE: "allocate the terminal",
-    lib.IB_STEP_DUMPABLE: "make the process non-dumpable",
-    lib.IB_STEP_SETNS: "join the container's namespaces",
-    lib.IB_STEP_JOIN_FORK: "fork into the container",
-    lib.IB_STEP_SECCOMP: "install the seccomp filter",
-    lib.IB_STEP_SEND_ROOT: "send the container's root directory",
-    lib.IB_STEP_CGROUP: "enter the container's cgroups",
-    lib.IB_STEP_EXEC_CHECK: "resolve the command inside the container",
-}
+def step_name(step: int) -> str:
+    """A fixed step's name, as the user reads it in an error ("set hostname"): from its
+    entry in spawn.h's step lists, the one place that names them."""
+    name = lib.ib_step_name(step)
+    return ffi.string(name).decode() if name != ffi.NULL else f"step {step}"
 
 
 # The plan's records (Op, Spec, and rootfs.RootfsPlan, mounts.MountPlan) are built once per
@@ -265,7 +239,7 @@ def failure(spec: Spec, step: int, err: int) -> SetupError:
         detail = ("magic links such as /proc/self/exe or /proc/self/fd/N are refused, also "
                   "as a script's interpreter") if err == _errno.ELOOP else None
         return SetupError(f"resolve the command {command} inside the container", err, detail)
-    return SetupError(STEP_NAMES.get(step, f"step {step}"), err)
+    return SetupError(step_name(step), err)
 
 
 def _argv_area() -> Tuple[int, int]:
