@@ -335,6 +335,14 @@ def test_remove_untags_and_collects_unshared_layers(store):
     assert not store.has_layer(digest_of("shared"))
 
 
+def _host_uid(ids, uid):
+    """The host uid that container uid ``uid`` is under the map ``ids``."""
+    for r in ids.uids:
+        if r.container <= uid < r.container + r.size:
+            return r.host + uid - r.container
+    return None
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root removes any file; this is the rootless case")
 def test_prune_removes_a_layer_with_files_of_subordinate_uids(store):
     from fixtures.host import require
@@ -348,7 +356,7 @@ def test_prune_removes_a_layer_with_files_of_subordinate_uids(store):
     (path / "etc/owned").write_text("by uid 1000 of the container")
     idmap.chown_in_userns(str(path), [("etc/owned", 1000, 1000, None), ("etc", 1000, 1000, 0o755)],
                           ids)
-    assert (path / "etc/owned").stat().st_uid == ids.host_uid(1000) != os.getuid()
+    assert (path / "etc/owned").stat().st_uid == _host_uid(ids, 1000) != os.getuid()
     diff_id = digest_of("subuids")
     store.commit_layer(path, diff_id, size=1, entries=2)
     assert store.prune().layers == (diff_id,)

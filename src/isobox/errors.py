@@ -6,7 +6,6 @@ kept as ``__cause__``, so callers catch isobox's families and still see the root
 
 from __future__ import annotations
 
-import errno as _errno
 import os
 from typing import Optional
 
@@ -95,10 +94,6 @@ class SetupError(ContainerError):
         if detail:
             text += f" ({detail})"
         super().__init__(text)
-
-    @property
-    def errname(self) -> str:
-        return _errno.errorcode.get(self.errno, str(self.errno))
 
 
 class CommandNotFound(SetupError):

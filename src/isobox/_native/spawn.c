@@ -105,7 +105,7 @@ __attribute__((noreturn)) static void fail(uint32_t step, int err)
     _exit(127);
 }
 
-/* Runs f; on -1 reports step with errno. */
+/* Evaluates expr; when it is negative, reports step with errno and exits. */
 #define TRY(step, expr)                \
     do {                               \
         if ((expr) < 0)                \
@@ -1361,7 +1361,8 @@ __attribute__((constructor)) static void register_atfork(void)
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
-/* Clones a child that runs main_fn once released; returns its pid or -errno. */
+/* Clones a child that runs child_main (join_main with ns_fds) once released; fills out
+ * and returns 0, or -errno. */
 static int start_child(const struct ib_spec *spec, unsigned long long flags, int want_pidfd,
                        const int *ns_fds, int n_fds, struct ib_child *out)
 {

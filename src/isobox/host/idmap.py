@@ -46,12 +46,6 @@ class IdMap:
     def maps_gid(self, gid: int) -> bool:
         return any(r.container <= gid < r.container + r.size for r in self.gids)
 
-    def host_uid(self, uid: int) -> Optional[int]:
-        for r in self.uids:
-            if r.container <= uid < r.container + r.size:
-                return r.host + uid - r.container
-        return None
-
     def apply(self, pid: int) -> None:
         """Write the maps for a child that waits for them. Raises HostNotSupported."""
         if self.helpers:
@@ -178,11 +172,6 @@ def _read_range(path: str, uid: int) -> Tuple[Optional[Tuple[int, int]], str, bo
     if problem is not None:
         return None, problem + " (the line is not used)", True
     return None, f"no range for {names[0]} in {path}", False
-
-
-def subid_range(path: str, uid: int) -> Optional[Tuple[int, int]]:
-    """The first usable range for uid (by name or number) in /etc/subuid-style files."""
-    return _read_range(path, uid)[0]
 
 
 def for_caller() -> IdMap:
