@@ -8,7 +8,11 @@ import pathlib
 import re
 import stat
 
+import pytest
+
 from isobox.host.fs import remove_tree, replace_file
+
+pytestmark = pytest.mark.unit  # every test here is pure (tests/fixtures/seam.py)
 
 SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "isobox"
 

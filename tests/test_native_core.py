@@ -16,6 +16,8 @@ from isobox.errors import SetupError
 from isobox.host import native
 from isobox.host.native import lib
 
+pytestmark = pytest.mark.unit  # every test here is pure (tests/fixtures/seam.py)
+
 SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "isobox"
 NATIVE = SRC / "_native"
 
