@@ -1,5 +1,4 @@
-"""A container's run-time files (its root's mount point, /etc/hosts, /etc/hostname,
-/etc/resolv.conf) live in a runtime directory on a tmpfs where the host gives one
+"""A container's run-time files (/etc/hosts, /etc/hostname, /etc/resolv.conf) live in a runtime directory on a tmpfs where the host gives one
 (runtime/rundir.py): /run/isobox as root, $XDG_RUNTIME_DIR/isobox rootless; otherwise in
 the container's directory in the store. Nothing of it outlives the container."""
 
@@ -44,9 +43,9 @@ def test_run_time_files_live_in_the_runtime_dir_and_go_with_the_container(busybo
     c.start()
     try:
         run = runtime_base / store_key(store_root) / c.id
-        assert sorted(p.name for p in run.iterdir()) == sorted(("rootfs", *ETC))
+        assert sorted(p.name for p in run.iterdir()) == sorted(ETC)
         assert (run / "hostname").read_text() == "box\n"
-        assert not any((c.dir / name).exists() for name in ("rootfs", *ETC))
+        assert not any((c.dir / name).exists() for name in ("rootfs", *ETC))  # none on the disk
         assert os.stat(run).st_mode & 0o777 == 0o700
         assert os.stat(run.parent).st_mode & 0o777 == 0o700
         c.wait_for_log("box")
@@ -82,5 +81,5 @@ def test_without_a_private_runtime_dir_the_files_stay_in_the_store(busybox_image
         shared.mkdir(mode=0o755)  # another user could enter it: not used
         monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared))
     with isobox.Container(busybox_image, ["sleep", "30"]) as c:
-        assert all((c.dir / name).exists() for name in ("rootfs", *ETC))
+        assert all((c.dir / name).exists() for name in ETC)
         assert c.exec(["cat", "/etc/hosts"]).stdout.startswith(b"127.0.0.1")

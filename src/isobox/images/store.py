@@ -32,6 +32,8 @@ Locking (``fcntl.flock``, released by the kernel when a process dies):
 
 from __future__ import annotations
 
+import atexit
+import collections
 import contextlib
 import errno
 import fcntl
@@ -39,10 +41,12 @@ import json
 import os
 import pathlib
 import re
+import threading
 import time
 from typing import (
     TYPE_CHECKING,
     Any,
+    Callable,
     Dict,
     Iterator,
     List,
@@ -56,11 +60,12 @@ from typing import (
 
 import attrs
 
-from ..errors import DigestMismatch, StoreError
+from ..errors import DigestMismatch, IsoboxError, StoreError
 from ..host.fs import remove_tree, replace_file
 from .digest import check, compute, is_digest, matches, name_key, split
 
 if TYPE_CHECKING:
+    from ..host.idmap import IdMap
     from .image import Image
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -266,6 +271,67 @@ def _forget_temporaries_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_temporaries_in_child)
+
+
+class _Remover:
+    """The thread that removes what `Store.remove_later` renamed into ``tmp/``: one per
+    process, started on first use. Each job holds its directory's flock (so no sweep takes
+    it meanwhile) and the store's shared gc lock (so a prune waits). The process waits
+    for the queue at exit (atexit), so a normal exit leaves nothing behind; a killed
+    process leaves unheld directories under ``tmp/``, which the next sweep removes."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.jobs: "collections.deque[Callable[[], None]]" = collections.deque()
+        self.running = 0
+        self.thread: Optional[threading.Thread] = None
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self.cond:
+            self.jobs.append(job)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="isobox-remover", daemon=True)
+                self.thread.start()
+            self.cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.jobs:
+                    self.cond.wait()
+                job = self.jobs.popleft()
+                self.running += 1
+            try:
+                job()
+            except BaseException:  # pragma: no cover - the job swallows what it expects
+                pass
+            finally:
+                with self.cond:
+                    self.running -= 1
+                    self.cond.notify_all()
+
+    def drain(self) -> None:
+        """Wait until every submitted removal is done."""
+        with self.cond:
+            while self.jobs or self.running:
+                self.cond.wait()
+
+    def forget_in_child(self) -> None:
+        # a forked copy has no remover thread; its parent removes what it queued
+        self.cond = threading.Condition()
+        self.jobs = collections.deque()
+        self.running = 0
+        self.thread = None
+
+
+_remover = _Remover()
+atexit.register(_remover.drain)
+os.register_at_fork(after_in_child=_remover.forget_in_child)
+
+
+def wait_for_removals() -> None:
+    """Wait until the removals `Store.remove_later` started in this process are done."""
+    _remover.drain()
 
 
 # -- filesystem helpers -----------------------------------------------------------------
@@ -491,6 +557,40 @@ class Store:
             except OSError:
                 continue  # gone meanwhile, or not ours to remove: prune reports it
         return removed
+
+    def remove_later(self, path: pathlib.Path, ids: "Optional[IdMap]" = None) -> None:
+        """Remove the directory ``path`` (under the store) in the background: it is renamed
+        into ``tmp/`` at once (gone from where it was, as far as anyone can see) and
+        removed by this process's remover thread. On a disk, removing a container's
+        writable layer is most of the cost of ending it; the caller need not wait for it.
+        Falls back to removing it here when it cannot be moved."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        except OSError:
+            remove_tree(path, ids)
+            return
+        trash = self.tmp / f"rm-{os.getpid()}-{os.urandom(8).hex()}"
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held until removed: a sweep passes over it
+            os.rename(path, trash)
+        except OSError:
+            os.close(fd)
+            remove_tree(path, ids)
+            return
+        _held_temporaries[str(trash)] = fd
+
+        def job() -> None:
+            try:
+                with self.in_use():  # a prune waits for it (and clears tmp/ otherwise)
+                    remove_tree(trash, ids)
+            except (OSError, IsoboxError):
+                pass  # left under tmp/, unheld: the next sweep or prune takes it
+            finally:
+                _release_temporary(trash)
+
+        _remover.submit(job)
 
     def write_file(self, path: pathlib.Path, data: bytes) -> None:
         """Write ``data`` to ``path`` atomically: temp name, fsync, rename."""

@@ -115,7 +115,9 @@ def _make_owned_dir(cdir: pathlib.Path) -> int:
 
 
 def sweep_stale(store: Store) -> List[str]:
-    """Remove what owners that died could not (their containers died with them)."""
+    """Remove what owners that died could not (their containers died with them), and
+    what they had left to their remover thread (unheld directories under ``tmp/``)."""
+    store.sweep_temporaries()
     removed: List[str] = []
     names = store.containers / ".names"
     try:
@@ -154,6 +156,10 @@ def sweep_stale(store: Store) -> List[str]:
                 continue
             _rundir.release_container_dir(pathlib.Path(entry.path))
     return removed
+
+
+# The directory every container of a store mounts its root on, in its own mount namespace
+MOUNTPOINT_NAME = ".rootfs"
 
 
 # --- the container ----------------------------------------------------------------------------
@@ -413,7 +419,13 @@ class Container:
             # the host gives one (rundir.py), after the container's directory: a sweep
             # takes a runtime directory whose container directory is gone
             self._rundir = _rundir.make_container_dir(store.root, self.id)
-            (self._rundir or cdir).joinpath("rootfs").mkdir(mode=0o700)
+            # the root's mount point: one empty directory every container of the store
+            # mounts on, each in its own mount namespace. Never removed: removing a
+            # directory that was a mount point (in any namespace) detaches mounts under the
+            # global namespace lock, dearer than the rest of a container's end
+            mountpoint = store.containers / MOUNTPOINT_NAME
+            if not mountpoint.is_dir():
+                mountpoint.mkdir(mode=0o700, exist_ok=True)
             # the upper dir's root is the container's "/": give it the image root's mode
             top = self.image.layers[-1] if self.image.layers else None
             os.chmod(cdir / "upper", (top.stat().st_mode & 0o7777) if top and top.is_dir() else 0o755)
@@ -466,7 +478,7 @@ class Container:
             layers=[str(p) for p in self.image.layers],
             upper=str(cdir / "upper"),
             work=str(cdir / "work"),
-            mountpoint=str((self._rundir or cdir) / "rootfs"),
+            mountpoint=str(cdir.parent / MOUNTPOINT_NAME),
             in_userns=in_userns,
             mknod_devices=not in_userns,
             devpts_gid=5 if ids is None or ids.maps_gid(5) else None,
@@ -1057,7 +1069,9 @@ class Container:
             cdir = self._store.containers / self.id
             try:
                 self._store.release_layers(self.id)
-                remove_tree(cdir, self._ids)
+                # gone at once; its writable layer is removed by the store's remover
+                # thread (most of a container's end on a disk; see Store.remove_later)
+                self._store.remove_later(cdir, self._ids)
                 if self._rundir is not None:
                     remove_tree(self._rundir, self._ids)
                     _rundir.release_container_dir(self._rundir)

@@ -6,9 +6,10 @@ and removed costs a journal entry and, on a disk mounted with ``discard``, a dis
 its block: a container's short-lived files there cost more than the rest of its start.
 What lives only as long as the container runs and need not survive a reboot goes here
 instead: /etc/hosts, /etc/hostname and /etc/resolv.conf (bound into the container, as
-Podman keeps them in its runroot) and the mount point of its root filesystem. What must
-stay on the disk stays in the store's ``containers/<id>/``: the upper and work directories
-(the container's writes can be large), the logs, the state, the lock.
+Podman keeps them in its runroot). What must stay on the disk stays in the store's
+``containers/<id>/``: the upper and work directories (the container's writes can be
+large), the logs, the state, the lock. (The root's mount point is one directory all the
+store's containers share, ``containers/.rootfs``: see container.py.)
 
 The directory, per store (two stores never share one) and per container:
 

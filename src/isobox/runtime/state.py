@@ -137,8 +137,22 @@ class ContainerState:
 
 
 def write_state(cdir: pathlib.Path, state: ContainerState) -> None:
-    """The one writer of ``state.json``: the container's owner (`Container`)."""
-    write_json(cdir / STATE_NAME, state.to_json())
+    """The one writer of ``state.json``: the container's owner (`Container`). The first
+    record is written straight into a new file (a reader meanwhile finds none, or half of
+    one: a ValueError, "being created"); later ones replace it whole (write_json), so a
+    reader never sees a running container's record torn."""
+    path = cdir / STATE_NAME
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except FileExistsError:
+        write_json(path, state.to_json())
+        return
+    try:
+        view = memoryview(json.dumps(state.to_json()).encode())
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def read_state(cdir: pathlib.Path) -> ContainerState:
