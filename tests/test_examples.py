@@ -32,9 +32,10 @@ def run_example(name: str, registry_url: str, store: Path) -> List[str]:
 
 def assert_nothing_left(store: Path) -> None:
     containers = store / "containers"
-    left = [p.name for p in containers.iterdir() if p.name != ".names"]
+    left = [p.name for p in containers.iterdir() if p.name not in (".names", ".rootfs")]
     assert left == [], f"containers left in the store: {left}"
     assert list((containers / ".names").iterdir()) == []
+    assert list((store / "tmp").iterdir()) == [], "removals left behind"  # waited for at exit
 
 
 def section(lines: List[str], title: str) -> List[str]:

@@ -258,7 +258,10 @@ class Conn:
                 left = deadline - time.monotonic()
                 if left <= 0 or not _poll_in(self.sock.fileno(), left):
                     raise socket.timeout("no reply")
-            data, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
+            try:
+                data, fds, _, _ = socket.recv_fds(self.sock, 65536, 4)
+            except ConnectionResetError:  # the owner closed without reading us: it is gone
+                data, fds = b"", []
             for fd in fds:
                 os.set_inheritable(fd, False)
             self.fds.extend(fds)
@@ -736,8 +739,8 @@ class ContainerHandle:
         if reply is None or not reply.get("ok"):
             for fd in fds:
                 os.close(fd)
-            if reply is None:
-                raise ContainerError(f"container {self.name}: its owner went away")
+            if reply is None:  # it went away meanwhile: say why (ended, or not serving)
+                raise self._unserved("copy into or out of")
             raise_error(reply)
         for fd in fds[1:]:
             os.close(fd)
@@ -803,8 +806,8 @@ class ContainerHandle:
             raise self._unserved("exec in")
         try:
             reply = conn.recv()
-            if reply is None:
-                raise ContainerError(f"container {self.name}: its owner went away")
+            if reply is None:  # it went away meanwhile: say why (ended, or not serving)
+                raise self._unserved("exec in")
             if not reply.get("ok"):
                 raise_error(reply)
             got = conn.take_fds()

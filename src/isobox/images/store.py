@@ -275,7 +275,7 @@ os.register_at_fork(after_in_child=_forget_temporaries_in_child)
 
 class _Remover:
     """The thread that removes what `Store.remove_later` renamed into ``tmp/``: one per
-    process, started on first use. Each job holds its directory's flock (so no sweep takes
+    process, started on first use (in a forked child there is none: see `synchronous`). Each job holds its directory's flock (so no sweep takes
     it meanwhile) and the store's shared gc lock (so a prune waits). The process waits
     for the queue at exit (atexit), so a normal exit leaves nothing behind; a killed
     process leaves unheld directories under ``tmp/``, which the next sweep removes."""
@@ -285,8 +285,14 @@ class _Remover:
         self.jobs: "collections.deque[Callable[[], None]]" = collections.deque()
         self.running = 0
         self.thread: Optional[threading.Thread] = None
+        # In a forked child, removals run in the caller: children of fork commonly end
+        # with os._exit (multiprocessing's workers do), which runs no atexit handler.
+        self.synchronous = False
 
     def submit(self, job: Callable[[], None]) -> None:
+        if self.synchronous:
+            job()
+            return
         with self.cond:
             self.jobs.append(job)
             if self.thread is None or not self.thread.is_alive():
@@ -322,6 +328,7 @@ class _Remover:
         self.jobs = collections.deque()
         self.running = 0
         self.thread = None
+        self.synchronous = True
 
 
 _remover = _Remover()
