@@ -211,12 +211,15 @@ def test_a_running_container_holds_few_fds_and_the_limit_is_named(busybox_rootfs
         import resource
         def fds():
             return len(os.listdir("/proc/self/fd"))
-        isobox.run(image, ["true"])          # the pump and spawner threads exist now
+        from isobox.images.store import wait_for_removals
+        isobox.run(image, ["true"])          # the pump, spawner and remover threads exist now
+        wait_for_removals()  # each removal in progress holds its directory's fd until done
         before = fds()
         cs = [isobox.Container(image, ["sleep", "60"]).start() for _ in range(10)]
         per_container = (fds() - before) / 10
         for c in cs:
             c.remove(force=True)
+        wait_for_removals()
         after = fds()
         # a hard limit that leaves room for a few containers only: a clear error
         resource.setrlimit(resource.RLIMIT_NOFILE, (after + 40, after + 40))
