@@ -7,10 +7,12 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
-import time
+import tempfile
+from typing import Iterator
 
 import pytest
 
@@ -23,15 +25,14 @@ ETC = ("hostname", "hosts", "resolv.conf")
 
 
 @pytest.fixture
-def runtime_base(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
-    """Where this test's store keeps its runtime directories."""
-    if IS_ROOT:
-        base = pathlib.Path(rundir.ROOT_RUNTIME_DIR)
-    else:
-        base = tmp_path / "xdg-runtime"
-        base.mkdir(mode=0o700)
-        monkeypatch.setenv("XDG_RUNTIME_DIR", str(base))
-    return base / "isobox"
+def runtime_base(monkeypatch: pytest.MonkeyPatch) -> Iterator[pathlib.Path]:
+    """Where this test's store keeps its runtime directories: a private directory on a
+    tmpfs (/dev/shm) given as $ISOBOX_RUNTIME_DIR (this machine's /run may be on the
+    disk, where no runtime directory is used: see below)."""
+    base = pathlib.Path(tempfile.mkdtemp(prefix="isobox-run-", dir="/dev/shm"))
+    monkeypatch.setenv(rundir.RUNTIME_DIR_ENV, str(base))  # children of the test too
+    yield base / "isobox"
+    shutil.rmtree(base)
 
 
 def store_key(store: pathlib.Path) -> str:
@@ -73,13 +74,23 @@ def test_a_killed_owners_runtime_dir_is_swept_by_the_next_start(busybox_image, s
     assert not (store_root / "containers" / cid).exists()
 
 
-def test_without_a_private_runtime_dir_the_files_stay_in_the_store(busybox_image, store_root, monkeypatch, tmp_path):
-    if IS_ROOT:
-        monkeypatch.setattr(rundir, "ROOT_RUNTIME_DIR", str(tmp_path / "no-such-dir"))
-    else:
-        shared = tmp_path / "shared"
-        shared.mkdir(mode=0o755)  # another user could enter it: not used
-        monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared))
-    with isobox.Container(busybox_image, ["sleep", "30"]) as c:
-        assert all((c.dir / name).exists() for name in ETC)
-        assert c.exec(["cat", "/etc/hosts"]).stdout.startswith(b"127.0.0.1")
+@pytest.mark.parametrize("why", ["missing", "not private", "on the disk"])
+def test_without_a_private_tmpfs_runtime_dir_the_files_stay_in_the_store(busybox_image, store_root, monkeypatch,
+                                                                        tmp_path, why):
+    base = tmp_path / "run"  # tmp_path: on the disk here (/tmp is not a tmpfs on this machine)
+    if why == "not private":
+        base = pathlib.Path(tempfile.mkdtemp(dir="/dev/shm"))
+        os.chmod(base, 0o777)  # another user could plant isobox/ in it first: not used
+    elif why == "on the disk":
+        base.mkdir(mode=0o700)
+        if rundir.on_tmpfs(str(base)):
+            pytest.skip("this machine's /tmp is a tmpfs")
+    try:
+        monkeypatch.setenv(rundir.RUNTIME_DIR_ENV, str(base))
+        with isobox.Container(busybox_image, ["sleep", "30"]) as c:
+            assert all((c.dir / name).exists() for name in ETC)
+            assert c.exec(["cat", "/etc/hosts"]).stdout.startswith(b"127.0.0.1")
+        assert not (base / "isobox").exists() or list((base / "isobox").iterdir()) == []
+    finally:
+        if why == "not private":
+            shutil.rmtree(base)

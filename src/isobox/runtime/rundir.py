@@ -13,11 +13,13 @@ store's containers share, ``containers/.rootfs``: see container.py.)
 
 The directory, per store (two stores never share one) and per container:
 
+- ``$ISOBOX_RUNTIME_DIR/isobox/<store key>/<id>/`` when that variable is set (a machine
+  whose /run is on the disk can name a directory of its own on a tmpfs);
 - as root: ``/run/isobox/<store key>/<id>/``;
-- rootless: ``$XDG_RUNTIME_DIR/isobox/<store key>/<id>/`` when the variable names a
-  directory of the caller's, mode 0700 (what systemd-logind makes);
-- otherwise (no such directory, or one that another user could enter): the container's
-  directory in the store, as before.
+- rootless: ``$XDG_RUNTIME_DIR/isobox/<store key>/<id>/`` (what systemd-logind makes);
+- otherwise (no such directory, one that another user could write into, or one that is
+  not on a tmpfs — on some machines /run is on the disk): the container's directory in
+  the store.
 
 Each level is made 0700 and checked to be the caller's own, not a symlink, and closed to
 others, so another local user can neither read a container's files nor plant them.
@@ -32,6 +34,7 @@ import stat
 from typing import Dict, Optional
 
 ROOT_RUNTIME_DIR = "/run"
+RUNTIME_DIR_ENV = "ISOBOX_RUNTIME_DIR"  # overrides the base (/run, $XDG_RUNTIME_DIR) for all
 
 # store root -> its runtime directory (None: none usable); a fact about this process's
 # environment, decided once
@@ -52,6 +55,17 @@ def _own_private_dir(path: pathlib.Path) -> bool:
     except OSError:
         return False
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
+
+
+def _safe_base(path: str) -> bool:
+    """A base directory that exists, is no symlink, belongs to us or root, and that no
+    other user can write into (so nobody can plant our ``isobox`` directory first)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid in (0, os.geteuid())
+            and not st.st_mode & 0o022)
 
 
 def make_container_dir(store_root: pathlib.Path, cid: str) -> Optional[pathlib.Path]:
@@ -81,20 +95,40 @@ def release_container_dir(path: pathlib.Path) -> None:
         pass  # other containers of the store, or gone already
 
 
+def on_tmpfs(path: str) -> bool:
+    """Whether ``path`` lies on a tmpfs (or ramfs), by the mount table: where /run is on
+    the disk (some VMs and containers), a runtime directory there would only add files
+    to the disk, and the store's container directory is used instead."""
+    real = os.path.realpath(path)
+    best, fstype = "", ""
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            lines = f.read().decode("utf-8", "surrogateescape").splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if not sep or len(fields) < 5 or not right:
+            continue
+        point = fields[4].replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, fstype = point, right.split()[0]
+    return fstype in ("tmpfs", "ramfs")
+
+
 def store_runtime_dir(store_root: pathlib.Path) -> Optional[pathlib.Path]:
     """The runtime directory of the store at ``store_root``, made if needed; None when
     this host gives the caller none (then run-time files stay in the store)."""
     if store_root in _decided:
         return _decided[store_root]
-    base: Optional[str]
-    if os.geteuid() == 0:
-        base = ROOT_RUNTIME_DIR
-    else:
-        base = os.environ.get("XDG_RUNTIME_DIR") or None
-        if base is not None and not (os.path.isdir(base) and _own_private_dir(pathlib.Path(base))):
-            base = None  # missing (never made here: that is logind's), or not private
+    base = os.environ.get(RUNTIME_DIR_ENV) or (
+        ROOT_RUNTIME_DIR if os.geteuid() == 0 else os.environ.get("XDG_RUNTIME_DIR")) or None
+    if base is not None and not _safe_base(base):
+        base = None  # missing (never made here: that is logind's), or others could write in it
     found: Optional[pathlib.Path] = None
-    if base is not None and os.path.isabs(base):
+    if base is not None and os.path.isabs(base) and on_tmpfs(base):
         top = pathlib.Path(base) / "isobox"
         key = hashlib.sha256(os.fsencode(store_root)).hexdigest()[:16]
         if _own_private_dir(top) and _own_private_dir(top / key):
