@@ -13,7 +13,6 @@ import threading
 from typing import Callable, Optional, Tuple
 
 from ..control.signals import NotedSignals
-from ..runtime import tty
 
 
 def write_all(fd: int, data: bytes) -> bool:
@@ -54,6 +53,8 @@ def set_winsize(master: int, size: Optional[Tuple[int, int]]) -> None:
     """The terminal ``master`` gets ``size`` (rows, columns); nothing for None (ours does
     not know its size: the container keeps its 24x80)."""
     if size is not None:
+        from ..runtime import tty  # termios: only a terminal needs it (not exec without -t)
+
         tty.set_size(master, size[0], size[1])
 
 
@@ -63,6 +64,8 @@ def tty_loop(master: int, interactive: bool, done_fd: int, signals: NotedSignals
     log), until ``done_fd`` is readable (the process exited) and the output is drained
     (tty.relay). SIGWINCH resizes the terminal to ours; other signals go to
     ``on_signal``."""
+    from ..runtime import tty
+
     out_ok = [True]
 
     def output(data: bytes) -> None:

@@ -17,7 +17,6 @@ from ..errors import ContainerError, InvalidOption, IsoboxError
 from ..images.store import Store
 from . import EXIT_ERROR
 from ..control.signals import NotedSignals
-from ..runtime import tty
 from ..runtime.spelling import signal_number
 from .attach import set_winsize, tty_loop, write_all
 from .environment import environment
@@ -106,6 +105,8 @@ def exec_command(args: argparse.Namespace) -> int:
     handle = get_container(args.container, Store.open(args.root))
     env = environment(argparse.Namespace(env=args.env, env_file=[]))
     if args.tty:
+        from ..runtime import tty  # termios & co.: only an exec with a terminal needs them
+
         proc = handle.exec_start(args.command, env=env, workdir=args.workdir, user=args.user, tty=True,
                                  tty_size=tty.terminal_size())
         signals = NotedSignals((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH))

@@ -64,17 +64,23 @@ from ..runtime.state import (KEPT_NAME, RunOptions, owner_alive, owner_holds_loc
                              read_state, socket_path, unlink_name)
 from ..host.fs import remove_tree
 from ..images.store import Store
-from ..runtime import tty as _tty
-from ..runtime import wait
-from ..runtime.protocol import ContainerProtocol
 from ..runtime.spelling import NAME, Command, Env, log_streams, parse_command, parse_env, signal_number
 
 if TYPE_CHECKING:
     import re
 
+    from ..runtime.protocol import ContainerProtocol
+
     from ..result import RunResult
     from ..runtime import copy
     from ..runtime.container import Container
+
+def _tty() -> Any:
+    """runtime.tty (termios with it) only for an exec with a terminal."""
+    from ..runtime import tty
+
+    return tty
+
 
 MAX_MESSAGE = 1 << 20
 # An owner reaps and records its container's exit within moments; a reader that finds the
@@ -681,10 +687,14 @@ class ContainerHandle:
     def wait_for_port(self, port: int, timeout: float = 30.0) -> None:
         """Return once something in the container listens on TCP ``port`` (seen in its
         own network namespace); raise if it exits first or after ``timeout``."""
+        from ..runtime import wait  # not on the way of `isobox exec` and `ps`
+
         wait.wait_for_port(self, port, timeout)
 
     def wait_for_log(self, pattern: Union[str, bytes, "re.Pattern[bytes]"], timeout: float = 30.0) -> None:
         """Return once the container's output matches ``pattern`` (text or a regex)."""
+        from ..runtime import wait
+
         wait.wait_for_log(self, pattern, timeout)
 
     # copy.py (tarfile, the native core) is imported on the first copy: the clients that
@@ -860,7 +870,7 @@ class ContainerHandle:
                 terminal = bytearray()
                 try:
                     if tty and proc.master >= 0:
-                        if not _tty.relay(proc.master, proc.fileno(), terminal.extend, deadline=deadline):
+                        if not _tty().relay(proc.master, proc.fileno(), terminal.extend, deadline=deadline):
                             raise Timeout(f"exec {argv[0]} in {self.name} still running after {timeout} s: killed")
                         code = proc.wait()
                     else:
