@@ -41,6 +41,7 @@ import urllib3
 
 from ..errors import AuthenticationError, NotFound, RateLimited, RegistryError
 from .credentials import Credentials, lookup_credentials
+from .manifest import load_json_object
 from .reference import Reference
 
 MAX_TOKEN_RESPONSE = 1024 * 1024
@@ -480,7 +481,7 @@ class Session:
                     f"token server {realm_url.netloc} answered HTTP {resp.status_code}"
                 )
             body = read(resp, MAX_TOKEN_RESPONSE, decode=True)
-        doc = _json_object(body, "token response")
+        doc = load_json_object(body, "token response")
         token = doc.get("token") or doc.get("access_token")
         if not isinstance(token, str) or not token or any(c in token for c in "\r\n"):
             raise AuthenticationError(f"token server {realm_url.netloc} sent no usable token")
@@ -747,16 +748,6 @@ def _error_detail(resp: requests.Response) -> str:
         if not messages and isinstance(doc.get("details"), str):
             messages.append(doc["details"])
     return "; ".join(messages)[:500]
-
-
-def _json_object(raw: bytes, what: str) -> Dict[str, Any]:
-    try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise RegistryError(f"{what} is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise RegistryError(f"{what} must be a JSON object")
-    return doc
 
 
 __all__ = [

@@ -162,7 +162,9 @@ class Descriptor:
         return doc
 
 
-def _load_json(raw: bytes, what: str) -> Dict[str, Any]:
+def load_json_object(raw: bytes, what: str) -> Dict[str, Any]:
+    """A registry's JSON document (a manifest, an index, a token response) that must be
+    an object; RegistryError naming ``what`` otherwise."""
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -174,7 +176,7 @@ def _load_json(raw: bytes, what: str) -> Dict[str, Any]:
 
 def _load_schema2(raw: bytes, kind: str, digest: str) -> Dict[str, Any]:
     """A manifest or index document: JSON, schemaVersion 2 (schema 1 is refused)."""
-    doc = _load_json(raw, kind)
+    doc = load_json_object(raw, kind)
     if doc.get("schemaVersion") != 2:
         raise UnsupportedManifest(f"{kind} {digest} has schemaVersion {doc.get('schemaVersion')!r}, not 2")
     return doc
@@ -345,6 +347,7 @@ __all__ = [
     "LAYER_MEDIA_TYPES",
     "MANIFEST_TYPES",
     "Manifest",
+    "load_json_object",
     "OCI_INDEX",
     "OCI_MANIFEST",
     "check_digest",
