@@ -55,3 +55,13 @@ def test_containers_share_one_mount_point_that_stays_empty(busybox_image, store_
         mount_point = store_root / "containers" / ".rootfs"
         assert mount_point.is_dir() and list(mount_point.iterdir()) == []
     assert list(mount_point.iterdir()) == []
+
+
+def test_the_writable_layer_is_mounted_volatile(busybox_image, store_root):
+    """A container is never mounted again after it stops (isobox has no restart), so its
+    upper directory need not be synced: overlay's ``volatile`` (CRI-O's choice for every
+    container, podman's for ``--rm``) drops the syncfs at unmount that cost ~0.5 ms of
+    every start on a disk store."""
+    out = isobox.run(busybox_image, ["cat", "/proc/self/mountinfo"], timeout=30).stdout.decode()
+    root = next(line for line in out.splitlines() if line.split()[4] == "/")
+    assert " overlay " in root and "volatile" in root.split(" - ")[1], root

@@ -185,6 +185,11 @@ static int overlay_fsmount(const struct ib_op *op)
         return -1;
     /* userxattr: in a user namespace overlayfs must keep its metadata in user.* xattrs
      * (trusted.* needs CAP_SYS_ADMIN in the initial namespace; Linux 5.11). */
+    /* volatile: the upper layer is never synced, not even at unmount (overlayfs.rst,
+     * "Volatile mount"); a container is never mounted again once it stops. */
+    if ((op->opt & IB_OPT_VOLATILE) &&
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "volatile", NULL, 0) < 0)
+        return -1;
     if ((op->opt & IB_OPT_USERXATTR) &&
         syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
         return -1;

@@ -97,6 +97,7 @@ enum {
 #define IB_OPT_USERXATTR 0x2  /* overlay: mount with userxattr (inside a user namespace) */
 #define IB_OPT_CHMOD 0x4      /* IB_OP_CHOWN_IN: chmod after chown (chown clears set-id bits) */
 #define IB_OPT_IN_PLACE 0x8   /* IB_OP_REMOUNT: target is a mount point: no self-bind first */
+#define IB_OPT_VOLATILE 0x10  /* overlay: volatile, no sync of the upper layer (Linux 5.10) */
 
 struct ib_op {
     int kind;

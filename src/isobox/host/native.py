@@ -146,6 +146,7 @@ class Op:
     ref: int = -1  # IB_OP_ATTACH: index of its IB_OP_OPEN_TREE op
     chmod: bool = False  # IB_OP_CHOWN_IN: restore the mode after chown
     in_place: bool = False  # IB_OP_REMOUNT: the target is already a mount point
+    volatile: bool = False  # IB_OP_OVERLAY: never sync the upper layer
 
 
 @attrs.frozen(eq=False)
@@ -281,7 +282,8 @@ def _pack(spec: Spec) -> Tuple[Any, List[Any]]:
         o.opt = ((lib.IB_OPT_OPTIONAL if op.optional else 0)
                  | (lib.IB_OPT_USERXATTR if op.userxattr else 0)
                  | (lib.IB_OPT_CHMOD if op.chmod else 0)
-                 | (lib.IB_OPT_IN_PLACE if op.in_place else 0))
+                 | (lib.IB_OPT_IN_PLACE if op.in_place else 0)
+                 | (lib.IB_OPT_VOLATILE if op.volatile else 0))
         o.source = _cstr(keep, op.source)
         o.target = _cstr(keep, op.target)
         o.fstype = _cstr(keep, op.fstype)
