@@ -8,8 +8,9 @@ Everything lives on a tmpfs (disk write-back makes back-to-back runs noisy), and
 measured once more with its store on the disk (--disk-dir, the root filesystem by default),
 where the default store lives. Peers are
 timed as shell loops (one `sh` forks each run) and isobox as a Python loop, each run
-doing the whole life of a container: create, start, wait, remove. isobox runs with its
-full isolation (overlay root, /proc, /dev, /sys, masked paths, new network namespace).
+doing the whole life of a container: create, start, wait, remove. "isolated starts" are
+single starts 50 ms apart, as an application or a test makes them (back-to-back loops
+share warm kernel state). isobox runs with its full isolation (overlay root, /proc, /dev, /sys, masked paths, new network namespace).
 """
 
 from __future__ import annotations
@@ -64,6 +65,33 @@ def time_shell_loop(command: str, runs: int, prefix: str = "", wrapper: Sequence
     return statistics.median(samples)
 
 
+GAP = 0.05  # seconds of idleness before each isolated start
+
+
+def time_shell_each(command: str, runs: int, gap: float = GAP) -> Optional[float]:
+    """Median of single runs `gap` apart, each timed by bash itself ($EPOCHREALTIME)."""
+    script = (f'for i in $(seq {runs}); do sleep {gap}; s=$EPOCHREALTIME; '
+              f'{command} >/dev/null 2>&1 || exit 1; e=$EPOCHREALTIME; echo "$s $e"; done')
+    done = subprocess.run(["bash", "-c", script], stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        return None
+    return statistics.median(float(e) - float(s) for s, e in (line.split() for line in done.stdout.splitlines()))
+
+
+def time_isolated(fn: Callable[[], object], runs: int, gap: float = GAP) -> float:
+    """Median of single starts `gap` apart: what one `isobox.run` of an application or a
+    test costs, where back-to-back starts share warm caches and kernel state (an RCU
+    grace period a writer started moments ago is one the next need not wait for)."""
+    fn()
+    samples = []
+    for _ in range(runs):
+        time.sleep(gap)
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
 def time_python(fn: Callable[[], object], runs: int) -> float:
     for _ in range(5):
         fn()
@@ -94,6 +122,10 @@ def main() -> None:
 
         results["isobox (in-process)"] = time_python(lambda: isobox.run(image, ["/bin/true"]), runs)
 
+        isolated_runs = max(20, runs // 4)
+        results["isobox, isolated starts"] = time_isolated(
+            lambda: isobox.run(image, ["/bin/true"]), isolated_runs)
+
         # the default store lives on the disk (/var/lib/isobox, ~/.local/share/isobox): the
         # same image and run with the store on the root filesystem instead of a tmpfs
         disk = tempfile.mkdtemp(prefix="isobox-bench-", dir=args.disk_dir)
@@ -119,6 +151,9 @@ def main() -> None:
         if shutil.which("bwrap"):
             results["bwrap --unshare-all"] = time_shell_loop(
                 f"bwrap --unshare-all --ro-bind {rootfs} / --proc /proc --dev /dev /bin/true", runs)
+            results["bwrap, isolated starts"] = time_shell_each(
+                f"bwrap --unshare-all --ro-bind {rootfs} / --proc /proc --dev /dev /bin/true",
+                max(20, runs // 4))
         if os.geteuid() == 0 and shutil.which("runc"):
             bundle = oci_bundle(tmp, rootfs)
             state = os.path.join(tmp, "runc-state")

@@ -25,8 +25,8 @@
  * plan) was prepared by Python before clone.
  *
  * The child walks a fixed list of steps, in the order spawn.h lists them (IB_CHILD_STEPS:
- * close inherited fds, pdeathsig and the go byte, setsid, hostname, loopback, make /
- * private; then the mount plan, which holds the rootfs, /proc, /dev, /sys, pivot_root,
+ * close inherited fds, pdeathsig and the go byte, cgroups, setsid, hostname, loopback,
+ * make / private; then the mount plan, which holds the rootfs, /proc, /dev, /sys, pivot_root,
  * masked and read-only paths; then rlimits, terminal, bounding set, groups, gid, uid,
  * caps, no_new_privs, stdio, chdir, re-armed pdeathsig, seccomp, (init fork), execve).
  * Each fixed step has its name beside it there (ib_step_name); a plan op is named by
@@ -987,6 +987,24 @@ static void reset_signals(void)
 }
 
 /* SIGKILL when P's thread dies; armed first, then checked against the sync pipe. */
+/* The container's cgroups: "0" moves the writer itself (cgroups(7)), through files the
+ * parent opened (cgroups.py: a v1 hierarchy's `tasks`, v2's `cgroup.procs`).  Moving
+ * oneself through v1's `tasks` skips the global lock that moving a process by pid takes
+ * (cgroup_procs_write_start), whose write side waits for an RCU grace period: ~0.2 ms
+ * per hierarchy when the parent wrote our pid.  We are single-threaded, so the thread is
+ * the process; whatever we fork inherits it. */
+static void enter_cgroups(const struct ib_spec *spec)
+{
+    for (int i = 0; i < spec->n_cgroup_procs; i++) {
+        ssize_t n;
+        do
+            n = write(spec->cgroup_procs[i], "0", 1);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+            fail(IB_STEP_CGROUP, errno);
+    }
+}
+
 static void wait_for_go(int sync_fd)
 {
     char go = 0;
@@ -1151,6 +1169,7 @@ __attribute__((noreturn)) static void child_main(const struct ib_spec *spec, int
             _exit(126);
     }
     wait_for_go(sync_fd);
+    enter_cgroups(spec);
 
     TRY(IB_STEP_SETSID, setsid());
     if (spec->hostname)
@@ -1182,16 +1201,8 @@ __attribute__((noreturn)) static void join_main(const struct ib_spec *spec, cons
      * runc clones its binary for the same reason).  execve makes the command dumpable. */
     TRY(IB_STEP_DUMPABLE, prctl(PR_SET_DUMPABLE, 0, 0, 0, 0));
     wait_for_go(sync_fd);
-    /* The container's cgroups, while we still see the host's cgroupfs: "0" moves the
-     * writer itself (cgroups(7)); the process forked below inherits them. */
-    for (int i = 0; i < spec->n_cgroup_procs; i++) {
-        ssize_t n;
-        do
-            n = write(spec->cgroup_procs[i], "0", 1);
-        while (n < 0 && errno == EINTR);
-        if (n < 0)
-            fail(IB_STEP_CGROUP, errno);
-    }
+    /* before setns: the process forked below inherits them */
+    enter_cgroups(spec);
     /* Namespace fds the parent opened while the container's first process was still
      * dumpable (a non-dumpable init's /proc/1/ns cannot be opened later, nor can a pidfd
      * join it without CAP_SYS_PTRACE).  The user namespace comes first: it grants the

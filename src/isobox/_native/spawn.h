@@ -26,6 +26,7 @@ struct ib_fail {
     X(CLOSE_FDS, "close inherited file descriptors")                       \
     X(READY, "report ready to the parent")                                 \
     X(PDEATHSIG, "set parent-death signal")                                \
+    X(CGROUP, "enter the container's cgroups")                             \
     X(SETSID, "setsid")                                                    \
     X(HOSTNAME, "set hostname")                                            \
     X(LOOPBACK, "bring up the loopback interface")                         \
@@ -51,7 +52,6 @@ struct ib_fail {
  * JOINED is no failure: the record carries G's pid. */
 #define IB_JOIN_STEPS(X)                                                   \
     X(DUMPABLE, "make the process non-dumpable")                           \
-    X(CGROUP, "enter the container's cgroups")                             \
     X(SETNS, "join the container's namespaces")                            \
     X(SEND_ROOT, "send the container's root directory")                    \
     X(JOIN_FORK, "fork into the container")                                \
@@ -146,7 +146,7 @@ struct ib_spec {
     int init;                        /* run a minimal init as pid 1 */
     int console_sock;                /* >= 0: make a pty, send its master over this socket */
     unsigned short tty_rows, tty_cols; /* its window size, set before anything runs */
-    const int *cgroup_procs;         /* ib_join: open cgroup.procs files to enter first */
+    const int *cgroup_procs;         /* open files that move their writer into a cgroup */
     int n_cgroup_procs;
     int root_sock;                   /* ib_join: >= 0: send an O_PATH fd of the container's
                                         root over this socket instead of starting a process */

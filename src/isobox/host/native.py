@@ -175,7 +175,7 @@ class Spec:
     tty_size: Tuple[int, int] = (24, 80)  # rows, columns of a new terminal
     seccomp: Optional[bytes] = None  # packed struct sock_filter[] (seccomp.py)
     root_sock: int = -1  # join only: send the container's root instead of running argv
-    cgroup_procs: Tuple[int, ...] = ()  # join only: open cgroup.procs files to enter first
+    cgroup_procs: Tuple[int, ...] = ()  # open files that move their writer into a cgroup (cgroups.py)
 
 
 class Child:

@@ -330,12 +330,15 @@ class Group:
         for d in self.dirs:
             _write(d / "cgroup.procs", str(pid))
 
-    def open_procs(self) -> List[int]:
-        """Write fds of the groups' cgroup.procs, for a process that enters them itself."""
+    def open_entries(self) -> List[int]:
+        """Write fds through which a single-threaded process enters the groups itself by
+        writing "0": each v1 hierarchy's `tasks` (moving oneself there skips the global
+        lock a move by pid takes, see spawn.c's enter_cgroups), v2's `cgroup.procs`."""
+        entry = "cgroup.procs" if self.v2 else "tasks"
         fds: List[int] = []
         try:
             for d in self.dirs:
-                fds.append(os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
+                fds.append(os.open(d / entry, os.O_WRONLY | os.O_CLOEXEC))
         except OSError:
             for fd in fds:
                 os.close(fd)

@@ -509,8 +509,15 @@ class Container:
         if not cfg.tty:
             out_r, out_w, err_r, err_w = _spawn.pipes()
         in_fd = -1
+        cgroup_fds: List[int] = []
         try:
             in_fd = self._stdin_fd()
+            # the device policy and the default pids limit wherever a group can be made,
+            # the caller's limits (or HostNotSupported); the child enters it itself before
+            # anything else (spawn.c: enter_cgroups)
+            self._cgroup = _cgroups.Group.for_container(f"isobox-{self.id}", cfg.limits, cfg.devices)
+            if self._cgroup is not None:
+                cgroup_fds = self._cgroup.open_entries()
             spec = native.Spec(
                 clone_flags=flags,
                 ops=tuple(ops),
@@ -533,6 +540,7 @@ class Container:
                 console_sock=console_child.fileno() if console_child else -1,
                 tty_size=cfg.tty_size,
                 seccomp=_seccomp.default_filter() if cfg.seccomp else None,
+                cgroup_procs=tuple(cgroup_fds),
             )
             with _host_step(f"write {self.dir / STATE_NAME}"):
                 self._write_state(Status.CREATED)
@@ -541,8 +549,13 @@ class Container:
             for fd in (out_r, err_r):
                 if fd >= 0:
                     native.lib.ib_close(fd)
+            if self._cgroup is not None:
+                self._cgroup.remove()
+                self._cgroup = None
             raise
         finally:
+            for fd in cgroup_fds:
+                os.close(fd)
             for fd in (out_w, err_w):
                 if fd >= 0:
                     native.lib.ib_close(fd)
@@ -557,12 +570,6 @@ class Container:
                 native.lib.ib_forget(err_r)
                 fds, out_r, err_r = (out_r, err_r), -1, -1
                 self._sink = _logs.attach(cdir, fds[0], fds[1], cfg.log)  # owns them now
-            # the device policy and the default pids limit wherever a group can be made,
-            # the caller's limits (or HostNotSupported); moved in while it waits for its
-            # go byte: nothing has run in it yet
-            self._cgroup = _cgroups.Group.for_container(f"isobox-{self.id}", cfg.limits, cfg.devices)
-            if self._cgroup is not None:
-                self._cgroup.add(child.pid)
             if ids is not None:
                 ids.apply(child.pid)
             if cfg.init:
@@ -915,7 +922,7 @@ class Container:
         if tty:
             env_map.setdefault("TERM", "xterm")
         console_parent, console_child = _tty.console_pair() if tty else (None, None)
-        cgroup_fds: List[int] = self._cgroup.open_procs() if self._cgroup is not None else []
+        cgroup_fds: List[int] = self._cgroup.open_entries() if self._cgroup is not None else []
         try:
             spec = native.Spec(
                 clone_flags=0,
