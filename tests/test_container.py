@@ -280,6 +280,13 @@ def test_rlimits_are_applied(busybox_image, store_root):
     assert sh(busybox_image, "ulimit -n", rlimits={"nofile": (256, 512)}).stdout == b"256\n"
 
 
+def test_exec_gets_the_containers_rlimits(busybox_image, store_root):
+    """As `docker exec` (runc exec takes the container's rlimits unless the process says
+    otherwise): an exec'd process is held to the container's limits, not the owner's."""
+    with isobox.Container(busybox_image, ["sleep", "30"], rlimits={"nofile": (256, 512)}) as c:
+        assert c.exec(["sh", "-c", "ulimit -n; ulimit -Hn"]).stdout == b"256\n512\n"
+
+
 def test_read_only_rootfs_refuses_writes(busybox_image, store_root):
     result = sh(busybox_image, "touch /x 2>&1; echo ok > /dev/shm/y && cat /dev/shm/y", read_only=True)
     assert b"Read-only file system" in result.stdout

@@ -926,6 +926,7 @@ class Container:
         try:
             spec = native.Spec(
                 clone_flags=0,
+                rlimits=self.config.rlimits,  # as runc exec: the container's, not ours
                 set_ids=True,
                 set_groups=self._ids is None or self._ids.helpers,
                 uid=resolved.uid,
