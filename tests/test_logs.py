@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from isobox.runtime import logs
+from isobox.runtime import logread, logs
 from isobox.errors import ContainerError, InvalidOption, StoreError
 
 from fixtures.host import require, require_tool
@@ -158,8 +158,8 @@ def test_output_reaches_the_log_files(tmp_path):
     feed.write(b"hello\n")
     feed.write(b"oops\n", feed.err)
     feed.finish()
-    assert logs.read(tmp_path, "stdout") == b"hello\n"
-    assert logs.read(tmp_path, "stderr") == b"oops\n"
+    assert logread.read(tmp_path, "stdout") == b"hello\n"
+    assert logread.read(tmp_path, "stderr") == b"oops\n"
     assert (tmp_path / "stdout.log").stat().st_mode & 0o777 == 0o600
     assert feed.sink.lost == {}
 
@@ -185,7 +185,7 @@ def test_rotation_keeps_max_files_of_max_size_newest_last(tmp_path):
     assert (tmp_path / "stdout.log").read_bytes() == data[10_000:]
     assert (tmp_path / "stdout.log.1").read_bytes() == data[9000:10_000]
     assert (tmp_path / "stdout.log.3").read_bytes() == data[7000:8000]
-    assert logs.read(tmp_path, "stdout") == data[7000:]
+    assert logread.read(tmp_path, "stdout") == data[7000:]
 
 
 @pytest.mark.unit
@@ -204,7 +204,7 @@ def test_max_files_one_replaces_the_live_file_instead_of_truncating_it(tmp_path)
     reads it to its end."""
     feed = Feed(tmp_path, logs.LogPolicy(max_size=10, max_files=1))
     feed.write(b"0123456789")
-    wait_for(lambda: logs.read(tmp_path, "stdout") == b"0123456789", "the first ten bytes")
+    wait_for(lambda: logread.read(tmp_path, "stdout") == b"0123456789", "the first ten bytes")
     with open(tmp_path / "stdout.log", "rb") as reader:
         old = os.fstat(reader.fileno()).st_ino
         feed.write(b"abc")
@@ -224,7 +224,7 @@ def test_rotated_files_beyond_a_smaller_policy_go_at_the_first_rotation(tmp_path
     feed.write(b"abcdefgh")
     feed.finish()
     assert chain(tmp_path) == ["stdout.log", "stdout.log.07", "stdout.log.1", "stdout.log.2"]
-    assert logs.read(tmp_path, "stdout") == b"oldabcdefgh"
+    assert logread.read(tmp_path, "stdout") == b"oldabcdefgh"
 
 
 @st.composite
@@ -267,7 +267,7 @@ def test_read_returns_exactly_the_suffix_the_policy_keeps(tmp_path_factory, how,
         assert all(s.use_splice == (how == "splice") for s in feed.sink._streams)
     assert policy.max_size is not None
     kept = kept_length(len(data), policy.max_size, policy.max_files)
-    assert logs.read(cdir, "stdout") == data[len(data) - kept:]
+    assert logread.read(cdir, "stdout") == data[len(data) - kept:]
     names = chain(cdir)
     assert len(names) <= policy.max_files
     for name in names:
@@ -302,7 +302,7 @@ def test_a_flood_of_300_mb_stays_within_max_size_times_max_files(tmp_path):
     assert largest <= 10_000_000
     assert names <= {"stdout.log", "stdout.log.1", "stdout.log.2"}
     assert chain(tmp_path) == ["stdout.log", "stdout.log.1", "stdout.log.2"]
-    assert len(logs.read(tmp_path, "stdout")) == kept_length(total, 10_000_000, 3) == 30_000_000
+    assert len(logread.read(tmp_path, "stdout")) == kept_length(total, 10_000_000, 3) == 30_000_000
 
 
 @pytest.mark.unit
@@ -325,7 +325,7 @@ def test_a_flooding_container_does_not_starve_another(tmp_path):
     try:
         wait_for(lambda: (tmp_path / "a" / "stdout.log.1").exists(), "the flood to rotate")
         quiet.write(b"still here\n")
-        wait_for(lambda: logs.read(tmp_path / "b", "stdout") == b"still here\n",
+        wait_for(lambda: logread.read(tmp_path / "b", "stdout") == b"still here\n",
                  "the quiet container's line while the other floods")
         assert t.is_alive()  # the flood went on the whole time
     finally:
@@ -354,8 +354,8 @@ def test_hundreds_of_sinks_share_one_thread(tmp_path):
             feed.finish()
         for i, feed in enumerate(feeds):
             out = b"%d:" % i + b"z" * (i % 100)
-            assert logs.read(tmp_path / str(i), "stdout") == out[-kept_length(len(out), 64, 2):]
-            assert logs.read(tmp_path / str(i), "stderr") == b"e%d" % i
+            assert logread.read(tmp_path / str(i), "stdout") == out[-kept_length(len(out), 64, 2):]
+            assert logread.read(tmp_path / str(i), "stderr") == b"e%d" % i
         assert pump_threads() == 1
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
@@ -366,11 +366,11 @@ def test_finish_times_out_while_a_writer_still_holds_the_pipe(tmp_path):
     feed = Feed(tmp_path)
     feed.write(b"partial")
     assert feed.sink.finish(timeout=0.05) is False
-    wait_for(lambda: logs.read(tmp_path, "stdout") == b"partial", "the bytes written so far")
+    wait_for(lambda: logread.read(tmp_path, "stdout") == b"partial", "the bytes written so far")
     feed.write(b" and the rest")
     feed.close()
     assert feed.sink.finish(timeout=60) is True
-    assert logs.read(tmp_path, "stdout") == b"partial and the rest"
+    assert logread.read(tmp_path, "stdout") == b"partial and the rest"
 
 
 @pytest.mark.unit
@@ -400,8 +400,8 @@ def test_no_fd_or_thread_is_left_behind(tmp_path):
             feed.finish()
         with logs.Writer(d, "stderr", logs.LogPolicy(max_size=3, max_files=1)) as w:
             w.write(b"abcdefg")
-        logs.read(d, "stdout")
-        list(logs.follow(d, ["stdout", "stderr"], lambda: True))
+        logread.read(d, "stdout")
+        list(logread.follow(d, ["stdout", "stderr"], lambda: True))
     # failures close what they were given too
     r1, w1 = os.pipe()
     r2, w2 = os.pipe()
@@ -439,7 +439,7 @@ def test_symlinks_in_the_container_directory_are_never_followed(tmp_path):
     feed.finish()
     assert outside.read_bytes() == b"host file"
     assert not (cdir / "stdout.log.1").is_symlink() and not (cdir / "stdout.log.2").is_symlink()
-    assert logs.read(cdir, "stdout") == b"abcdefgh"
+    assert logread.read(cdir, "stdout") == b"abcdefgh"
 
 
 # -- losing output ----------------------------------------------------------------------------------
@@ -447,7 +447,7 @@ def test_symlinks_in_the_container_directory_are_never_followed(tmp_path):
 FULL_DISK = textwrap.dedent("""
     import json, os, sys, threading, time
     sys.path.insert(0, sys.argv[2])
-    from isobox.runtime import logs
+    from isobox.runtime import logread, logs
     mnt = sys.argv[1]
     cdir = mnt + "/c"
     os.mkdir(cdir)
@@ -476,7 +476,7 @@ FULL_DISK = textwrap.dedent("""
     os.close(w1)
     os.close(w2)
     ok = sink.finish(60)
-    out = logs.read(cdir, "stdout")
+    out = logread.read(cdir, "stdout")
     kept = len(a) - during.nbytes
     print(json.dumps({"ok": ok, "errno": during.errno, "step": during.step, "path": during.path,
                       "lost": during.nbytes, "lost_end": sink.lost["stdout"].nbytes, "text": str(during),
@@ -518,7 +518,7 @@ def test_a_full_disk_drops_output_counts_it_and_resumes_when_space_is_back(tmp_p
 FILE_SIZE_LIMIT = textwrap.dedent("""
     import json, os, resource, sys
     sys.path.insert(0, sys.argv[2])
-    from isobox.runtime import logs
+    from isobox.runtime import logread, logs
     logs._splice = None if sys.argv[3] == "read-pwrite" else logs._splice
     # Python ignores SIGXFSZ, so a write past RLIMIT_FSIZE fails with EFBIG (setrlimit(2))
     resource.setrlimit(resource.RLIMIT_FSIZE, (10000, resource.RLIM_INFINITY))
@@ -532,7 +532,7 @@ FILE_SIZE_LIMIT = textwrap.dedent("""
     ok = sink.finish(60)
     loss = sink.lost["stdout"]
     print(json.dumps({"ok": ok, "errno": loss.errno, "lost": loss.nbytes,
-                      "same": logs.read(sys.argv[1], "stdout") == data[:10000]}))
+                      "same": logread.read(sys.argv[1], "stdout") == data[:10000]}))
 """)
 
 
@@ -550,7 +550,7 @@ def test_writer_counts_what_the_disk_refuses(tmp_path):
     script = textwrap.dedent("""
         import json, os, sys
         sys.path.insert(0, sys.argv[2])
-        from isobox.runtime import logs
+        from isobox.runtime import logread, logs
         os.mkdir(sys.argv[1] + "/c")
         with open(sys.argv[1] + "/filler", "wb") as f:
             f.write(b"\\0" * (240 * 1024))
@@ -559,7 +559,7 @@ def test_writer_counts_what_the_disk_refuses(tmp_path):
         lost = w.lost
         w.close()
         print(json.dumps({"errno": lost.errno, "lost": lost.nbytes,
-                          "kept": len(logs.read(sys.argv[1] + "/c", "stdout"))}))
+                          "kept": len(logread.read(sys.argv[1] + "/c", "stdout"))}))
     """)
     got = run_in_small_tmpfs(tmp_path, script)
     assert got["errno"] == errno.ENOSPC
@@ -571,11 +571,11 @@ def test_writer_counts_what_the_disk_refuses(tmp_path):
 
 @pytest.mark.unit
 def test_read_of_a_container_that_wrote_nothing_is_empty(tmp_path):
-    assert logs.read(tmp_path, "stdout") == b""
+    assert logread.read(tmp_path, "stdout") == b""
     with pytest.raises(InvalidOption, match="stream"):
-        logs.read(tmp_path, "stdin")
+        logread.read(tmp_path, "stdin")
     with pytest.raises(StoreError, match="nowhere"):
-        logs.read(tmp_path / "nowhere", "stdout")
+        logread.read(tmp_path / "nowhere", "stdout")
 
 
 @pytest.mark.unit
@@ -588,7 +588,7 @@ def test_read_sees_one_consistent_chain_while_the_pump_rotates(tmp_path):
     t.start()
     reads = 0
     while t.is_alive() or reads < 10:
-        got = logs.read(tmp_path, "stdout")
+        got = logread.read(tmp_path, "stdout")
         if got:
             assert got in data, "read() returned bytes that were never consecutive"
         reads += 1
@@ -599,7 +599,7 @@ def test_read_sees_one_consistent_chain_while_the_pump_rotates(tmp_path):
 PACED_WRITER = textwrap.dedent("""
     import os, random, select, sys
     sys.path.insert(0, sys.argv[2])
-    from isobox.runtime import logs
+    from isobox.runtime import logread, logs
     max_size, max_files = 97, 12
     data = random.Random(7).randbytes(100_000)
     r1, w1 = os.pipe()
@@ -650,7 +650,7 @@ def test_follow_reads_every_byte_across_rotations_while_they_happen(tmp_path):
     got = []
     consumed = 0
     try:
-        for stream, chunk in logs.follow(cdir, ["stdout", "stderr"], lambda: writer.poll() is not None,
+        for stream, chunk in logread.follow(cdir, ["stdout", "stderr"], lambda: writer.poll() is not None,
                                          poll_interval=0.001):
             assert stream == "stdout"
             got.append(chunk)
@@ -673,19 +673,19 @@ def test_follow_ends_when_done_and_everything_was_read(tmp_path):
     feed.write(b"abcdefghij")
     feed.write(b"E", feed.err)
     feed.finish()
-    got = list(logs.follow(tmp_path, ["stdout", "stderr"], lambda: True))
+    got = list(logread.follow(tmp_path, ["stdout", "stderr"], lambda: True))
     assert b"".join(c for s, c in got if s == "stdout") == b"abcdefghij"
     assert b"".join(c for s, c in got if s == "stderr") == b"E"
     # nothing written at all: ends at once
     (tmp_path / "empty").mkdir()
-    assert list(logs.follow(tmp_path / "empty", ["stdout"], lambda: True)) == []
+    assert list(logread.follow(tmp_path / "empty", ["stdout"], lambda: True)) == []
 
 
 @pytest.mark.unit
 def test_follow_with_max_files_one_reads_the_replaced_file_to_its_end(tmp_path):
     feed = Feed(tmp_path, logs.LogPolicy(max_size=4, max_files=1))
     done = threading.Event()
-    it = logs.follow(tmp_path, ["stdout"], done.is_set, poll_interval=0.001)
+    it = logread.follow(tmp_path, ["stdout"], done.is_set, poll_interval=0.001)
     feed.write(b"abcd")
     got = b""
     while got != b"abcd":
@@ -704,7 +704,7 @@ def test_follow_ends_when_the_container_directory_is_removed(tmp_path):
     feed = Feed(cdir, logs.LogPolicy(max_size=4, max_files=2))
     feed.write(b"abcdef")
     feed.finish()
-    it = logs.follow(cdir, ["stdout", "stderr"], lambda: False, poll_interval=0.001)
+    it = logread.follow(cdir, ["stdout", "stderr"], lambda: False, poll_interval=0.001)
     got = next(it)[1]
     for p in cdir.iterdir():
         p.unlink()
@@ -725,7 +725,7 @@ def test_a_child_after_fork_has_its_own_pump_and_the_parents_goes_on(tmp_path):
     parent = Feed(tmp_path / "parent")
     flood = Feed(tmp_path / "flood", logs.LogPolicy(max_size=1 << 20, max_files=2))
     parent.write(b"before fork\n")
-    wait_for(lambda: logs.read(tmp_path / "parent", "stdout") == b"before fork\n", "the parent's first line")
+    wait_for(lambda: logread.read(tmp_path / "parent", "stdout") == b"before fork\n", "the parent's first line")
     stop = threading.Event()
 
     def spew() -> None:
@@ -759,7 +759,7 @@ def test_a_child_after_fork_has_its_own_pump_and_the_parents_goes_on(tmp_path):
                 child.write(b"from the child")
                 child.finish()
                 out = b"from the child"
-                assert logs.read(tmp_path / "child", "stdout") == out[-kept_length(len(out), 4, 2):]
+                assert logread.read(tmp_path / "child", "stdout") == out[-kept_length(len(out), 4, 2):]
                 assert pump_threads() == 1
                 code = 0
             except BaseException:
@@ -775,5 +775,5 @@ def test_a_child_after_fork_has_its_own_pump_and_the_parents_goes_on(tmp_path):
     parent.write(b"after fork\n")
     parent.finish()
     flood.finish()
-    assert logs.read(tmp_path / "parent", "stdout") == b"before fork\nafter fork\n"
+    assert logread.read(tmp_path / "parent", "stdout") == b"before fork\nafter fork\n"
     assert pump_threads() == 1

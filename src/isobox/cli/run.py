@@ -17,7 +17,7 @@ from ..errors import InvalidOption
 from ..images.image import Image
 from ..images.reference import Reference
 from ..images.store import Store
-from ..runtime import logs, tty
+from ..runtime import logread, logs, tty
 from ..runtime.config import config_to_json
 from ..runtime.container import Container
 from ..runtime.mounts import Tmpfs, parse_volume_spec
@@ -117,7 +117,7 @@ def _image_for_run(reference: str, platform: Optional[str], store: Store) -> Ima
 def _follow_logs(container: Container, pidfd: int, signals: NotedSignals, stopper: Stopper) -> None:
     """Stream the container's stdout and stderr logs to our stdout and stderr while it
     runs (each stream in order; between them, order is not kept, as with Docker), across
-    the logs' rotations (logs.follow)."""
+    the logs' rotations (logread.follow)."""
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
     poller.register(signals.wake_r, select.POLLIN)
@@ -135,7 +135,7 @@ def _follow_logs(container: Container, pidfd: int, signals: NotedSignals, stoppe
 
     ok = {"stdout": True, "stderr": True}
     out = {"stdout": 1, "stderr": 2}
-    for stream, data in logs.follow(container.dir, ("stdout", "stderr"), done, 0.02, wait):
+    for stream, data in logread.follow(container.dir, ("stdout", "stderr"), done, 0.02, wait):
         ok[stream] = ok[stream] and write_all(out[stream], data)
 
 

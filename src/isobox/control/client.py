@@ -668,19 +668,19 @@ class ContainerHandle:
         """What the container wrote: "stdout", "stderr" or "both" (stdout, then stderr), as
         far as its rotated log files keep it (logs.py). ``follow=True`` yields output as it
         comes, until the container is no longer running and everything was read."""
-        from ..runtime import logs
+        from ..runtime import logread
 
         if follow:
             return (data for _, data in self.follow_logs(stream))
-        return b"".join(logs.read(self.path, name) for name in log_streams(stream))
+        return b"".join(logread.read(self.path, name) for name in log_streams(stream))
 
     def follow_logs(self, stream: str = "both") -> Iterator[Tuple[str, bytes]]:
         """(stream name, chunk) as the container writes them, from the oldest kept byte on,
         across rotations, until it is no longer running and everything was read (`isobox
         logs -f`). Its owner records "exited" only once the last output is in the files."""
-        from ..runtime import logs
+        from ..runtime import logread
 
-        return logs.follow(self.path, log_streams(stream), lambda: self.status != "running")
+        return logread.follow(self.path, log_streams(stream), lambda: self.status != "running")
 
     # -- readiness, copies, the terminal: as `Container`'s --------------------------------------
 

@@ -5,7 +5,7 @@ A handler that raises (KeyboardInterrupt) can land anywhere, between a container
 and the record of it, say, and leave it owned by nobody with its status unknown. Noted
 signals are handled where the attending loop looks at them: each is appended to
 ``pending`` and wakes the loop through a pipe (signal.set_wakeup_fd), which the loop
-polls beside what it waits for (tty.relay's ``wake_fd``, logs.follow's wait). Installed
+polls beside what it waits for (tty.relay's ``wake_fd``, logread.follow's wait). Installed
 before the container starts, so that a stop asked for from the moment the container can
 be seen (``ps`` lists it) is a stop (control/owner.py).
 """

@@ -39,6 +39,7 @@ from ..host import native
 from . import cgroups as _cgroups
 from . import rundir as _rundir
 from . import devices as _devices_mod
+from . import logread as _logread
 from . import logs as _logs
 from . import seccomp as _seccomp
 from ..errors import (
@@ -820,12 +821,12 @@ class Container:
         it comes, until the container has exited and everything was read."""
         if follow:
             return (data for _, data in self.follow_logs(stream))
-        return b"".join(_logs.read(self.dir, s) for s in log_streams(stream))
+        return b"".join(_logread.read(self.dir, s) for s in log_streams(stream))
 
     def follow_logs(self, stream: str = "both") -> Iterator[Tuple[str, bytes]]:
         """``(stream name, chunk)`` as the container writes them, from the oldest kept byte
         on, across rotations, until it has exited and everything was read."""
-        return _logs.follow(self.dir, log_streams(stream),
+        return _logread.follow(self.dir, log_streams(stream),
                             lambda: self._status is not Status.RUNNING or self._reap(block=False))
 
     def log_writer(self) -> _logs.Writer:
