@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from isobox.errors import InvalidOption
 from isobox.images.dockerfile import DockerfileError, expand, name_values, parse, parse_line, split_words
 
 pytestmark = pytest.mark.unit
@@ -28,7 +27,7 @@ def test_line_numbers_and_unknown_instructions_are_named() -> None:
     assert [i.line for i in df.instructions] == [1, 3, 5]
     with pytest.raises(DockerfileError, match=r"ctx/Dockerfile:2: unknown instruction: FORM"):
         parse("FROM a\nFORM b\n", source="ctx/Dockerfile")
-    assert issubclass(DockerfileError, InvalidOption)
+    assert issubclass(DockerfileError, ValueError)
 
 
 def test_continuations_drop_comment_lines_and_skip_blank_ones() -> None:

@@ -15,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fixtures.host import require_tool
-from isobox.build.context import BuildError, IgnoreRules, ignore_file_for, included
+from isobox.build.context import IgnoreRules, ignore_file_for, included
+from isobox.errors import BuildError
 
 
 def rules(text: str) -> IgnoreRules:

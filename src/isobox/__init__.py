@@ -38,6 +38,7 @@ _EXPORTS: Dict[str, str] = {
     "LayerError": "errors", "ContainerError": "errors", "NameConflict": "errors",
     "ContainerNotFound": "errors", "SetupError": "errors", "CommandNotFound": "errors",
     "CommandNotExecutable": "errors", "ExitStatusLost": "errors", "Timeout": "errors", "HostNotSupported": "errors",
+    "BuildError": "errors", "DockerfileError": "errors",
     "ExitStatusError": "result",
 }
 
@@ -87,10 +88,12 @@ if TYPE_CHECKING:
         AuthenticationError as AuthenticationError,
         CommandNotExecutable as CommandNotExecutable,
         CommandNotFound as CommandNotFound,
+        BuildError as BuildError,
         ContainerError as ContainerError,
         ContainerNotFound as ContainerNotFound,
         CredentialsError as CredentialsError,
         DigestMismatch as DigestMismatch,
+        DockerfileError as DockerfileError,
         ExitStatusLost as ExitStatusLost,
         HostNotSupported as HostNotSupported,
         ImageNotFound as ImageNotFound,

@@ -114,6 +114,15 @@ class Timeout(ContainerError):
     """Raised when a container or exec outlives the timeout it was given."""
 
 
+class BuildError(IsoboxError):
+    """Raised when a build cannot use its input (context, ignore file) or a step fails."""
+
+
+class DockerfileError(BuildError, ValueError):
+    """Raised for a Dockerfile (or a ``commit(changes=)`` line) that cannot be read,
+    naming the file and line."""
+
+
 class HostNotSupported(IsoboxError):
     """Raised when this host cannot do what was asked (not Linux, no user namespaces, ...).
 
@@ -144,5 +153,7 @@ __all__ = [
     "CommandNotExecutable",
     "ExitStatusLost",
     "Timeout",
+    "BuildError",
+    "DockerfileError",
     "HostNotSupported",
 ]

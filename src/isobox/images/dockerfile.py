@@ -33,16 +33,12 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import attrs
 
-from ..errors import InvalidOption
+from ..errors import DockerfileError
 
 __all__ = [
     "DockerfileError", "Heredoc", "Instruction", "Dockerfile", "parse", "parse_line",
     "split_words", "expand", "name_values", "EXPANDED", "KEYWORDS",
 ]
-
-
-class DockerfileError(InvalidOption):
-    """A Dockerfile (or a ``changes=`` line) that cannot be read, with where."""
 
 
 KEYWORDS = frozenset({
