@@ -32,8 +32,6 @@ Locking (``fcntl.flock``, released by the kernel when a process dies):
 
 from __future__ import annotations
 
-import atexit
-import collections
 import contextlib
 import errno
 import fcntl
@@ -41,12 +39,10 @@ import json
 import os
 import pathlib
 import re
-import threading
 import time
 from typing import (
     TYPE_CHECKING,
     Any,
-    Callable,
     Dict,
     Iterator,
     List,
@@ -61,6 +57,7 @@ from typing import (
 import attrs
 
 from ..errors import DigestMismatch, IsoboxError, StoreError
+from ..host import remover
 from ..host.fs import remove_tree, replace_file
 from ..host.privilege import Privilege
 from .digest import check, compute, is_digest, matches, name_key, split
@@ -260,74 +257,6 @@ def _forget_temporaries_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_temporaries_in_child)
-
-
-class _Remover:
-    """The thread that removes what `Store.remove_later` renamed into ``tmp/``: one per
-    process, started on first use (in a forked child there is none: see `synchronous`). Each job holds its directory's flock (so no sweep takes
-    it meanwhile) and the store's shared gc lock (so a prune waits). The process waits
-    for the queue at exit (atexit), so a normal exit leaves nothing behind; a killed
-    process leaves unheld directories under ``tmp/``, which the next sweep removes."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.jobs: "collections.deque[Callable[[], None]]" = collections.deque()
-        self.running = 0
-        self.thread: Optional[threading.Thread] = None
-        # In a forked child, removals run in the caller: children of fork commonly end
-        # with os._exit (multiprocessing's workers do), which runs no atexit handler.
-        self.synchronous = False
-
-    def submit(self, job: Callable[[], None]) -> None:
-        if self.synchronous:
-            job()
-            return
-        with self.cond:
-            self.jobs.append(job)
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self._run, name="isobox-remover", daemon=True)
-                self.thread.start()
-            self.cond.notify_all()
-
-    def _run(self) -> None:
-        while True:
-            with self.cond:
-                while not self.jobs:
-                    self.cond.wait()
-                job = self.jobs.popleft()
-                self.running += 1
-            try:
-                job()
-            except BaseException:  # pragma: no cover - the job swallows what it expects
-                pass
-            finally:
-                with self.cond:
-                    self.running -= 1
-                    self.cond.notify_all()
-
-    def drain(self) -> None:
-        """Wait until every submitted removal is done."""
-        with self.cond:
-            while self.jobs or self.running:
-                self.cond.wait()
-
-    def forget_in_child(self) -> None:
-        # a forked copy has no remover thread; its parent removes what it queued
-        self.cond = threading.Condition()
-        self.jobs = collections.deque()
-        self.running = 0
-        self.thread = None
-        self.synchronous = True
-
-
-_remover = _Remover()
-atexit.register(_remover.drain)
-os.register_at_fork(after_in_child=_remover.forget_in_child)
-
-
-def wait_for_removals() -> None:
-    """Wait until the removals `Store.remove_later` started in this process are done."""
-    _remover.drain()
 
 
 # -- filesystem helpers -----------------------------------------------------------------
@@ -565,8 +494,9 @@ class Store:
     def remove_later(self, path: pathlib.Path, privilege: Optional[Privilege] = None) -> None:
         """Remove the directory ``path`` (under the store) in the background: it is renamed
         into ``tmp/`` at once (gone from where it was, as far as anyone can see) and
-        removed by this process's remover thread. On a disk, removing a container's
-        writable layer is most of the cost of ending it; the caller need not wait for it.
+        removed by this process's remover thread (`isobox.host.remover`). On a disk,
+        removing a container's writable layer is most of the cost of ending it; the
+        caller need not wait for it.
         Falls back to removing it here when it cannot be moved. ``privilege``: the store's,
         or one with the id map of the container that made the files (`Privilege.with_id_map`)."""
         privilege = privilege or self.privilege
@@ -596,7 +526,7 @@ class Store:
             finally:
                 _release_temporary(trash)
 
-        _remover.submit(job)
+        remover.submit(job)
 
     def write_file(self, path: pathlib.Path, data: bytes) -> None:
         """Write ``data`` to ``path`` atomically: temp name, fsync, rename."""
