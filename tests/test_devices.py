@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import isobox
+from isobox.host.privilege import Privilege
 from isobox.runtime import cgroups, devices
 from isobox.runtime.devices import Device, DeviceNode, DeviceRule
 
@@ -375,6 +376,24 @@ def test_a_device_asked_for_opens_with_the_access_asked(nodes, hierarchy):
         assert probe(group, ops) == [0, errno.EPERM, errno.EPERM]
     finally:
         group.remove()
+
+
+def test_a_store_that_decided_rootless_loads_no_device_program():
+    """The device program follows the container's store's privilege (host/privilege.py),
+    not the euid: as root, a group made for a rootless store has none."""
+    layout = v2_only()
+    require_root_cgroups(layout, "v2")
+    name = f"isobox-test-rootless-{os.getpid()}"
+    group = cgroups.Group.for_container(name, cgroups.Limits(), layout=layout,
+                                        privilege=Privilege(rootful=False))
+    try:
+        assert group is None or not group.devices
+        if group is not None:
+            assert any("no device program" in note for note in group.notes), group.notes
+    finally:
+        if group is not None:
+            group.remove()
+    assert not any(pathlib.Path("/sys/fs/cgroup").rglob(name))
 
 
 def line_rules(lines: str) -> List[str]:

@@ -211,7 +211,7 @@ def test_a_running_container_holds_few_fds_and_the_limit_is_named(busybox_rootfs
         import resource
         def fds():
             return len(os.listdir("/proc/self/fd"))
-        from isobox.images.store import wait_for_removals
+        from isobox.host.remover import wait_for_removals
         isobox.run(image, ["true"])          # the pump, spawner and remover threads exist now
         wait_for_removals()  # each removal in progress holds its directory's fd until done
         before = fds()

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import isobox
-from isobox.images.store import wait_for_removals
+from isobox.host.remover import wait_for_removals
 
 
 def test_a_removed_container_is_gone_at_once_and_its_layer_soon(busybox_image, store_root):

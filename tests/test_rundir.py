@@ -17,6 +17,7 @@ from typing import Iterator
 import pytest
 
 import isobox
+from isobox.host import privilege
 from isobox.runtime import rundir
 
 from support.host import IS_ROOT
@@ -30,7 +31,7 @@ def runtime_base(monkeypatch: pytest.MonkeyPatch) -> Iterator[pathlib.Path]:
     tmpfs (/dev/shm) given as $ISOBOX_RUNTIME_DIR (this machine's /run may be on the
     disk, where no runtime directory is used: see below)."""
     base = pathlib.Path(tempfile.mkdtemp(prefix="isobox-run-", dir="/dev/shm"))
-    monkeypatch.setenv(rundir.RUNTIME_DIR_ENV, str(base))  # children of the test too
+    monkeypatch.setenv(privilege.RUNTIME_DIR_ENV, str(base))  # children of the test too
     yield base / "isobox"
     shutil.rmtree(base)
 
@@ -86,7 +87,7 @@ def test_without_a_private_tmpfs_runtime_dir_the_files_stay_in_the_store(busybox
         if rundir.on_tmpfs(str(base)):
             pytest.skip("this machine's /tmp is a tmpfs")
     try:
-        monkeypatch.setenv(rundir.RUNTIME_DIR_ENV, str(base))
+        monkeypatch.setenv(privilege.RUNTIME_DIR_ENV, str(base))
         with isobox.Container(busybox_image, ["sleep", "30"]) as c:
             assert all((c.dir / name).exists() for name in ETC)
             assert c.exec(["cat", "/etc/hosts"]).stdout.startswith(b"127.0.0.1")
@@ -94,3 +95,25 @@ def test_without_a_private_tmpfs_runtime_dir_the_files_stay_in_the_store(busybox
     finally:
         if why == "not private":
             shutil.rmtree(base)
+
+
+def _fstype_by_mountinfo(path: str) -> str:
+    """The file system type of the longest mount point above ``path`` (as the mount table
+    says: the oracle for statfs's answer)."""
+    real, best, fstype = os.path.realpath(path), "", ""
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f.read().decode("utf-8", "surrogateescape").splitlines():
+            left, _, right = line.partition(" - ")
+            point = left.split()[4].replace("\\040", " ")
+            if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+                best, fstype = point, right.split()[0]
+    return fstype
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("where", ["/", "/dev/shm", "/proc", "/run", "tmp_path"])
+def test_a_runtime_directory_base_is_on_a_tmpfs_as_the_mount_table_says(where: str, tmp_path: pathlib.Path):
+    path = str(tmp_path) if where == "tmp_path" else where
+    if not os.path.exists(path):
+        pytest.skip(f"no {path} here")
+    assert rundir.on_tmpfs(path) == (_fstype_by_mountinfo(path) in ("tmpfs", "ramfs"))

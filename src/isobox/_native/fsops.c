@@ -26,6 +26,9 @@
  * of every `--rm` and because a user namespace's child (IB_OP_RMTREE) must do it without
  * Python.  host/fs.py's remove_tree calls it first and falls back to its own walk.
  *
+ * ib_fs_type: statfs(2)'s f_type, which Python's os module does not expose (os.statvfs
+ * has no type): whether a runtime directory's base is a tmpfs.
+ *
  * Like the rest of the parent-side core, the functions return and never exit: a negative
  * errno on failure (crun's convention), so Python can raise an OSError that names it.
  */
@@ -37,6 +40,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -197,4 +201,14 @@ int ib_remove_tree(int dirfd, const char *path)
     if (rc < 0)
         return -saved;
     return unlinkat(dirfd, path, AT_REMOVEDIR) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+int64_t ib_fs_type(const char *path)
+{
+    struct statfs st;
+    if (statfs(path, &st) < 0)
+        return -errno;
+    /* f_type is a signed long (__fsword_t): a magic with the top bit set (RAMFS_MAGIC)
+     * is negative where long has 32 bits; the magics themselves are 32-bit values. */
+    return (int64_t)(uint32_t)st.f_type;
 }

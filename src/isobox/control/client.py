@@ -650,7 +650,7 @@ class ContainerHandle:
                 os.unlink(info.path / KEPT_NAME)  # from here on, a failure leaves garbage the next start sweeps
             except FileNotFoundError:
                 pass
-            remove_tree(info.path)
+            remove_tree(info.path, self._store.privilege)
             unlink_name(self._store.containers / ".names" / info.name, info.id)
             from ..runtime.cgroups import sweep  # its owner died before removing its groups
 
@@ -727,7 +727,7 @@ class ContainerHandle:
     def _copy_root(self) -> "copy.Root":
         from ..runtime import copy
 
-        return copy.Root(self.name, self._open_root, self.path)
+        return copy.Root(self.name, self._open_root, self.path, self._store.privilege)
 
     def _open_root(self) -> int:
         """The container's "/" (an O_PATH fd, ours to close), from its owner, which alone

@@ -14,7 +14,7 @@ temporary, a copy's staging directory, the entry a layer replaces) goes through
 2. the Python walk (`_remove_walk`) where the C walk stops: it makes a top directory
    the caller may not read the caller's own first, and has no depth limit (the C walk
    stops at 65536 levels);
-3. without root, when even that is refused: the files belong to the caller's
+3. rootless (`Privilege`), when even that is refused: the files belong to the caller's
    subordinate ids (a rootless container's writes, a rootless pull's layers), which only
    a user namespace with the same map may remove, so the C walk runs there.
 
@@ -32,6 +32,8 @@ import stat
 from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Tuple, Union
 
 from ..errors import StoreError
+
+from .privilege import Privilege
 
 if TYPE_CHECKING:
     from .idmap import IdMap
@@ -95,15 +97,17 @@ def write_json(path: pathlib.Path, doc: Mapping[str, Any]) -> None:
 # -- the tree remover ---------------------------------------------------------------------
 
 
-def remove_tree(path: Union[PathLike, bytes], ids: "Optional[IdMap]" = None, *,
+def remove_tree(path: Union[PathLike, bytes], privilege: Optional[Privilege] = None, *,
                 dir_fd: Optional[int] = None) -> None:
     """Remove a file or a directory tree; a missing path is fine.
 
     ``path`` is relative to ``dir_fd`` when given (as with `os.unlink`), and its last
-    component is never followed.  ``ids``: the map of the user namespace that may remove
-    files of the caller's subordinate ids (default: the caller's own, `idmap.for_caller`);
-    not used with ``dir_fd`` (a user namespace's helper cannot see our fds) or as root.
-    The order of attempts is the module docstring's."""
+    component is never followed.  ``privilege`` (default: this process's,
+    `Privilege.current`; callers with a store pass the store's): as root nothing is made
+    writable first and a refusal is final; rootless, its `Privilege.id_map` is the map of
+    the user namespace that may remove files of the caller's subordinate ids (never with
+    ``dir_fd``: a user namespace's helper cannot see our fds).  The order of attempts is
+    the module docstring's."""
     p = os.fspath(path)
     try:
         st = os.lstat(p, dir_fd=dir_fd)
@@ -116,9 +120,10 @@ def remove_tree(path: Union[PathLike, bytes], ids: "Optional[IdMap]" = None, *,
 
     if lib.ib_remove_tree(_AT_FDCWD if dir_fd is None else dir_fd, ffi.new("char[]", os.fsencode(p))) == 0:
         return
+    privilege = privilege or Privilege.current()
     try:
         if dir_fd is not None:
-            _remove_walk(dir_fd, p)
+            _remove_walk(dir_fd, p, privilege.rootful)
             return
         parent, name = os.path.split(os.path.abspath(p))
         try:
@@ -126,16 +131,17 @@ def remove_tree(path: Union[PathLike, bytes], ids: "Optional[IdMap]" = None, *,
         except FileNotFoundError:
             return  # removed meanwhile
         try:
-            _remove_walk(pfd, name)
+            _remove_walk(pfd, name, privilege.rootful)
         finally:
             os.close(pfd)
     except PermissionError:
-        if os.geteuid() == 0 or dir_fd is not None:
+        ids = privilege.id_map() if dir_fd is None else None  # None as root: nothing more to try
+        if ids is None:
             raise
         _remove_in_userns(pathlib.Path(os.fsdecode(p)), ids)
 
 
-def _remove_walk(dirfd: int, name: Union[str, bytes]) -> None:
+def _remove_walk(dirfd: int, name: Union[str, bytes], rootful: bool) -> None:
     """Removes the directory tree at name under dirfd without following any symlink,
     making directories writable where their mode forbids it (a finished layer holds 0555
     directories).
@@ -143,8 +149,7 @@ def _remove_walk(dirfd: int, name: Union[str, bytes]) -> None:
     Iterative, and with two fds open at most whatever the depth (a container or a layer
     can nest directories deeper than Python recurses, and than an unprivileged user's
     1024 fds): it goes down with openat and back up with "..", checking that each
-    parent is still the directory it came from."""
-    privileged = os.geteuid() == 0
+    parent is still the directory it came from. ``rootful``: root needs no mode changed."""
     path: List[Tuple[Union[str, bytes], Tuple[int, int]]] = []  # from the top: name, (dev, ino)
 
     def enter(parent: int, child: Union[str, bytes]) -> int:
@@ -161,7 +166,7 @@ def _remove_walk(dirfd: int, name: Union[str, bytes]) -> None:
             fd = os.open(child, _O_DIR_FD, dir_fd=parent)
         try:
             st = os.fstat(fd)
-            if not privileged and stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
+            if not rootful and stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
                 os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
         except BaseException:
             os.close(fd)
@@ -202,12 +207,11 @@ def _remove_walk(dirfd: int, name: Union[str, bytes]) -> None:
             os.close(fd)
 
 
-def _remove_in_userns(path: pathlib.Path, ids: "Optional[IdMap]" = None) -> None:
+def _remove_in_userns(path: pathlib.Path, ids: "IdMap") -> None:
     """Remove a tree holding files of the caller's subordinate ids, which the caller
     cannot: the C walk (IB_OP_RMTREE) run as root of a user namespace with the same map."""
-    from . import idmap, native
+    from . import native
 
-    ids = ids or idmap.for_caller()
     if not ids.helpers:
         raise StoreError(f"cannot remove {path}: permission denied")
     spec = native.Spec(

@@ -45,6 +45,7 @@ from ..errors import (
     InvalidOption,
     IsoboxError,
 )
+from ..host.privilege import Privilege
 from .digest import chain_ids, check, matches
 from .platform import Platform
 from .reference import Reference
@@ -564,13 +565,15 @@ def _install(
     return Image.from_record(record, str(reference), store)
 
 
-def _own(path: pathlib.Path, owners: Sequence[Tuple[str, int, int, Optional[int]]]) -> None:
-    """Without root, give files their archive owners through the caller's subordinate
-    ids (a user namespace of the native core); with no ranges they stay the caller's."""
+def _own(path: pathlib.Path, owners: Sequence[Tuple[str, int, int, Optional[int]]],
+         privilege: Privilege) -> None:
+    """Rootless, give files their archive owners through the store's id map (the caller's
+    subordinate ids, in a user namespace of the native core); with no ranges they stay
+    the caller's."""
     from ..host import idmap
 
-    ids = idmap.for_caller()
-    if ids.helpers:
+    ids = privilege.id_map()
+    if ids is not None and ids.helpers:
         idmap.chown_in_userns(str(path), owners, ids)
 
 
@@ -692,7 +695,8 @@ class _LayerFetcher:
             chunks = _guarded(self.client.iter_blob(self.reference, desc, progress=self._report(desc)),
                               self.cancel)
             try:
-                stats = apply_layer(chunks, path, media_type=desc.media_type, lower_dirs=lowers)
+                stats = apply_layer(chunks, path, media_type=desc.media_type, lower_dirs=lowers,
+                                    privilege=self.store.privilege)
             except LayerError:
                 if i > 0 and not lowers:
                     raise _NeedsLowers() from None  # maybe a hard link into a lower layer
@@ -707,7 +711,7 @@ class _LayerFetcher:
                     f"image config says {diff_id}"
                 )
             if stats.owners:
-                _own(path, stats.owners)
+                _own(path, stats.owners, self.store.privilege)
             if stats.depends_on_lower and i > 0:
                 if not lowers:
                     raise _NeedsLowers()

@@ -32,8 +32,6 @@ Locking (``fcntl.flock``, released by the kernel when a process dies):
 
 from __future__ import annotations
 
-import atexit
-import collections
 import contextlib
 import errno
 import fcntl
@@ -41,12 +39,10 @@ import json
 import os
 import pathlib
 import re
-import threading
 import time
 from typing import (
     TYPE_CHECKING,
     Any,
-    Callable,
     Dict,
     Iterator,
     List,
@@ -61,11 +57,12 @@ from typing import (
 import attrs
 
 from ..errors import DigestMismatch, IsoboxError, StoreError
+from ..host import remover
 from ..host.fs import remove_tree, replace_file
+from ..host.privilege import Privilege
 from .digest import check, compute, is_digest, matches, name_key, split
 
 if TYPE_CHECKING:
-    from ..host.idmap import IdMap
     from .image import Image
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -77,17 +74,6 @@ HELD_LAYERS_NAME = "layers.json"
 # Lock files prune may delete (only while it holds gc.lock exclusively: nobody else has them).
 _ITEM_LOCK_PREFIXES = ("layer-", "blob-", "ref-")
 _MAKING_PREFIX = ".making-"  # tmp/ directories between their mkdir and their flock
-
-
-def default_root() -> pathlib.Path:
-    """``$ISOBOX_ROOT``, else ``/var/lib/isobox`` as root, else ``$XDG_DATA_HOME/isobox``."""
-    env = os.environ.get("ISOBOX_ROOT")
-    if env:
-        return pathlib.Path(env)
-    if os.geteuid() == 0:
-        return pathlib.Path("/var/lib/isobox")
-    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return pathlib.Path(xdg) / "isobox"
 
 
 def _check_digest(value: object) -> str:
@@ -273,74 +259,6 @@ def _forget_temporaries_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_temporaries_in_child)
 
 
-class _Remover:
-    """The thread that removes what `Store.remove_later` renamed into ``tmp/``: one per
-    process, started on first use (in a forked child there is none: see `synchronous`). Each job holds its directory's flock (so no sweep takes
-    it meanwhile) and the store's shared gc lock (so a prune waits). The process waits
-    for the queue at exit (atexit), so a normal exit leaves nothing behind; a killed
-    process leaves unheld directories under ``tmp/``, which the next sweep removes."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.jobs: "collections.deque[Callable[[], None]]" = collections.deque()
-        self.running = 0
-        self.thread: Optional[threading.Thread] = None
-        # In a forked child, removals run in the caller: children of fork commonly end
-        # with os._exit (multiprocessing's workers do), which runs no atexit handler.
-        self.synchronous = False
-
-    def submit(self, job: Callable[[], None]) -> None:
-        if self.synchronous:
-            job()
-            return
-        with self.cond:
-            self.jobs.append(job)
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self._run, name="isobox-remover", daemon=True)
-                self.thread.start()
-            self.cond.notify_all()
-
-    def _run(self) -> None:
-        while True:
-            with self.cond:
-                while not self.jobs:
-                    self.cond.wait()
-                job = self.jobs.popleft()
-                self.running += 1
-            try:
-                job()
-            except BaseException:  # pragma: no cover - the job swallows what it expects
-                pass
-            finally:
-                with self.cond:
-                    self.running -= 1
-                    self.cond.notify_all()
-
-    def drain(self) -> None:
-        """Wait until every submitted removal is done."""
-        with self.cond:
-            while self.jobs or self.running:
-                self.cond.wait()
-
-    def forget_in_child(self) -> None:
-        # a forked copy has no remover thread; its parent removes what it queued
-        self.cond = threading.Condition()
-        self.jobs = collections.deque()
-        self.running = 0
-        self.thread = None
-        self.synchronous = True
-
-
-_remover = _Remover()
-atexit.register(_remover.drain)
-os.register_at_fork(after_in_child=_remover.forget_in_child)
-
-
-def wait_for_removals() -> None:
-    """Wait until the removals `Store.remove_later` started in this process are done."""
-    _remover.drain()
-
-
 # -- filesystem helpers -----------------------------------------------------------------
 
 
@@ -381,15 +299,23 @@ def _absolute(path: PathLike) -> pathlib.Path:
 
 @attrs.frozen
 class Store:
-    """A store root. Cheap to create; `open` makes the directories."""
+    """A store root, and whether this process uses it as root or rootless (`privilege`:
+    decided once, when the store is opened, for everything done with it). Cheap to
+    create; `open` makes the directories."""
 
     root: pathlib.Path = attrs.field(converter=_absolute)
+    privilege: Privilege = attrs.field(factory=Privilege.current)
 
     @classmethod
-    def open(cls, root: Optional[Union["Store", PathLike]] = None) -> "Store":
+    def open(cls, root: Optional[Union["Store", PathLike]] = None, *,
+             privilege: Optional[Privilege] = None) -> "Store":
+        """The store at ``root`` (default: `Privilege.default_store_root`), its directories
+        made. ``privilege`` defaults to this process's (`Privilege.current`); a `Store`
+        given as ``root`` is returned as it is."""
         if isinstance(root, Store):
             return root
-        store = cls(default_root() if root is None else root)
+        privilege = privilege or Privilege.current()
+        store = cls(privilege.default_store_root() if root is None else root, privilege)
         try:
             for sub in SUBDIRS:
                 os.makedirs(os.path.join(store.root, sub), 0o700, exist_ok=True)
@@ -559,24 +485,27 @@ class Store:
                         os.close(fd)
                 elif time.time() - entry.stat(follow_symlinks=False).st_mtime < 3600:
                     continue
-                remove_tree(entry.path)
+                remove_tree(entry.path, self.privilege)
                 removed += 1
             except OSError:
                 continue  # gone meanwhile, or not ours to remove: prune reports it
         return removed
 
-    def remove_later(self, path: pathlib.Path, ids: "Optional[IdMap]" = None) -> None:
+    def remove_later(self, path: pathlib.Path, privilege: Optional[Privilege] = None) -> None:
         """Remove the directory ``path`` (under the store) in the background: it is renamed
         into ``tmp/`` at once (gone from where it was, as far as anyone can see) and
-        removed by this process's remover thread. On a disk, removing a container's
-        writable layer is most of the cost of ending it; the caller need not wait for it.
-        Falls back to removing it here when it cannot be moved."""
+        removed by this process's remover thread (`isobox.host.remover`). On a disk,
+        removing a container's writable layer is most of the cost of ending it; the
+        caller need not wait for it.
+        Falls back to removing it here when it cannot be moved. ``privilege``: the store's,
+        or one with the id map of the container that made the files (`Privilege.with_id_map`)."""
+        privilege = privilege or self.privilege
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return
         except OSError:
-            remove_tree(path, ids)
+            remove_tree(path, privilege)
             return
         trash = self.tmp / f"rm-{os.getpid()}-{os.urandom(8).hex()}"
         try:
@@ -584,20 +513,20 @@ class Store:
             os.rename(path, trash)
         except OSError:
             os.close(fd)
-            remove_tree(path, ids)
+            remove_tree(path, privilege)
             return
         _held_temporaries[str(trash)] = fd
 
         def job() -> None:
             try:
                 with self.in_use():  # a prune waits for it (and clears tmp/ otherwise)
-                    remove_tree(trash, ids)
+                    remove_tree(trash, privilege)
             except (OSError, IsoboxError):
                 pass  # left under tmp/, unheld: the next sweep or prune takes it
             finally:
                 _release_temporary(trash)
 
-        _remover.submit(job)
+        remover.submit(job)
 
     def write_file(self, path: pathlib.Path, data: bytes) -> None:
         """Write ``data`` to ``path`` atomically: temp name, fsync, rename."""
@@ -703,7 +632,7 @@ class Store:
         if target.parent != self.tmp:
             raise StoreError(f"not a store temporary: {path}")
         try:
-            remove_tree(target)
+            remove_tree(target, self.privilege)
         except OSError as exc:
             raise StoreError(f"cannot remove {target}: {exc.strerror}") from exc
         finally:
@@ -898,7 +827,7 @@ class Store:
                         info = self.layer_info(diff_id) if is_digest(diff_id) else None
                         reclaimed += info.size if info else 0
                         removed_layers.append(diff_id)
-                    remove_tree(entry)
+                    remove_tree(entry, self.privilege)
 
         used_blobs = {t.digest for t in tags} | kept_manifests | {r.config_digest for r in kept}
         removed_blobs = 0
@@ -909,14 +838,14 @@ class Store:
                 if f"{algorithm_dir.name}:{entry.name}" not in used_blobs:
                     with contextlib.suppress(OSError):
                         reclaimed += entry.lstat().st_size
-                    remove_tree(entry)
+                    remove_tree(entry, self.privilege)
                     removed_blobs += 1
 
         temporaries = 0
         if clear_tmp:
             for entry in self.tmp.iterdir():
                 reclaimed += tree_size(entry) if entry.is_dir() else entry.lstat().st_size
-                remove_tree(entry)
+                remove_tree(entry, self.privilege)
                 temporaries += 1
             for entry in self.locks.iterdir():
                 if entry.name.startswith(_ITEM_LOCK_PREFIXES):

@@ -37,7 +37,7 @@ OCI semantics on disk (overlayfs's form, Documentation/filesystems/overlayfs.rst
   creates keeps the entry (a directory then becomes opaque, hiding the lower one's
   contents); whiteouts inside an opaque directory are dropped as redundant.
 
-Without root, ownership collapses to the caller (the user namespace maps the caller to
+Rootless (`isobox.host.privilege.Privilege`, given by the caller), ownership collapses to the caller (the user namespace maps the caller to
 root, so the container sees root-owned files), device nodes are skipped and listed in
 `LayerStats.skipped`, and xattrs only root may set (``trusted.*``, ``security.*``) are
 skipped.  As root, uid/gid, devices and ``security.capability`` are applied; chown always
@@ -56,6 +56,7 @@ import attrs
 
 from ..errors import HostNotSupported, InvalidOption, LayerError
 from ..host.fs import remove_tree
+from ..host.privilege import Privilege
 from .digest import is_digest
 from .inflate import FromSource, Inflater
 from .manifest import LAYER_MEDIA_TYPES
@@ -160,9 +161,13 @@ class _LayerWriter:
         format_is_default: bool,
         namespace: str,
         limits: Limits,
+        privilege: Privilege,
         existing: bool = False,
     ) -> None:
-        self.privileged = os.geteuid() == 0
+        self.privilege = privilege
+        self.can_chown = privilege.can_chown
+        self.can_mknod = privilege.can_mknod
+        self.rootful = privilege.rootful  # trusted.* and security.* xattrs
         self.existing = existing
         self.whiteout_format = whiteout_format
         self.format_is_default = format_is_default
@@ -315,7 +320,7 @@ class _LayerWriter:
         if stat.S_ISDIR(st.st_mode):
             if keep_dir:
                 return True
-            remove_tree(name, dir_fd=pfd)
+            remove_tree(name, self.privilege, dir_fd=pfd)
         else:
             os.unlink(name, dir_fd=pfd)
         self._forget_dirfds()  # a cached descriptor may name what was just removed
@@ -365,7 +370,7 @@ class _LayerWriter:
             self._node(pfd, parts, e, stat.S_IFCHR)
         else:
             self._node(pfd, parts, e, stat.S_IFBLK)
-        if not self.privileged and (e.uid or e.gid) and kind in (REG, DIR, SYM, FIFO):
+        if not self.can_chown and (e.uid or e.gid) and kind in (REG, DIR, SYM, FIFO):
             # chown(2) clears set-id bits of files: remember the mode to put back
             setid = kind == REG and e.mode & (stat.S_ISUID | stat.S_ISGID)
             self.owners[b"/".join(parts)] = (e.uid, e.gid, e.mode if setid else None)
@@ -400,7 +405,7 @@ class _LayerWriter:
         # Plain modes are given to open(2) directly (saving a fchmod) when the umask
         # keeps them whole and no chown or xattr comes after that could need the
         # owner's write permission or clear set-id bits.
-        chown = self.privileged and (e.uid, e.gid) != self.owner
+        chown = self.can_chown and (e.uid, e.gid) != self.owner
         direct = not (e.mode & ~self.umask_keeps or chown or e.xattrs)
         mode = e.mode if direct else 0o600
         try:
@@ -444,7 +449,7 @@ class _LayerWriter:
 
     def _finish_node(self, pfd: int, name: bytes, e: Entry, chmod: bool) -> None:
         """Metadata of an entry we hold no descriptor of (symlink, fifo, device)."""
-        if self.privileged:
+        if self.can_chown:
             os.chown(name, e.uid, e.gid, dir_fd=pfd, follow_symlinks=False)
         if e.xattrs:
             # xattrs of a symlink or special file: no fd can carry them (O_PATH fds refuse
@@ -461,7 +466,7 @@ class _LayerWriter:
 
     def _node(self, pfd: int, parts: Tuple[bytes, ...], e: Entry, kind: int) -> None:
         name = parts[-1]
-        if kind != stat.S_IFIFO and not self.privileged:
+        if kind != stat.S_IFIFO and not self.can_mknod:
             self._skip(parts, "device node needs root (mknod)")
             return
         device = os.makedev(e.devmajor, e.devminor) if kind != stat.S_IFIFO else 0
@@ -544,7 +549,7 @@ class _LayerWriter:
                 self._copy_file(tfd, target[-1], pfd, name, st)
             elif stat.S_ISLNK(st.st_mode):
                 os.symlink(os.readlink(target[-1], dir_fd=tfd), name, dir_fd=pfd)
-                if self.privileged:
+                if self.can_chown:
                     os.chown(name, st.st_uid, st.st_gid, dir_fd=pfd, follow_symlinks=False)
             else:
                 raise LayerError(
@@ -626,7 +631,7 @@ class _LayerWriter:
                         start += n
                     pos = end if start >= end else st.st_size
                 os.ftruncate(dst, st.st_size)
-                if self.privileged:
+                if self.can_chown:
                     os.fchown(dst, st.st_uid, st.st_gid)
                 os.fchmod(dst, stat.S_IMODE(st.st_mode))
                 os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -643,7 +648,7 @@ class _LayerWriter:
         if key.startswith("user."):
             return None
         if key == "security.capability" or key.startswith("trusted."):
-            return None if self.privileged else "needs root"
+            return None if self.rootful else "needs root"
         return "namespace not restored from layers"
 
     def _set_xattrs(self, target: Union[int, bytes], xattrs: Dict[str, bytes], what: bytes) -> None:
@@ -774,7 +779,7 @@ class _LayerWriter:
                 st = os.fstat(fd)
                 if (st.st_dev, st.st_ino) != meta.ident:
                     continue  # replaced by a later entry
-                if self.privileged and meta.uid is not None and meta.gid is not None:
+                if self.can_chown and meta.uid is not None and meta.gid is not None:
                     os.fchown(fd, meta.uid, meta.gid)
                 if meta.xattrs:
                     self._set_xattrs(fd, meta.xattrs, b"/".join(parts) or b"/")
@@ -834,6 +839,7 @@ def apply_layer(
     whiteout_format: Optional[str] = None,
     userxattr: Optional[bool] = None,
     existing: bool = False,
+    privilege: Optional[Privilege] = None,
 ) -> LayerStats:
     """Applies one layer stream to ``dest``, an existing empty directory (a temporary name
     the caller renames once this returns; after an exception the caller removes it with
@@ -851,7 +857,11 @@ def apply_layer(
     Linux 5.8, for everyone, falling back to "xattr" if mknod is refused) or "xattr"
     (overlayfs >= 6.7 xattr whiteouts).  ``userxattr``: the layer will be mounted with
     ``-o userxattr`` in a user namespace, so overlay metadata goes to ``user.overlay.*``
-    instead of ``trusted.overlay.*``; default True unless running as root.
+    instead of ``trusted.overlay.*``; default: ``privilege``'s (`Privilege.overlay_xattrs`).
+
+    ``privilege`` (default: this process's, `Privilege.current`; a pull passes its
+    store's) says whether entries get their archive's owners, device nodes are made and
+    ``trusted.*`` xattrs are set, or entries stay the caller's (`LayerStats.owners`).
 
     ``existing=True`` applies a plain tar stream into a directory that already has content
     (copies into a container, `docker cp`): its mode is kept, and whiteout names are refused
@@ -865,10 +875,9 @@ def apply_layer(
         raise LayerError(f"{media_type!r} is not a layer media type isobox can apply")
     if whiteout_format not in (None, "device", "xattr"):
         raise InvalidOption(f"whiteout_format must be 'device' or 'xattr', not {whiteout_format!r}")
-    privileged = os.geteuid() == 0
-    if userxattr is None:
-        userxattr = not privileged
-    if not userxattr and not privileged:
+    privilege = privilege or Privilege.current()
+    namespace = privilege.overlay_xattrs if userxattr is None else "user" if userxattr else "trusted"
+    if namespace == "trusted" and not privilege.rootful:
         raise InvalidOption("trusted.overlay.* xattrs need root: pass userxattr=True")
     try:
         writer = _LayerWriter(
@@ -876,8 +885,9 @@ def apply_layer(
             [os.fspath(d) for d in lower_dirs],
             whiteout_format or "device",
             whiteout_format is None,
-            "user" if userxattr else "trusted",
+            namespace,
             limits,
+            privilege,
             existing,
         )
     except OSError as exc:

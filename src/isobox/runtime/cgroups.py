@@ -51,6 +51,7 @@ import attrs
 
 from . import devices as _devices
 from ..errors import HostNotSupported, InvalidOption
+from ..host.privilege import Privilege
 
 V1_CONTROLLERS = ("memory", "pids", "cpu", "devices")
 PERIOD_US = 100_000
@@ -184,17 +185,22 @@ class Group:
     @classmethod
     def for_container(cls, name: str, limits: Limits,
                       devices: Sequence[_devices.DeviceNode] = (),
-                      layout: Optional[Layout] = None) -> Optional["Group"]:
+                      layout: Optional[Layout] = None, *,
+                      privilege: Optional[Privilege] = None) -> Optional["Group"]:
         """The group of a container about to start: the device policy (the default rules
         plus one per node of `devices`), the pids limit and the caller's limits. None when
         this host lets us make no group and the caller asked for no limit; with a limit
         asked for, HostNotSupported says why instead. `layout` defaults to this process's
-        cgroups (tests pass a v2-only one to exercise v2 on a hybrid host)."""
+        cgroups (tests pass a v2-only one to exercise v2 on a hybrid host); `privilege`
+        (the container's store's; default: this process's) whether a v2 device program
+        can be loaded."""
         layout = layout or Layout.read()
         extra = tuple(node.rule for node in devices)
         if layout.uses_v2:
             assert layout.v2 is not None
-            return cls._create_v2(layout.v2, name, limits, _devices.DEFAULT_RULES + extra)
+            privilege = privilege or Privilege.current()
+            return cls._create_v2(layout.v2, name, limits, _devices.DEFAULT_RULES + extra,
+                                  privilege.device_program)
         if layout.v1:
             return cls._create_v1(layout.v1, name, limits, extra)
         if limits.any:
@@ -259,7 +265,7 @@ class Group:
 
     @classmethod
     def _create_v2(cls, parent: pathlib.Path, name: str, limits: Limits,
-                   rules: Sequence[_devices.DeviceRule]) -> Optional["Group"]:
+                   rules: Sequence[_devices.DeviceRule], device_program: bool) -> Optional["Group"]:
         pids_max = limits.pids_max
         explicit = [c for c, v in (("memory", limits.memory), ("cpu", limits.cpus),
                                    ("pids", limits.pids if (limits.pids or 0) > 0 else None))
@@ -279,7 +285,6 @@ class Group:
                 group.notes.append(f"no pids controller in {parent}: the default pids limit is not applied")
         # Loading a device program needs CAP_BPF/CAP_SYS_ADMIN in the initial user
         # namespace; a rootless owner has neither, and needs it not (module docstring).
-        device_program = os.geteuid() == 0
         if not device_program:
             group.notes.append("rootless: no device program (the user namespace keeps device nodes unusable)")
         enabled = _read_words(parent / "cgroup.subtree_control")

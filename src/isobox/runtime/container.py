@@ -57,6 +57,7 @@ from .config import ContainerConfig, check_tty_size
 from .mounts import Mount, Volume, plan_mounts
 from .rootfs import RootfsPlan
 from ..host.fs import remove_tree
+from ..host.privilege import Privilege
 from ..images.store import Store
 from .state import STATE_NAME, ContainerState, owner_alive, read_state, start_time, unlink_name, write_state
 from .spelling import Command, log_streams, parse_command, parse_env, signal_number
@@ -136,7 +137,7 @@ def sweep_stale(store: Store) -> List[str]:
         except (OSError, ValueError):
             name = None
         try:
-            remove_tree(cdir)
+            remove_tree(cdir, store.privilege)
         except (OSError, IsoboxError):
             continue
         if name:
@@ -144,7 +145,7 @@ def sweep_stale(store: Store) -> List[str]:
         _cgroups.sweep(f"isobox-{entry.name}")
         removed.append(entry.name)
     # runtime directories whose container directory is gone (made after it, removed after it)
-    run = _rundir.store_runtime_dir(store.root)
+    run = _rundir.store_runtime_dir(store)
     try:
         entries = list(os.scandir(run)) if run is not None else []
     except FileNotFoundError:
@@ -152,7 +153,7 @@ def sweep_stale(store: Store) -> List[str]:
     for entry in entries:
         if not (store.containers / entry.name).exists():
             try:
-                remove_tree(entry.path)
+                remove_tree(entry.path, store.privilege)
             except (OSError, IsoboxError):
                 continue
             _rundir.release_container_dir(pathlib.Path(entry.path))
@@ -241,7 +242,6 @@ class Container:
         self._env: Dict[str, str] = {}
         self._ns_flags = 0
         self._ns_fds: Tuple[int, ...] = ()
-        self._in_userns = False
         self._store_arg = store
         # the image's own settings, checked now as podman checks them at create: a StopSignal
         # that names no signal, a relative WorkingDir (runc would refuse it at start)
@@ -262,7 +262,8 @@ class Container:
         self._created: Optional[float] = None
         self._store: Optional[Store] = None
         self._rundir: Optional[pathlib.Path] = None  # its runtime directory (rundir.py), if any
-        self._ids: Optional[_idmap.IdMap] = None
+        self._ids: Optional[_idmap.IdMap] = None  # its user namespace's map (rootless)
+        self._privilege: Optional[Privilege] = None  # its store's, with that map
         self.argv = self._argv()
 
     # -- what runs --------------------------------------------------------------------------
@@ -372,21 +373,18 @@ class Container:
     def _start(self) -> "Container":
         self._owner = os.getpid()
         cfg = self.config
-        in_userns = cfg.userns if cfg.userns is not None else os.geteuid() != 0
-        if in_userns and os.geteuid() == 0:
+        store = Store.open(self._store_arg)
+        privilege = store.privilege  # rootful or rootless: decided when the store was opened
+        if cfg.userns is not None and cfg.userns != privilege.user_namespace:
             raise InvalidOption(
                 "userns=True as root is not supported: its layers would need id-shifted "
                 "mounts; run isobox as an unprivileged user for a rootless container"
+                if cfg.userns else "userns=False needs root"
             )
-        if not in_userns and os.geteuid() != 0:
-            raise InvalidOption("userns=False needs root")
         user = resolve_user(cfg.user if cfg.user is not None else self.image.config.user, self.image.layers)
-        if in_userns:
-            from ..host import idmap as _idmap  # rootless only
-
-            ids: Optional[_idmap.IdMap] = _idmap.for_caller()
-        else:
-            ids = None
+        # the id map, read now, stays with the container: its files are removed with it
+        privilege = privilege.with_id_map()
+        ids = privilege.id_map()
         if ids is not None:
             for kind, value, mapped in (("uid", user.uid, ids.maps_uid), ("gid", user.gid, ids.maps_gid)):
                 if not mapped(value):
@@ -401,9 +399,8 @@ class Container:
         else:
             groups = user.groups
         self._ids = ids
-        self._in_userns = in_userns
+        self._privilege = privilege
 
-        store = Store.open(self._store_arg)
         self._store = store
         if store.root not in _swept_stores:
             # once per process and store: what an owner that died left is swept by the next
@@ -419,7 +416,7 @@ class Container:
             # the run-time files (the root's mount point, /etc/hosts & co.) on a tmpfs where
             # the host gives one (rundir.py), after the container's directory: a sweep
             # takes a runtime directory whose container directory is gone
-            self._rundir = _rundir.make_container_dir(store.root, self.id)
+            self._rundir = _rundir.make_container_dir(store, self.id)
             # the root's mount point: one empty directory every container of the store
             # mounts on, each in its own mount namespace. Never removed: removing a
             # directory that was a mount point (in any namespace) detaches mounts under the
@@ -442,7 +439,7 @@ class Container:
             volumes = (store.using_volumes() if any(isinstance(m, Volume) for m in cfg.mounts)
                        else contextlib.nullcontext())
             with volumes:
-                self._spawn(cdir, user.home, user.uid, user.gid, groups, ids, in_userns)
+                self._spawn(cdir, user.home, user.uid, user.gid, groups, ids, privilege)
         except BaseException:
             self._cleanup()
             raise
@@ -471,7 +468,7 @@ class Container:
 
     def _spawn(
         self, cdir: pathlib.Path, home: str, uid: int, gid: int, groups: Tuple[int, ...],
-        ids: Optional[_idmap.IdMap], in_userns: bool,
+        ids: Optional[_idmap.IdMap], privilege: Privilege,
     ) -> None:
         cfg = self.config
         hostname = cfg.hostname or self.id[:12]
@@ -480,8 +477,8 @@ class Container:
             upper=str(cdir / "upper"),
             work=str(cdir / "work"),
             mountpoint=str(cdir.parent / MOUNTPOINT_NAME),
-            in_userns=in_userns,
-            mknod_devices=not in_userns,
+            in_userns=privilege.user_namespace,
+            mknod_devices=privilege.can_mknod,
             devpts_gid=5 if ids is None or ids.maps_gid(5) else None,
             own_netns=cfg.network == "none",
             read_only=cfg.read_only,
@@ -492,7 +489,7 @@ class Container:
                  | native.CLONE_NEWIPC | native.CLONE_NEWCGROUP)
         if cfg.network == "none":
             flags |= native.CLONE_NEWNET
-        if in_userns:
+        if privilege.user_namespace:
             flags |= native.CLONE_NEWUSER
         self._ns_flags = flags
         etc_files = self._etc_files(self._rundir or cdir, hostname)
@@ -516,7 +513,8 @@ class Container:
             # the device policy and the default pids limit wherever a group can be made,
             # the caller's limits (or HostNotSupported); the child enters it itself before
             # anything else (spawn.c: enter_cgroups)
-            self._cgroup = _cgroups.Group.for_container(f"isobox-{self.id}", cfg.limits, cfg.devices)
+            self._cgroup = _cgroups.Group.for_container(f"isobox-{self.id}", cfg.limits, cfg.devices,
+                                                        privilege=privilege)
             if self._cgroup is not None:
                 cgroup_fds = self._cgroup.open_entries()
             spec = native.Spec(
@@ -1010,7 +1008,9 @@ class Container:
     def _copy_root(self) -> "_copy.Root":
         from . import copy
 
-        return copy.Root(self.name, self._open_root, self.dir)
+        if self._privilege is None:  # never started (what joining it would say)
+            raise ContainerError(f"container {self.name} is not running")
+        return copy.Root(self.name, self._open_root, self.dir, self._privilege)
 
     def _open_root(self) -> int:
         """An O_PATH fd of the running container's "/" as its processes see it (from
@@ -1080,9 +1080,9 @@ class Container:
                 self._store.release_layers(self.id)
                 # gone at once; its writable layer is removed by the store's remover
                 # thread (most of a container's end on a disk; see Store.remove_later)
-                self._store.remove_later(cdir, self._ids)
+                self._store.remove_later(cdir, self._privilege)
                 if self._rundir is not None:
-                    remove_tree(self._rundir, self._ids)
+                    remove_tree(self._rundir, self._privilege)
                     _rundir.release_container_dir(self._rundir)
                     self._rundir = None
             finally:

@@ -33,17 +33,20 @@ from typing import IO, Callable, Iterable, Iterator, List, Optional, Tuple, Unio
 import attrs
 
 from ..errors import ContainerError, InvalidOption
+from ..host.privilege import Privilege
 
 
 @attrs.frozen
 class Root:
     """A running container as a copy sees it: its ``name`` (for errors), how to ``open``
     an O_PATH fd of its "/" (the caller closes it), and ``spool_dir``, where a copy too
-    large for memory waits on its way (the container's state directory)."""
+    large for memory waits on its way (the container's state directory), and the
+    ``privilege`` of its store (whether what is copied in gets the archive's owners)."""
 
     name: str
     open: Callable[[], int]
     spool_dir: pathlib.Path
+    privilege: Privilege
 
 
 
@@ -71,7 +74,7 @@ def put_archive(container: Root, path: str, data: Union[bytes, Iterable[bytes]])
         os.close(root)
     try:
         chunks = _chunks(data) if isinstance(data, bytes) else iter(data)
-        apply_layer(chunks, f"/proc/self/fd/{target}", existing=True)
+        apply_layer(chunks, f"/proc/self/fd/{target}", existing=True, privilege=container.privilege)
     finally:
         os.close(target)
 
@@ -97,7 +100,8 @@ def _write_archive(container: Root, path: str, arcname: "str | None", out: IO[by
     name = posixpath.basename(path.rstrip("/")) or "."
     try:
         with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            _add(tar, parent, name, arcname or name, owner, path.rstrip("/") or "/")
+            _add(tar, parent, name, arcname or name, owner, path.rstrip("/") or "/",
+                 rootless=not container.privilege.rootful)
     except FileNotFoundError as exc:
         raise ContainerError(f"{path}: no such file or directory in the container") from exc
     finally:
@@ -121,7 +125,7 @@ MAX_DEPTH = 512
 
 
 def _add(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str,
-         owner: Optional[Tuple[int, int]] = None, where: str = "") -> None:
+         owner: Optional[Tuple[int, int]] = None, where: str = "", *, rootless: bool = False) -> None:
     """Add dirfd/name (never following a symlink) and, for a directory, what is below:
     depth first, by name, iteratively (a container's tree can be deeper than Python
     recurses), with at most `MAX_DEPTH` levels below it. ``where`` is its path in the
@@ -136,7 +140,7 @@ def _add(tar: tarfile.TarFile, dirfd: int, name: str, arcname: str,
                 raise  # the path asked for: _write_archive says so
             shown = where + arc[len(arcname):]
             hint = ""
-            if isinstance(exc, PermissionError) and os.geteuid() != 0:
+            if isinstance(exc, PermissionError) and rootless:
                 hint = (" (a rootless copy reads as the calling user, who cannot read what only "
                         "another user of the container may read)")
             raise ContainerError(f"{shown}: cannot copy it out of the container: "
@@ -264,12 +268,12 @@ def copy_from(container: Root, path: str, host_path: Union[str, "os.PathLike[str
             raise ContainerError(f"{what}: cannot create a file in {target_dir}: {exc.strerror}") from exc
         try:
             try:
-                apply_layer(_read_chunks(buf), stage, existing=True)
+                apply_layer(_read_chunks(buf), stage, existing=True, privilege=container.privilege)
             except LayerError as exc:
                 raise ContainerError(f"{what}: unpacking into {stage}: {exc}") from exc
             _move_into_place(stage, target_dir, arcname, what)
         finally:
-            remove_tree(pathlib.Path(stage))
+            remove_tree(pathlib.Path(stage), container.privilege)
 
 
 def _move_into_place(stage: str, target_dir: str, name: str, what: str) -> None:

@@ -18,6 +18,7 @@ import attrs
 from ..host import idmap as _idmap
 from ..host import native
 from ..host.fs import remove_tree
+from ..host.privilege import Privilege
 from ..errors import IsoboxError
 
 
@@ -88,8 +89,8 @@ def _kernel() -> Check:
     return Check("kernel", ok, release + ("" if ok else ": overlayfs in a user namespace needs 5.11"))
 
 
-def _userns() -> Check:
-    if os.geteuid() == 0:
+def _userns(privilege: Privilege) -> Check:
+    if not privilege.user_namespace:
         return Check("user namespaces", True, "not needed as root")
     ids = _idmap.IdMap(uids=(_idmap.IdRange(0, os.geteuid(), 1),),
                        gids=(_idmap.IdRange(0, os.getegid(), 1),), helpers=False)
@@ -97,13 +98,13 @@ def _userns() -> Check:
     return Check("user namespaces", why is None, why or "an unprivileged user namespace can be created")
 
 
-def _subids() -> Check:
-    uid = os.geteuid()
-    if uid == 0:
+def _subids(privilege: Privilege) -> Check:
+    if not privilege.user_namespace:
         return Check("subordinate ids", True, "not needed as root")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", _idmap.SubordinateIdWarning)  # the report says it
-        ids = _idmap.for_caller()
+        ids = privilege.id_map()
+    assert ids is not None
     if ids.helpers:
         r = ids.uids[1]
         return Check("subordinate ids", True, f"{r.size} ids from {r.host} via newuidmap/newgidmap")
@@ -111,8 +112,8 @@ def _subids() -> Check:
                  "this user in /etc/subuid and /etc/subgid and newuidmap/newgidmap (package uidmap)")
 
 
-def _overlay() -> Check:
-    in_userns = os.geteuid() != 0
+def _overlay(privilege: Privilege) -> Check:
+    in_userns = privilege.user_namespace
     tmp = tempfile.mkdtemp(prefix="isobox-doctor-")
     try:
         for d in ("lower", "upper", "work", "merged"):
@@ -123,10 +124,10 @@ def _overlay() -> Check:
         flags = native.CLONE_NEWNS | (native.CLONE_NEWUSER if in_userns else 0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", _idmap.SubordinateIdWarning)  # _subids reports it
-            ids = _idmap.for_caller() if in_userns else None
+            ids = privilege.id_map()
         why = _try_child(native.Spec(clone_flags=flags, ops=(op,), set_ids=False), ids)
     finally:
-        remove_tree(pathlib.Path(tmp))  # overlayfs leaves work/work with mode 000
+        remove_tree(pathlib.Path(tmp), privilege)  # overlayfs leaves work/work with mode 000
     where = "in a user namespace" if in_userns else "as root"
     return Check("overlayfs", why is None, why or f"overlay mounts {where} work")
 
@@ -149,18 +150,18 @@ def _cgroups() -> Check:
     return Check("cgroups", False, "no cgroup filesystem is mounted")
 
 
-def _device_policy() -> Check:
+def _device_policy(privilege: Privilege) -> Check:
     """Make and remove the group a container would get: the device cgroup and the default
     pids limit are applied only where one can be made (cgroups.Group.for_container)."""
     from .cgroups import Group, Limits
 
     try:
-        group = Group.for_container(f"isobox-probe-{os.getpid()}", Limits())
+        group = Group.for_container(f"isobox-probe-{os.getpid()}", Limits(), privilege=privilege)
     except IsoboxError as exc:
         return Check("device policy, pids", False, str(exc))
     if group is None:
         # rootless without delegation is a setting, not a fault: devices stay closed anyway
-        return Check("device policy, pids", os.geteuid() != 0,
+        return Check("device policy, pids", not privilege.rootful,
                      "no cgroup can be made: the default pids limit (2048) and the device cgroup "
                      "are not applied (rootless containers still cannot open devices: their "
                      "mounts are nodev, and mknod is refused in a user namespace)")
@@ -214,5 +215,6 @@ def doctor() -> Report:
     cgroups, the device policy and pids limit, seccomp, pidfd and exit statuses."""
     if platform.system() != "Linux":
         return Report([Check("linux", False, f"isobox needs Linux; this is {platform.system()}")])
-    return Report([_kernel(), _userns(), _subids(), _overlay(), _cgroups(), _device_policy(),
-                   _seccomp(), _pidfd(), _exit_status()])
+    privilege = Privilege.current()  # what a store opened now would decide
+    return Report([_kernel(), _userns(privilege), _subids(privilege), _overlay(privilege), _cgroups(),
+                   _device_policy(privilege), _seccomp(), _pidfd(), _exit_status()])

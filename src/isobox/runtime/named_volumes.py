@@ -77,7 +77,7 @@ def remove_volume(name: str, store: StoreArg = None, *, force: bool = False) -> 
             if users.get(name):
                 raise StoreError(f"volume {name} is in use by container(s) "
                                  f"{', '.join(cid[:12] for cid in users[name])}")
-        remove_tree(st.volumes / name)
+        remove_tree(st.volumes / name, st.privilege)
 
 
 def prune_volumes(store: Store) -> Tuple[Tuple[str, ...], int, List[str]]:
@@ -95,6 +95,6 @@ def prune_volumes(store: Store) -> Tuple[Tuple[str, ...], int, List[str]]:
     for entry in entries:
         if entry.name not in users and entry.is_dir(follow_symlinks=False):
             reclaimed += tree_size(pathlib.Path(entry.path))
-            remove_tree(entry.path)
+            remove_tree(entry.path, store.privilege)
             removed.append(entry.name)
     return tuple(removed), reclaimed, warnings

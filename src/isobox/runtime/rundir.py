@@ -31,14 +31,29 @@ import hashlib
 import os
 import pathlib
 import stat
-from typing import Dict, Optional
+from typing import Optional, Union
 
-ROOT_RUNTIME_DIR = "/run"
-RUNTIME_DIR_ENV = "ISOBOX_RUNTIME_DIR"  # overrides the base (/run, $XDG_RUNTIME_DIR) for all
+from ..images.store import Store
 
-# store root -> its runtime directory (None: none usable); a fact about this process's
-# environment, decided once
-_decided: Dict[pathlib.Path, Optional[pathlib.Path]] = {}
+
+def _safe_base(path: pathlib.Path) -> bool:
+    """A base directory that exists, is no symlink, belongs to us or root, and that no
+    other user can write into (so nobody can plant our ``isobox`` directory first)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid in (0, os.geteuid())
+            and not st.st_mode & 0o022)
+
+
+def on_tmpfs(path: Union[str, pathlib.Path]) -> bool:
+    """Whether ``path`` lies on a tmpfs (or ramfs), by statfs(2): where /run is on the disk
+    (some VMs and containers), a runtime directory there would only add files to the
+    disk, and the store's container directory is used instead."""
+    from ..host.native import lib
+
+    return int(lib.ib_fs_type(os.fsencode(path))) in (lib.IB_TMPFS_MAGIC, lib.IB_RAMFS_MAGIC)
 
 
 def _own_private_dir(path: pathlib.Path) -> bool:
@@ -57,22 +72,11 @@ def _own_private_dir(path: pathlib.Path) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
 
 
-def _safe_base(path: str) -> bool:
-    """A base directory that exists, is no symlink, belongs to us or root, and that no
-    other user can write into (so nobody can plant our ``isobox`` directory first)."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return (stat.S_ISDIR(st.st_mode) and st.st_uid in (0, os.geteuid())
-            and not st.st_mode & 0o022)
-
-
-def make_container_dir(store_root: pathlib.Path, cid: str) -> Optional[pathlib.Path]:
+def make_container_dir(store: Store, cid: str) -> Optional[pathlib.Path]:
     """Make the runtime directory of container ``cid`` (0700), or None where the host gives
     none (see store_runtime_dir). The store's level is made again if the last container
     of another process removed it meanwhile (release_container_dir)."""
-    base = store_runtime_dir(store_root)
+    base = store_runtime_dir(store)
     if base is None:
         return None
     path = base / cid
@@ -95,43 +99,16 @@ def release_container_dir(path: pathlib.Path) -> None:
         pass  # other containers of the store, or gone already
 
 
-def on_tmpfs(path: str) -> bool:
-    """Whether ``path`` lies on a tmpfs (or ramfs), by the mount table: where /run is on
-    the disk (some VMs and containers), a runtime directory there would only add files
-    to the disk, and the store's container directory is used instead."""
-    real = os.path.realpath(path)
-    best, fstype = "", ""
-    try:
-        with open("/proc/self/mountinfo", "rb") as f:
-            lines = f.read().decode("utf-8", "surrogateescape").splitlines()
-    except OSError:
-        return False
-    for line in lines:
-        left, sep, right = line.partition(" - ")
-        fields = left.split()
-        if not sep or len(fields) < 5 or not right:
-            continue
-        point = fields[4].replace("\\040", " ")
-        inside = real == point or real.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, fstype = point, right.split()[0]
-    return fstype in ("tmpfs", "ramfs")
-
-
-def store_runtime_dir(store_root: pathlib.Path) -> Optional[pathlib.Path]:
-    """The runtime directory of the store at ``store_root``, made if needed; None when
-    this host gives the caller none (then run-time files stay in the store)."""
-    if store_root in _decided:
-        return _decided[store_root]
-    base = os.environ.get(RUNTIME_DIR_ENV) or (
-        ROOT_RUNTIME_DIR if os.geteuid() == 0 else os.environ.get("XDG_RUNTIME_DIR")) or None
-    if base is not None and not _safe_base(base):
-        base = None  # missing (never made here: that is logind's), or others could write in it
-    found: Optional[pathlib.Path] = None
-    if base is not None and os.path.isabs(base) and on_tmpfs(base):
-        top = pathlib.Path(base) / "isobox"
-        key = hashlib.sha256(os.fsencode(store_root)).hexdigest()[:16]
-        if _own_private_dir(top) and _own_private_dir(top / key):
-            found = top / key
-    _decided[store_root] = found
-    return found
+def store_runtime_dir(store: Store) -> Optional[pathlib.Path]:
+    """The runtime directory of ``store``, made if needed and checked to be ours and
+    private; None when this host gives the caller none (the base is the store's
+    `Privilege.runtime_base`: missing, never made here, as that is logind's; one others
+    could write in; one not on a tmpfs), and then run-time files stay in the store."""
+    base = store.privilege.runtime_base
+    if base is None or not _safe_base(base) or not on_tmpfs(base):
+        return None
+    top = base / "isobox"
+    path = top / hashlib.sha256(os.fsencode(store.root)).hexdigest()[:16]
+    if _own_private_dir(top) and _own_private_dir(path):
+        return path
+    return None
