@@ -1,4 +1,4 @@
-"""`isobox pull`, `images`, `rmi`, `tag`, `save` and `load`: the images in the
+"""`isobox pull`, `images`, `rmi`, `tag`, `push`, `save` and `load`: the images in the
 store, as Docker shows them."""
 
 from __future__ import annotations
@@ -126,6 +126,27 @@ def rmi(args: argparse.Namespace) -> int:
 def tag(args: argparse.Namespace) -> int:
     store = Store.open(args.root)
     Image.get(args.source, store=store).tag(args.target, store=store)
+    return 0
+
+
+def push(args: argparse.Namespace) -> int:
+    import os
+
+    from ..images.http import ENV_INSECURE
+
+    store = Store.open(args.root)
+    image = Image.get(args.image, store=store)
+    target = Reference.parse(args.destination or args.image)
+    if args.tls_verify == "false":
+        listed = os.environ.get(ENV_INSECURE, "")
+        os.environ[ENV_INSECURE] = ",".join(x for x in (listed, target.domain) if x)
+    bar = None if args.quiet else ProgressBar(f"Pushing {target.familiar}", sys.stderr)
+    try:
+        digest = image.push(target, progress=bar, store=store)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(digest if args.quiet else f"{target.familiar}: digest: {digest}")
     return 0
 
 

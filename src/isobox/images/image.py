@@ -1,6 +1,7 @@
 """`Image`: an image's configuration and its layers, ready to run.
 
-Images come from a registry (`Image.pull`, see registry.py and store.py) or from a local
+Images come from a registry (`Image.pull`, see registry.py and store.py), from an archive
+(`Image.load`, archive.py), or from a local
 directory (`Image.from_directory`), which is how tests build root filesystems.
 
 Pulling, in order: the reference's current digest is compared with the store's tag record
@@ -387,6 +388,24 @@ class Image:
             else:
                 store.tag_image(str(target), self.digest, (record.platform,), self.digest)
         return Image.from_record(record, str(target), store)
+
+    def push(
+        self,
+        ref: Union[None, str, Reference] = None,
+        *,
+        auth: Any = None,
+        progress: Optional[ProgressCallback] = None,
+        store: Union[None, Store, PathLike] = None,
+    ) -> str:
+        """Upload this image to a registry as ``ref`` (default: its own name), with every
+        platform stored under its name (a multi-platform image as its index); returns the
+        digest the name now points to (the manifest's or index's, as stored: a push of
+        a pulled image keeps its digest). Blobs the registry has are skipped, blobs of
+        another repository of the same registry are mounted, and an interrupted push,
+        run again, uploads only what is missing. ``auth`` as for `pull`."""
+        from .push import push_image
+
+        return push_image(self, self._store(store, "push"), ref, auth=auth, progress=progress)
 
     def save(
         self,
