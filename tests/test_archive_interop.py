@@ -118,3 +118,20 @@ def test_isobox_loads_what_podman_saves(images, store, podman, tmp_path, fmt):
     assert loaded.reference == images.layered.reference
     assert loaded.id == images.layered.config_digest
     assert_same_tree(loaded, images.layered.expected)
+
+
+def test_podman_pulls_and_runs_what_isobox_pushes(images, store, podman):
+    import isobox
+    import uuid
+
+    img = Image.pull(images.layered.reference, store=store)
+    target = f"{images.registry.host}/pushed/podman-{uuid.uuid4().hex[:8]}:1"
+    assert img.push(target) == img.digest
+    podman("pull", "-q", "--tls-verify=false", target)
+    [info] = json.loads(podman("image", "inspect", target).stdout)
+    assert info["Digest"] == img.digest
+    command = ["sh", "-c", "cat /data/keep.txt /opt/app/new/file; ls /data | sort"]
+    status, out, err = podman.run(target, command, options=["--user", "0"])
+    assert status == 0, err
+    assert out == isobox.run(img, command, user="0", store=store).stdout.decode()
+    podman("rmi", target)
