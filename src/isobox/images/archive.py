@@ -91,7 +91,7 @@ class _Source:
         if size > limit:
             raise InvalidArchive(f"{self.where}: {name} is {size} bytes, more than the {limit} allowed")
         with self.open(name) as f:
-            return f.read(limit + 1)[:limit + 1]
+            return f.read(limit + 1)
 
 
 class _TarSource(_Source):
