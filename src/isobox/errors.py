@@ -56,6 +56,12 @@ class InvalidImage(RegistryError):
     type or an impossible value (a list of labels, a bogus StopSignal), as Docker refuses it."""
 
 
+class InvalidArchive(IsoboxError, ValueError):
+    """Raised when an image archive or OCI layout being loaded is malformed or hostile (a
+    path leaving it, a link, an oversized document, a blob that does not hash to its
+    digest); the message names the archive and the entry."""
+
+
 class StoreError(IsoboxError):
     """Raised when the on-disk store cannot be read or written."""
 
@@ -142,6 +148,7 @@ __all__ = [
     "RateLimited",
     "UnsupportedManifest",
     "InvalidImage",
+    "InvalidArchive",
     "StoreError",
     "ImageNotFound",
     "LayerError",

@@ -7,7 +7,7 @@ import http.client
 import http.server
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
 if TYPE_CHECKING:
     from .images import TestImage
@@ -38,6 +38,9 @@ class CountingProxy:
                     proxy.log.append((self.command, self.path.split("?", 1)[0]))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                if proxy.intercept(self.command, self.path):
+                    self.close_connection = True  # dropped: no answer at all
+                    return
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
                 try:
                     conn.putrequest(self.command, self.path, skip_accept_encoding=True)
@@ -50,10 +53,12 @@ class CountingProxy:
                     conn.endheaders(body)
                     resp = conn.getresponse()
                     data = resp.read()
+                    proxy.observe(self.command, self.path, resp.status)
                     self.send_response_only(resp.status, resp.reason)
                     for key, value in resp.getheaders():
                         if key.lower() in ("transfer-encoding", "connection", "content-length"):
                             continue
+                        value = proxy.header(self.command, self.path, key, value)
                         self.send_header(key, value.replace(proxy.upstream, proxy.host))
                     length_header = resp.getheader("Content-Length")
                     if self.command == "HEAD" and length_header is not None:
@@ -88,6 +93,19 @@ class CountingProxy:
         """``image``'s reference, reached through this proxy."""
         return image.reference.replace(image.repository.split("/", 1)[0], self.host, 1)
 
+    # -- hooks (FaultProxy's): this proxy changes nothing --------------------------------
+
+    def intercept(self, method: str, path: str) -> bool:
+        """True: drop this request instead of forwarding it."""
+        return False
+
+    def observe(self, method: str, path: str, status: int) -> None:
+        """Called with each answer the registry gave."""
+
+    def header(self, method: str, path: str, key: str, value: str) -> str:
+        """An answer's header as passed on."""
+        return value
+
     def clear(self) -> None:
         with self._lock:
             self.log.clear()
@@ -106,3 +124,54 @@ class CountingProxy:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class FaultProxy(CountingProxy):
+    """A `CountingProxy` that injects the faults of a push that a real registry cannot be
+    made to produce: a connection that stops answering midway (``stall_after``: after
+    that many blob uploads completed, every request is held, unanswered, until
+    `release`, then dropped), as when a push is killed or the network goes; requests
+    dropped without an answer (``drop``: how many more requests of a method, e.g. the
+    next PATCH); and a registry lying about the digest it stored a manifest under
+    (``lie_about_digests``).
+    Everything else is the real registry's answer."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.stall_after: Optional[int] = None
+        self.lie_about_digests = False
+        self.drop: Dict[str, Set[int]] = {}
+        self._seen: Dict[str, int] = {}
+        self.completed: List[str] = []  # paths of blob uploads the registry completed
+        self.stalled = threading.Event()
+        self._released = threading.Event()
+
+    def intercept(self, method: str, path: str) -> bool:
+        with self._lock:
+            self._seen[method] = self._seen.get(method, 0) + 1
+            if self._seen[method] in self.drop.get(method, ()):
+                return True
+        if not self.stalled.is_set():
+            return False
+        self._released.wait(60)
+        return True
+
+    def observe(self, method: str, path: str, status: int) -> None:
+        if method == "PUT" and "/blobs/uploads/" in path and status == 201:
+            with self._lock:
+                self.completed.append(path)
+                if self.stall_after is not None and len(self.completed) >= self.stall_after:
+                    self.stalled.set()
+
+    def header(self, method: str, path: str, key: str, value: str) -> str:
+        if self.lie_about_digests and method == "PUT" and "/manifests/" in path and \
+                key.lower() == "docker-content-digest":
+            return "sha256:" + "0" * 64
+        return value
+
+    def release(self) -> None:
+        self._released.set()
+
+    def close(self) -> None:
+        self.release()
+        super().close()

@@ -5,7 +5,7 @@ table; each subcommand's work is in the module its handler names, imported only 
 that subcommand runs, so that the parser (and ``--help``, ``--version``) costs no
 container machinery and ``isobox run`` never imports the registry client (and requests):
 
-- `images`: pull, images, rmi
+- `images`: pull, images, rmi, tag, push, save, load
 - `run`: run, in the foreground (attached) or with -d (a supervisor owns it)
 - `manage`: exec, ps, logs, stop, kill, rm (containers owned by another process)
 - `inspect`: inspect, of containers and images
@@ -94,6 +94,50 @@ def _add_rmi(sub: Any) -> None:
                        "tags) and the layers nothing else uses.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="a name[:tag], name@digest or image ID")
     p.set_defaults(func="images:rmi")
+
+
+def _add_tag(sub: Any) -> None:
+    p = sub.add_parser("tag", help="give an image another name",
+                       description="Name the image SOURCE also TARGET (every platform stored "
+                       "under SOURCE goes with it).")
+    p.add_argument("source", metavar="SOURCE[:TAG]")
+    p.add_argument("target", metavar="TARGET[:TAG]")
+    p.set_defaults(func="images:tag")
+
+
+def _add_push(sub: Any) -> None:
+    p = sub.add_parser("push", help="upload an image to a registry",
+                       description="Upload an image (every platform stored under its name) to "
+                       "its registry, or to DESTINATION. Blobs the registry has are skipped; an "
+                       "interrupted push, run again, uploads only what is missing.")
+    p.add_argument("image", metavar="NAME[:TAG]")
+    p.add_argument("destination", nargs="?", metavar="DESTINATION",
+                   help="another name to push it as (default: NAME)")
+    p.add_argument("--tls-verify", choices=("true", "false"), default="true",
+                   help="false: allow plain HTTP and unverified TLS to this registry")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the digest")
+    p.set_defaults(func="images:push")
+
+
+def _add_save(sub: Any) -> None:
+    p = sub.add_parser("save", help="write images to an archive",
+                       description="Write images to an OCI archive (default), an OCI layout "
+                       "directory or a docker save archive.")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to write")
+    p.add_argument("--format", default="oci", choices=("oci", "oci-archive", "oci-dir",
+                                                       "docker-archive"),
+                   help="oci (a tar of an OCI layout; also oci-archive), oci-dir, docker-archive")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(func="images:save")
+
+
+def _add_load(sub: Any) -> None:
+    p = sub.add_parser("load", help="load images from an archive",
+                       description="Load every image of an OCI archive or layout directory, or "
+                       "of a docker save archive (gzip'd or not).")
+    p.add_argument("-i", "--input", required=True, metavar="FILE", help="the archive or directory")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the names")
+    p.set_defaults(func="images:load")
 
 
 def _add_prune(sub: Any) -> None:
@@ -237,7 +281,8 @@ def _add_volume(sub: Any) -> None:
 
 
 SUBCOMMANDS: Dict[str, Callable[[Any], None]] = {
-    "pull": _add_pull, "images": _add_images, "rmi": _add_rmi, "prune": _add_prune,
+    "pull": _add_pull, "images": _add_images, "rmi": _add_rmi, "tag": _add_tag,
+    "push": _add_push, "save": _add_save, "load": _add_load, "prune": _add_prune,
     "run": _add_run, "exec": _add_exec, "ps": _add_ps, "logs": _add_logs, "stop": _add_stop,
     "kill": _add_kill, "rm": _add_rm, "inspect": _add_inspect, "doctor": _add_doctor,
     "volume": _add_volume,

@@ -1,4 +1,5 @@
-"""`isobox pull`, `images` and `rmi`: the images in the store, as Docker shows them."""
+"""`isobox pull`, `images`, `rmi`, `tag`, `push`, `save` and `load`: the images in the
+store, as Docker shows them."""
 
 from __future__ import annotations
 
@@ -120,3 +121,48 @@ def rmi(args: argparse.Namespace) -> int:
         for item in removed:
             print(f"Deleted: {item}" if item.startswith("sha256:") else f"Untagged: {item}")
     return status
+
+
+def tag(args: argparse.Namespace) -> int:
+    store = Store.open(args.root)
+    Image.get(args.source, store=store).tag(args.target, store=store)
+    return 0
+
+
+def push(args: argparse.Namespace) -> int:
+    import os
+
+    from ..images.http import ENV_INSECURE
+
+    store = Store.open(args.root)
+    image = Image.get(args.image, store=store)
+    target = Reference.parse(args.destination or args.image)
+    if args.tls_verify == "false":
+        listed = os.environ.get(ENV_INSECURE, "")
+        os.environ[ENV_INSECURE] = ",".join(x for x in (listed, target.domain) if x)
+    bar = None if args.quiet else ProgressBar(f"Pushing {target.familiar}", sys.stderr)
+    try:
+        digest = image.push(target, progress=bar, store=store)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(digest if args.quiet else f"{target.familiar}: digest: {digest}")
+    return 0
+
+
+def save(args: argparse.Namespace) -> int:
+    from ..images.image import save_images
+
+    store = Store.open(args.root)
+    chosen = [Image.get(name, store=store) for name in args.images]
+    fmt = "oci" if args.format == "oci-archive" else args.format
+    save_images(chosen, args.output, fmt, store=store)
+    return 0
+
+
+def load(args: argparse.Namespace) -> int:
+    store = Store.open(args.root)
+    for image in Image.load(args.input, store=store):
+        name = image.reference or image.digest or ""
+        print(name if args.quiet else f"Loaded image: {name}")
+    return 0

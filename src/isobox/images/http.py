@@ -53,6 +53,10 @@ MAX_REMEMBERED_PARAM = 2048
 ENV_INSECURE = "ISOBOX_INSECURE_REGISTRIES"
 
 
+Body = Union[None, bytes, Callable[[], Iterable[bytes]]]
+"""What a request sends: nothing, bytes, or a function making the chunks afresh."""
+
+
 class TransportError(RegistryError):
     """Raised when a request gets no answer, or its body breaks off (refused, reset, timed
     out): worth a retry."""
@@ -399,7 +403,8 @@ class Session:
             self._memory.put(ep.host, state.base, state.challenge)
 
     def _authorization(
-        self, ep: Endpoint, state: _EndpointState, ref: Reference, refresh: bool
+        self, ep: Endpoint, state: _EndpointState, ref: Reference, refresh: bool,
+        scopes: Tuple[str, ...] = (),
     ) -> Optional[str]:
         challenge = state.challenge
         if challenge is None:
@@ -415,8 +420,9 @@ class Session:
                 raise AuthenticationError(f"refusing to send a password to {state.base}")
             raw = f"{creds.username}:{creds.password}".encode()
             return "Basic " + base64.b64encode(raw).decode("ascii")
-        # One token per repository: a 401's own scope parameter names the same pull scope.
-        scopes = (f"repository:{ref.path}:pull",)
+        # One token per repository and actions: a 401's own scope parameter names the same
+        # scope. A push asks for pull,push (and pull of a repository it mounts blobs from).
+        scopes = scopes or (f"repository:{ref.path}:pull",)
         return "Bearer " + self._token(ep, challenge, scopes, creds, refresh)
 
     def _token(
@@ -504,20 +510,34 @@ class Session:
         headers: Mapping[str, str],
         *,
         follow_redirects: bool = True,
+        body: "Body" = None,
+        scopes: Tuple[str, ...] = (),
+        retry_broken: bool = True,
     ) -> requests.Response:
         """One API call with auth (re-authenticating once on 401) and bounded retries of
-        429, 5xx and broken connections."""
+        429, 5xx and broken connections.
+
+        ``body``: bytes, or a function making the body's chunks afresh for each attempt
+        (a push streams a blob from the store). ``scopes``: the token scopes to ask for
+        (default: pull of ``ref``'s repository). ``retry_broken=False``: a broken
+        connection is TransportError at once (an upload whose state on the server the
+        caller must ask about before sending more). ``url_path`` may be an absolute URL
+        on the registry's origin (an upload's Location)."""
         state = self._state(ep)
         failures = 0
         reauthed = False
         while True:
-            authorization = self._authorization(ep, state, ref, refresh=reauthed)
+            authorization = self._authorization(ep, state, ref, refresh=reauthed, scopes=scopes)
+            url = url_path if "://" in url_path else state.base + url_path
+            if "://" in url_path and _origin(url_path) != _origin(state.base):
+                authorization = None  # an upload Location elsewhere gets no credentials
             try:
                 resp, at_origin = self._send(
-                    state, method, state.base + url_path, headers, authorization,
-                    follow_redirects,
+                    state, method, url, headers, authorization, follow_redirects, body,
                 )
             except TransportError:
+                if not retry_broken:
+                    raise
                 if state.remembered:
                     state = self._ping(ep)  # the remembered scheme may be stale: ping once
                     continue
@@ -580,6 +600,7 @@ class Session:
         headers: Mapping[str, str],
         authorization: Optional[str],
         follow_redirects: bool,
+        body: "Body" = None,
     ) -> Tuple[requests.Response, bool]:
         """Send, following redirects ourselves: Authorization goes only to the registry's
         own origin, and never over a downgrade to plain HTTP."""
@@ -590,7 +611,8 @@ class Session:
             if authorization and at_origin:
                 h["Authorization"] = authorization
             verify = state.verify if at_origin else _ca_bundle()
-            resp = self._request_once(method, url, h, verify)
+            data = body() if callable(body) else body
+            resp = self._request_once(method, url, h, verify, data=data)
             if not follow_redirects or resp.status_code not in (301, 302, 303, 307, 308):
                 return resp, at_origin
             location = resp.headers.get("Location")
@@ -612,7 +634,7 @@ class Session:
         headers: Mapping[str, str],
         verify: Union[bool, str],
         *,
-        data: Optional[Mapping[str, str]] = None,
+        data: Union[None, bytes, Mapping[str, str], Iterable[bytes]] = None,
     ) -> requests.Response:
         host = urllib.parse.urlsplit(url).netloc
         proxies = {} if is_loopback(host) else requests.utils.get_environ_proxies(url)
@@ -649,6 +671,20 @@ def read(resp: requests.Response, size: int, *, decode: bool) -> bytes:
         return bytes(resp.raw.read(size, decode_content=decode) or b"")
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise TransportError(f"reading {resp.url} failed: {exc}") from exc
+
+
+def raise_unless(resp: requests.Response, ref: Reference, what: str, *statuses: int) -> None:
+    """The isobox error for an answer whose status is none of ``statuses`` (a push's
+    201 Created, 202 Accepted, 204 No Content), as `raise_for_status` words it."""
+    if resp.status_code in statuses:
+        return
+    if resp.status_code in (200, 206):
+        raise RegistryError(f"{ref}: {what}: unexpected HTTP {resp.status_code}")
+    if resp.status_code == 416:
+        detail = _error_detail(resp)
+        raise RegistryError(f"{ref}: {what}: HTTP 416 (range not satisfiable)"
+                            + (f": {detail}" if detail else ""))
+    raise_for_status(resp, ref, what)
 
 
 def raise_for_status(resp: requests.Response, ref: Reference, what: str) -> None:
@@ -762,5 +798,6 @@ __all__ = [
     "is_loopback",
     "parse_challenges",
     "raise_for_status",
+    "raise_unless",
     "read",
 ]

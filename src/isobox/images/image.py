@@ -1,6 +1,7 @@
 """`Image`: an image's configuration and its layers, ready to run.
 
-Images come from a registry (`Image.pull`, see registry.py and store.py) or from a local
+Images come from a registry (`Image.pull`, see registry.py and store.py), from an archive
+(`Image.load`, archive.py), or from a local
 directory (`Image.from_directory`), which is how tests build root filesystems.
 
 Pulling, in order: the reference's current digest is compared with the store's tag record
@@ -31,6 +32,7 @@ from typing import (
     List,
     Mapping,
     Optional,
+    Protocol,
     Sequence,
     Tuple,
     Union,
@@ -211,6 +213,9 @@ class Image:
     size: int = 0
     id: Optional[str] = None
     created: Optional[str] = None
+    # The store the image is recorded in (None: made from a directory): where `tag`,
+    # `push` and `save` find its record and blobs.
+    store_root: Optional[pathlib.Path] = attrs.field(default=None, eq=False, repr=False)
 
     def __repr__(self) -> str:
         parts = [_shown_reference(self.reference)]
@@ -269,6 +274,7 @@ class Image:
             size=record.size,
             id=record.config_digest,
             created=created if isinstance(created, str) else None,
+            store_root=store.root,
         )
 
     @classmethod
@@ -355,6 +361,76 @@ class Image:
         """Every stored image: one per tag and platform, then untagged ones."""
         return Store.open(store).list_images()
 
+    def _store(self, store: Union[None, Store, PathLike], what: str) -> Store:
+        if self.digest is None:
+            raise InvalidOption(f"{what}: {self.reference or 'this image'} is a directory, not an "
+                                "image in a store")
+        return Store.open(store if store is not None else self.store_root)
+
+    def tag(self, ref: Union[str, Reference], *, store: Union[None, Store, PathLike] = None) -> "Image":
+        """Name this image ``ref`` too (``docker tag``): ``"registry:5000/team/app:1.2"``;
+        a name without a tag gets ``latest``. Every platform stored under this image's
+        own name goes with it (a multi-platform image stays one); a tag ``ref`` already
+        had is moved. Returns the image under its new name."""
+        target = _parse_reference(ref)
+        if target.digest is not None:
+            raise InvalidOption(f"cannot tag an image as {target}: a digest is not a tag")
+        store = self._store(store, "tag")
+        assert self.digest is not None
+        with store.in_use():
+            record = store.read_image(self.digest)
+            if record is None:
+                raise ImageNotFound(f"{self.reference or self.digest} is no longer in the store "
+                                    f"{store.root}")
+            source = store.read_tag(self.reference) if self.reference else None
+            if source is not None and self.digest in source.manifests.values():
+                store.copy_tag(str(target), source)
+            else:
+                store.tag_image(str(target), self.digest, (record.platform,), self.digest)
+        return Image.from_record(record, str(target), store)
+
+    def push(
+        self,
+        ref: Union[None, str, Reference] = None,
+        *,
+        auth: Any = None,
+        progress: Optional[ProgressCallback] = None,
+        store: Union[None, Store, PathLike] = None,
+    ) -> str:
+        """Upload this image to a registry as ``ref`` (default: its own name), with every
+        platform stored under its name (a multi-platform image as its index); returns the
+        digest the name now points to (the manifest's or index's, as stored: a push of
+        a pulled image keeps its digest). Blobs the registry has are skipped, blobs of
+        another repository of the same registry are mounted, and an interrupted push,
+        run again, uploads only what is missing. ``auth`` as for `pull`."""
+        from .push import push_image
+
+        return push_image(self, self._store(store, "push"), ref, auth=auth, progress=progress)
+
+    def save(
+        self,
+        path: PathLike,
+        format: str = "oci",  # noqa: A002 - docker-py's and `isobox save`'s name
+        *,
+        store: Union[None, Store, PathLike] = None,
+    ) -> None:
+        """Write this image to ``path``: ``"oci"`` (an OCI image layout in a tar, as
+        ``podman save --format oci-archive``), ``"oci-dir"`` (the layout as a
+        directory) or ``"docker-archive"`` (``docker save``'s tar). `save_images`
+        writes several images into one archive; `load` reads all three back."""
+        save_images([self], path, format, store=self._store(store, "save"))
+
+    @classmethod
+    def load(cls, path: PathLike, *, store: Union[None, Store, PathLike] = None) -> List["Image"]:
+        """Every image in the archive or OCI layout directory ``path`` (written by
+        `save`, ``docker save``, ``podman save``, ``skopeo copy``), stored under the
+        names the archive gives them. Hostile input: every blob is verified, and a
+        path that leaves the archive, a link, or an oversized document is refused
+        (`InvalidImage` naming the archive and entry) before anything is stored."""
+        from .archive import load_archive
+
+        return load_archive(pathlib.Path(path), Store.open(store))
+
     @classmethod
     def remove(cls, ref: str, *, store: Union[None, Store, PathLike] = None) -> Tuple[str, ...]:
         """Remove a tag (``"busybox"``) or, given an image ID (the config digest, as
@@ -370,6 +446,21 @@ class Image:
         if not removed:
             raise ImageNotFound(f"no such image: {ref}")
         return removed
+
+
+def save_images(images: Sequence[Image], path: PathLike, format: str = "oci",  # noqa: A002
+                *, store: Union[None, Store, PathLike] = None) -> None:
+    """Write ``images`` into one archive at ``path`` (see `Image.save`)."""
+    from .archive import save_archive
+
+    if format not in ("oci", "oci-dir", "docker-archive"):
+        raise InvalidOption(f"unknown archive format {format!r}: oci, oci-dir or docker-archive")
+    if not images:
+        raise InvalidOption("no images to save")
+    roots = {image.store_root for image in images}
+    if store is None and len(roots) == 1:
+        store = next(iter(roots))
+    save_archive(list(images), pathlib.Path(path), format, Store.open(store))
 
 
 def _short_digest(digest: str) -> str:
@@ -520,24 +611,41 @@ def _check_config(raw: bytes, manifest_layers: int, where: str) -> Dict[str, Any
     return doc
 
 
+class BlobSource(Protocol):
+    """Where a pull's or a load's blobs come from: the registry client, or an archive
+    (`isobox.images.archive`). ``iter_blob`` streams a blob, verified against ``desc``."""
+
+    def iter_blob(self, ref: Any, desc: "Descriptor", *,
+                  progress: Optional[Callable[[int], None]] = None) -> Iterator[bytes]: ...
+
+
 def _install(
     store: Store,
-    client: "RegistryClient",
-    reference: Reference,
+    client: BlobSource,
+    reference: Optional[Reference],
     wanted: Platform,
     resolved: "ResolvedImage",
     progress: Optional[ProgressCallback],
+    *,
+    source: Optional[str] = None,
+    label: Optional[str] = None,
 ) -> Image:
+    """Fetch a resolved image's layers into the store, then write its blobs and records,
+    and tag it ``reference`` (None: leave it untagged; ``label`` names it in messages).
+    ``source``: the repository to record (default: the reference's)."""
+    if label is None:
+        label = str(reference)
     manifest = resolved.manifest
-    where = f"{reference} ({manifest.digest})"
+    where = f"{label} ({manifest.digest})"
     config_digest = manifest.config.digest
-    config_where = f"config {config_digest} of {reference}"
+    config_where = f"config {config_digest} of {label}"
     if not matches(resolved.config, config_digest):
         raise DigestMismatch(f"{where}: the config does not hash to {config_digest}")
     doc = _check_config(resolved.config, len(manifest.layers), config_where)
     diff_ids: List[str] = [str(d) for d in doc["rootfs"]["diff_ids"]]
 
-    fetcher = _LayerFetcher(store, client, reference, list(manifest.layers), diff_ids, progress)
+    fetcher = _LayerFetcher(store, client, reference or label, list(manifest.layers), diff_ids,
+                            progress)
     fetcher.fetch()
 
     store.write_blob(manifest.raw, manifest.digest)
@@ -558,8 +666,11 @@ def _install(
         platform=str(resolved.platform),
         size=sum(fetcher.sizes[k] for k in _unique_top(keys)),
         pulled=time.time(),
+        source=source if source is not None else reference.repository if reference else "",
     )
     store.write_image(record)
+    if reference is None:
+        return Image.from_record(record, None, store)
     platforms = tuple(dict.fromkeys((str(wanted), str(resolved.platform))))
     store.tag_image(str(reference), resolved.digest, platforms, manifest.digest)
     return Image.from_record(record, str(reference), store)
@@ -585,6 +696,16 @@ class _NeedsLowers(Exception):
     """Raised when a layer cannot be extracted on its own (see `_LayerFetcher`)."""
 
 
+def _kept(chunks: Iterable[bytes], path: pathlib.Path) -> Iterator[bytes]:
+    """The chunks, also written to ``path`` (the compressed blob, kept for push and save:
+    committed only once the stream's digest check at its end passed)."""
+    with open(path, "wb") as f:
+        write = f.write
+        for chunk in chunks:
+            write(chunk)
+            yield chunk
+
+
 def _guarded(chunks: Iterable[bytes], cancel: threading.Event) -> Iterator[bytes]:
     for chunk in chunks:
         if cancel.is_set():
@@ -602,7 +723,7 @@ class _LayerFetcher:
     and extracted, in order, on top of its lower layers, and stored by chain ID.
     """
 
-    def __init__(self, store: Store, client: "RegistryClient", reference: Reference,
+    def __init__(self, store: Store, client: BlobSource, reference: Union[Reference, str],
                  descs: List["Descriptor"], diff_ids: List[str],
                  progress: Optional[ProgressCallback]) -> None:
         self.store = store
@@ -691,9 +812,10 @@ class _LayerFetcher:
         if self.cancel.is_set():
             raise _Cancelled()
         path = self.store.new_layer_dir()
+        blob = path.parent / "blob"
         try:
-            chunks = _guarded(self.client.iter_blob(self.reference, desc, progress=self._report(desc)),
-                              self.cancel)
+            chunks = _guarded(_kept(self.client.iter_blob(self.reference, desc, progress=self._report(desc)),
+                                    blob), self.cancel)
             try:
                 stats = apply_layer(chunks, path, media_type=desc.media_type, lower_dirs=lowers,
                                     privilege=self.store.privilege)
@@ -717,6 +839,7 @@ class _LayerFetcher:
                     raise _NeedsLowers()
             else:
                 key = diff_id  # independent after all: shareable by diff_id
+            self.store.commit_blob_file(blob, desc.digest)
             self.store.commit_layer(path, key, stats.size, stats.entries)
         except BaseException:
             self.store.discard(path)

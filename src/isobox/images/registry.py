@@ -176,6 +176,15 @@ class RegistryClient:
         out.append(Endpoint(host=host, domain=ref.domain, schemes=schemes))
         return out
 
+    @property
+    def session(self) -> Session:
+        """The HTTP session (auth, retries, redirects): what a push speaks through."""
+        return self._http
+
+    def origin(self, ref: Union[Reference, str]) -> Endpoint:
+        """The reference's own registry (never a mirror): where a push goes."""
+        return self.endpoints(ref)[-1]
+
     # -- public API -----------------------------------------------------------------------
 
     def head_manifest(self, ref: Union[Reference, str]) -> Optional[str]:

@@ -2,7 +2,8 @@
 
 Layout under the root (every write goes to ``tmp/`` first and is renamed into place)::
 
-    blobs/sha256/<hex>          manifests, indexes and configs, verbatim, by digest
+    blobs/sha256/<hex>          manifests, indexes, configs and compressed layer blobs,
+                                verbatim, by digest (what push and save send as they are)
     layers/sha256/<hex>/        extracted layers, by diff_id (overlayfs lower dirs), or by
                                 chain ID for the rare layer whose extraction depends on
                                 the layers below (a hard link to a lower layer's file)
@@ -15,10 +16,14 @@ Layout under the root (every write goes to ``tmp/`` first and is renamed into pl
     tmp/                        temporary names; anything here is garbage after a crash
     locks/                      flock files
 
-Compressed layer blobs are not kept: a layer is streamed from the socket through its hash
-and decompressor straight into a temporary directory, which becomes ``layers/<diff_id>/``
-only once both the blob digest and the diff_id check out. A crash leaves garbage under
-``tmp/`` (removed by `Store.prune`), never a half layer that is used.
+A layer is streamed from the socket through its hash and decompressor straight into a
+temporary directory, which becomes ``layers/<diff_id>/`` only once both the blob digest
+and the diff_id check out; the compressed bytes are written beside it on the way and
+renamed to ``blobs/`` at the same moment (`commit_blob_file`), so that a push or save
+sends the very blob the manifest names (its digest, and the manifest's, preserved). A
+layer found in the store is not downloaded again: its blob for another manifest (another
+compression) is fetched when a push or save first needs it. A crash leaves garbage under
+``tmp/`` (removed by `Store.prune`), never a half layer or blob that is used.
 
 Locking (``fcntl.flock``, released by the kernel when a process dies):
 
@@ -142,6 +147,9 @@ class ImageRecord:
     platform: str
     size: int  # unpacked bytes of all layers
     pulled: float = 0.0  # time.time() of the pull
+    # The repository it came from ("registry/path", "" when loaded or unknown): where a
+    # layer blob the store lacks is fetched, and what a push to the same registry mounts.
+    source: str = ""
 
     @property
     def diff_ids(self) -> Tuple[str, ...]:
@@ -163,6 +171,7 @@ class ImageRecord:
             platform=str(doc.get("platform", "")),
             size=int(doc.get("size", 0)),
             pulled=float(doc.get("pulled", 0.0)),
+            source=str(doc.get("source", "")),
         )
 
     def to_json(self) -> Dict[str, Any]:
@@ -175,6 +184,7 @@ class ImageRecord:
             "platform": self.platform,
             "size": self.size,
             "pulled": self.pulled,
+            "source": self.source,
         }
 
 
@@ -575,6 +585,21 @@ class Store:
             self.write_file(path, data)
         return actual
 
+    def commit_blob_file(self, path: pathlib.Path, digest: str) -> pathlib.Path:
+        """Rename ``path`` (a verified blob written under a store temporary) into place
+        as ``blobs/<digest>``; when the blob is there already, the new copy stays where
+        it is (its temporary is discarded with it)."""
+        final = self.blob_path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.is_file():
+            return final
+        try:
+            os.chmod(path, 0o600)
+            os.rename(path, final)
+        except OSError as exc:
+            raise StoreError(f"cannot move blob into {final}: {exc.strerror}") from exc
+        return final
+
     # -- layers ---------------------------------------------------------------------------
 
     def layer_path(self, diff_id: str) -> pathlib.Path:
@@ -684,6 +709,14 @@ class Store:
             for platform in platforms:
                 manifests[platform] = manifest
             record = TagRecord(reference=reference, digest=digest, manifests=manifests, last=platforms[0] if platforms else "")
+            self._write_json(self._tag_path(reference), record.to_json())
+            return record
+
+    def copy_tag(self, reference: str, source: TagRecord) -> TagRecord:
+        """Make ``reference`` point where ``source`` points (every platform it holds):
+        `Image.tag`. A tag it replaces is forgotten, as a moved tag is."""
+        with self.lock("ref-" + name_key(reference)[:32]):
+            record = attrs.evolve(source, reference=reference)
             self._write_json(self._tag_path(reference), record.to_json())
             return record
 
@@ -829,7 +862,8 @@ class Store:
                         removed_layers.append(diff_id)
                     remove_tree(entry, self.privilege)
 
-        used_blobs = {t.digest for t in tags} | kept_manifests | {r.config_digest for r in kept}
+        used_blobs = ({t.digest for t in tags} | kept_manifests | {r.config_digest for r in kept}
+                      | {layer.digest for r in kept for layer in r.layers})
         removed_blobs = 0
         for algorithm_dir in self.blobs.iterdir():
             if not algorithm_dir.is_dir():
