@@ -41,6 +41,7 @@ import attrs
 
 from ..errors import LayerError
 from ..host.idmap import IdMap, IdRange
+from .overlay import NAMESPACES, has_xattr, is_opaque, is_whiteout
 
 __all__ = ["DiffStats", "write_layer", "WHITEOUT_PREFIX", "OPAQUE_MARKER"]
 
@@ -50,7 +51,7 @@ OPAQUE_MARKER = ".wh..wh..opq"
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CHUNK = 1 << 20
 _BLOCK = tarfile.BLOCKSIZE
-_OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
+_OVERLAY_XATTRS = tuple(f"{ns}.overlay." for ns in NAMESPACES)
 
 
 @attrs.frozen
@@ -94,15 +95,6 @@ def _xattrs(fd_path: str, follow: bool) -> Dict[str, bytes]:
     return out
 
 
-def _overlay_xattr(fd_path: str, name: str, follow: bool) -> Optional[bytes]:
-    for ns in ("trusted", "user"):
-        try:
-            return os.getxattr(fd_path, f"{ns}.{name}", follow_symlinks=follow)
-        except OSError:
-            continue
-    return None
-
-
 class _Writer:
     def __init__(self, out: IO[bytes], ids: Optional[IdMap], mtime: Optional[int]) -> None:
         self.out = out
@@ -144,12 +136,12 @@ class _Writer:
     def directory(self, name: str, dfd: int, path: str) -> None:
         st = os.fstat(dfd)
         fd_path = f"/proc/self/fd/{dfd}"
-        if _overlay_xattr(fd_path, "overlay.redirect", True) is not None:
+        if has_xattr(dfd, "overlay.redirect"):
             # a directory renamed with redirect_dir=on: its content lives in a lower layer
             # under another name, which a diff of the upper alone cannot see
             raise LayerError(f"{path}: an overlay redirect (redirect_dir=on) is not supported")
         self._header(self._info(name + "/", tarfile.DIRTYPE, st, path), _xattrs(fd_path, True))
-        if _overlay_xattr(fd_path, "overlay.opaque", True) == b"y":
+        if is_opaque(dfd):
             self.marker(name + "/" + OPAQUE_MARKER)
             self.opaque += 1
 
@@ -157,16 +149,13 @@ class _Writer:
         st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
         mode = st.st_mode
         child = f"/proc/self/fd/{dfd}/{name}"
-        if stat.S_ISCHR(mode) and st.st_rdev == 0:
+        if is_whiteout(dfd, os.fsencode(name), st):
             self._whiteout(parent, name)
             return
         if stat.S_ISSOCK(mode):
             self.skipped.append(f"{rel}: a socket")
             return
-        if stat.S_ISREG(mode) and st.st_size == 0 and _overlay_xattr(child, "overlay.whiteout", False) is not None:
-            self._whiteout(parent, name)
-            return
-        if stat.S_ISREG(mode) and _overlay_xattr(child, "overlay.metacopy", False) is not None:
+        if stat.S_ISREG(mode) and has_xattr(dfd, "overlay.metacopy", None, os.fsencode(name)):
             raise LayerError(f"{rel}: an overlay metacopy file (metacopy=on) is not supported")
         key = (st.st_dev, st.st_ino)
         if not stat.S_ISDIR(mode) and st.st_nlink > 1 and key in self.links:

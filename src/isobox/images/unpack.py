@@ -58,6 +58,7 @@ from ..errors import HostNotSupported, InvalidOption, LayerError
 from ..host.fs import remove_tree
 from ..host.privilege import Privilege
 from .digest import is_digest
+from . import overlay as _overlay
 from .inflate import FromSource, Inflater
 from .manifest import LAYER_MEDIA_TYPES
 from .tar import CHR, DIR, FIFO, LNK, REG, SYM, Entry, Limits, TarReader
@@ -563,42 +564,12 @@ class _LayerWriter:
     def _find_in_lowers(
         self, target: Tuple[bytes, ...]
     ) -> Optional[Tuple[int, os.stat_result]]:
-        """The lower layers' view of ``target``, as overlayfs would merge them: the
-        highest layer holding it wins; a whiteout or a non-directory on the way hides it;
-        an opaque directory on the way hides the layers below.  Walked one component at a
-        time with O_NOFOLLOW, so the lookup cannot leave the layer either.  Returns an
-        O_PATH fd of the parent (the caller closes it) and the entry's lstat."""
-        for lower in reversed(self.lower_dirs):
-            fd = os.open(lower, _O_PATH_DIR)
-            opaque = False
-            try:
-                for comp in target[:-1]:
-                    try:
-                        st = os.stat(comp, dir_fd=fd, follow_symlinks=False)
-                    except FileNotFoundError:
-                        break
-                    if not stat.S_ISDIR(st.st_mode):
-                        return None
-                    child = os.open(comp, _O_PATH_DIR | os.O_NOFOLLOW, dir_fd=fd)
-                    os.close(fd)
-                    fd = child
-                    opaque = opaque or _xattr_is(fd, "overlay.opaque", b"y")
-                else:
-                    try:
-                        st = os.stat(target[-1], dir_fd=fd, follow_symlinks=False)
-                    except FileNotFoundError:
-                        pass
-                    else:
-                        if _is_whiteout(fd, target[-1], st):
-                            return None
-                        fd, found = -1, fd
-                        return found, st
-            finally:
-                if fd >= 0:
-                    os.close(fd)
-            if opaque:
-                return None
-        return None
+        """The lower layers' view of ``target``, as overlayfs would merge them
+        (`overlay.find`): an O_PATH fd of its parent (the caller closes it) and its lstat."""
+        found = _overlay.find(self.lower_dirs, b"/".join(target))
+        if not isinstance(found, _overlay.Found):
+            return None
+        return found.parent_fd, found.st
 
     def _copy_file(
         self, sfd_dir: int, sname: bytes, pfd: int, name: bytes, st: os.stat_result
@@ -801,29 +772,6 @@ def _umask() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0o777  # unknown: never trust open(2)'s mode, always fchmod
-
-
-def _xattr_is(fd: int, name: str, value: Optional[bytes], child: bytes = b"") -> bool:
-    """Whether the file at fd (O_PATH; or its child, not followed) has the overlay xattr
-    ``trusted.<name>`` or ``user.<name>`` (with the given value, when one is given)."""
-    path = f"/proc/self/fd/{fd}".encode() + (b"/" + child if child else b"")
-    for ns in ("trusted", "user"):
-        try:
-            # the fd's own magic link must be followed; a child must not be
-            got = os.getxattr(path, f"{ns}.{name}", follow_symlinks=not child)
-        except OSError:
-            continue
-        if value is None or got == value:
-            return True
-    return False
-
-
-def _is_whiteout(dirfd: int, name: bytes, st: os.stat_result) -> bool:
-    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-        return True
-    return stat.S_ISREG(st.st_mode) and st.st_size == 0 and _xattr_is(
-        dirfd, "overlay.whiteout", None, name
-    )
 
 
 # --------------------------------------------------------------------------- API

@@ -20,11 +20,10 @@ fewer than 4 passwd / 3 group fields, ids that are not numbers), where runc woul
 garbage line's ids as 0, i.e. as root; an empty home is "/".
 
 The files are read as the container's overlay shows them, from the layer directories
-(and, for exec, the container's upper directory) on the host. A running container
-writes its upper directory while we read it, so every file is reached one component at
-a time from a descriptor of its layer, with openat2 (RESOLVE_IN_ROOT, no symlinks, no
-magic links) and O_PATH|O_NOFOLLOW: a directory swapped for a symlink to the host's /etc
-is refused, never followed. Only what fstat of that O_PATH descriptor shows to be a
+(and, for exec, the container's upper directory) on the host (`isobox.images.overlay`).
+A running container writes its upper directory while we read it, so every file is
+reached one component at a time from a descriptor of its layer with O_PATH|O_NOFOLLOW: a
+directory swapped for a symlink to the host's /etc is refused, never followed. Only what fstat of that O_PATH descriptor shows to be a
 regular file is opened for reading (through the descriptor itself, so a FIFO or a
 device swapped in meanwhile is never opened: opening a FIFO blocks, and opening a
 device node a container made can have effects on the host, as a watchdog's does), and
@@ -34,7 +33,6 @@ at most MAX_DB_SIZE bytes are read. A symlink is not followed even inside the la
 
 from __future__ import annotations
 
-import errno
 import os
 import pathlib
 import re
@@ -44,13 +42,11 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import attrs
 
 from ..errors import InvalidOption
+from ..images import overlay as _overlay
 
 MAX_DB_SIZE = 4 << 20  # an image's passwd file is small; read no more of a giant one
 MAX_ID = (1 << 31) - 1  # runc's maxID for ids given as numbers ("for 32-bit systems")
 MAX_FILE_ID = 0xFFFFFFFE  # an id in the files must still fit setuid(2) ((uid_t)-1 is "none")
-
-_O_STEP = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-
 
 @attrs.frozen
 class ResolvedUser:
@@ -83,36 +79,6 @@ def _identity(st: os.stat_result) -> Tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
 
 
-def _openat2(dirfd: int, name: str) -> int:
-    """One component below dirfd, never following a link: an O_PATH fd, or -errno."""
-    from .._native._core import lib
-
-    return int(lib.ib_openat2(dirfd, os.fsencode(name), _O_STEP, 0,
-                              lib.IB_RESOLVE_IN_ROOT | lib.IB_RESOLVE_NO_MAGICLINKS | lib.IB_RESOLVE_NO_SYMLINKS))
-
-
-def _xattr_is(fd: int, name: str, value: Optional[bytes]) -> bool:
-    """Whether the O_PATH fd's file has overlayfs's ``trusted.<name>`` or ``user.<name>``
-    (the latter for layers mounted with userxattr, see unpack.py), with ``value`` if
-    given. getxattr cannot take an O_PATH fd: its /proc/self/fd link is followed."""
-    for ns in ("trusted", "user"):
-        try:
-            got = os.getxattr(f"/proc/self/fd/{fd}", f"{ns}.{name}")
-        except OSError:
-            continue
-        if value is None or got == value:
-            return True
-    return False
-
-
-def _is_whiteout(fd: int, st: os.stat_result) -> bool:
-    """overlayfs's two whiteout forms, as unpack.py writes them: a 0:0 character device,
-    or (overlayfs >= 6.7) an empty regular file with the overlay.whiteout xattr."""
-    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-        return True
-    return stat.S_ISREG(st.st_mode) and st.st_size == 0 and _xattr_is(fd, "overlay.whiteout", None)
-
-
 def _kind(mode: int) -> str:
     if stat.S_ISLNK(mode):
         return "a symbolic link (not followed)"
@@ -127,86 +93,71 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _in_layer(layer: pathlib.Path, parts: List[str]) -> Tuple[str, Optional[int], Optional[str]]:
-    """Look ``parts`` up in one layer: ("found", O_PATH fd of a regular file, None),
-    ("absent", None, None) when the layers below decide, ("hidden", None, why-or-None)
-    when this layer hides them (a whiteout, an opaque directory, a non-directory or a
-    link on the way)."""
-    shown = "/" + "/".join(parts)
+def _open_regular(found: _overlay.Found, shown: str) -> "Tuple[Optional[int], Optional[str]]":
+    """An fd to read the regular file `overlay.find` saw, or why not: an O_PATH fd of the
+    entry (never followed) must be that very inode, a regular file; only then is it
+    reopened for reading through itself, so nothing swapped in meanwhile is opened."""
     try:
-        fd = os.open(layer, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return "absent", None, None
-    opaque = False
+        pfd = os.open(found.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=found.parent_fd)
+    except OSError as exc:
+        return None, f"{shown} cannot be looked up: {exc.strerror}"
     try:
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            child = _openat2(fd, part)
-            if child < 0:
-                if -child == errno.ENOENT:
-                    # overlayfs ignores the opaque xattr on a layer's root (unpack.py)
-                    return ("hidden", None, None) if opaque else ("absent", None, None)
-                return "hidden", None, f"{shown} cannot be looked up: {os.strerror(-child)}"
-            os.close(fd)
-            fd = child
-            st = os.fstat(fd)
-            if _is_whiteout(fd, st):
-                return "hidden", None, None
-            where = "/" + "/".join(parts[:i + 1])
-            if not last:
-                if not stat.S_ISDIR(st.st_mode):
-                    return "hidden", None, f"{where} is {_kind(st.st_mode)}"
-                opaque = opaque or _xattr_is(fd, "overlay.opaque", b"y")
-            elif not stat.S_ISREG(st.st_mode):
-                return "hidden", None, f"{where} is {_kind(st.st_mode)}"
-        fd, found = -1, fd
-        return "found", found, None
+        st = os.fstat(pfd)
+        if not stat.S_ISREG(st.st_mode):
+            return None, f"{shown} is {_kind(st.st_mode)}"
+        if (st.st_dev, st.st_ino) != (found.st.st_dev, found.st.st_ino):
+            return None, f"{shown} changed while it was read"
+        # the O_PATH fd is the regular file fstat saw: reopening it cannot reach anything
+        # else (O_NONBLOCK all the same: it costs nothing)
+        return os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), None
+    except OSError as exc:
+        return None, f"{shown} cannot be read: {exc.strerror}"
     finally:
-        if fd >= 0:
-            os.close(fd)
+        os.close(pfd)
 
 
 def read_image_file(layers: Sequence[pathlib.Path], relpath: str) -> ImageFile:
-    """The file as the container would see it: the topmost layer that has it wins; a
-    whiteout, an opaque directory or a non-directory on the way hides the layers below.
-    See the module docstring for how it is reached without being led elsewhere."""
-    parts = [p for p in relpath.strip("/").split("/") if p]
-    for index in range(len(layers) - 1, -1, -1):
-        state, fd, why = _in_layer(layers[index], parts)
-        if state == "absent":
-            continue
-        if fd is None:
-            return ImageFile(None, why)
-        try:
-            st = os.fstat(fd)
-            key = _identity(st)
-            cached = _cache.get(key)
-            if cached is not None:
-                return ImageFile(cached)
-            # the O_PATH fd is the regular file fstat saw: reopening it cannot reach
-            # anything else (O_NONBLOCK all the same: it costs nothing)
-            rfd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as exc:
-            return ImageFile(None, f"/{'/'.join(parts)} cannot be read: {exc.strerror}")
-        finally:
-            os.close(fd)
-        try:
-            data = b""
-            while len(data) < MAX_DB_SIZE:
-                chunk = os.read(rfd, MAX_DB_SIZE - len(data))
-                if not chunk:
-                    break
-                data += chunk
-        except OSError as exc:
-            return ImageFile(None, f"/{'/'.join(parts)} cannot be read: {exc.strerror}")
-        finally:
-            os.close(rfd)
-        text = data.decode("utf-8", "replace")
-        if len(_cache) >= _CACHE_SIZE:
-            _cache.pop(next(iter(_cache)))
-        _cache[key] = text
-        return ImageFile(text)
-    return ImageFile(None)
+    """The file as the container would see it (`overlay.find`: the topmost layer that has
+    it wins; a whiteout, an opaque directory or a non-directory on the way hides the
+    layers below). See the module docstring for how it is reached without being led
+    elsewhere."""
+    shown = "/" + relpath.strip("/")
+    try:
+        found = _overlay.find(layers, relpath)
+    except OSError as exc:
+        return ImageFile(None, f"{shown} cannot be looked up: {exc.strerror}")
+    if found is None:
+        return ImageFile(None)
+    if isinstance(found, _overlay.Blocked):
+        return ImageFile(None, f"/{found.path} is {_kind(found.st.st_mode)}")
+    try:
+        if not stat.S_ISREG(found.st.st_mode):
+            return ImageFile(None, f"{shown} is {_kind(found.st.st_mode)}")
+        key = _identity(found.st)
+        cached = _cache.get(key)
+        if cached is not None:
+            return ImageFile(cached)
+        rfd, why = _open_regular(found, shown)
+    finally:
+        os.close(found.parent_fd)
+    if rfd is None:
+        return ImageFile(None, why)
+    try:
+        data = b""
+        while len(data) < MAX_DB_SIZE:
+            chunk = os.read(rfd, MAX_DB_SIZE - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError as exc:
+        return ImageFile(None, f"{shown} cannot be read: {exc.strerror}")
+    finally:
+        os.close(rfd)
+    text = data.decode("utf-8", "replace")
+    if len(_cache) >= _CACHE_SIZE:
+        _cache.pop(next(iter(_cache)))
+    _cache[key] = text
+    return ImageFile(text)
 
 
 _NUMBER = re.compile(r"[+-]?[0-9]+")
