@@ -1054,6 +1054,17 @@ class Container:
             resolved = attrs.evolve(resolved, groups=tuple(g for g in resolved.groups if self._ids.maps_gid(g)))
         return resolved
 
+    def commit(self, tag: Optional[str] = None, *, changes: Sequence[str] = (),
+               message: Optional[str] = None, author: Optional[str] = None,
+               compression: str = "gzip") -> Image:
+        """The container's writes as a new image (``docker commit``), tagged ``tag`` (None:
+        untagged, by its ID): the container's configuration, then ``changes`` (Dockerfile
+        lines: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR), one
+        new layer (``compression`` "gzip" or "zstd"). See `isobox.runtime.commit`."""
+        from .commit import commit
+
+        return commit(self, tag, changes=changes, message=message, author=author, compression=compression)
+
     def remove(self, force: bool = False) -> None:
         """Delete the container's state. A running container needs ``force=True`` (it is
         killed first), as `docker rm -f`."""
