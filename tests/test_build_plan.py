@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from isobox.errors import BuildError
-from isobox.build.plan import plan, platform_args
+from isobox.builder.plan import plan, platform_args
 from isobox.images.dockerfile import parse
 from isobox.images.platform import Platform
 

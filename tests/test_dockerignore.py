@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fixtures.host import require_tool
-from isobox.build.context import IgnoreRules, ignore_file_for, included
+from isobox.builder.context import IgnoreRules, ignore_file_for, included
 from isobox.errors import BuildError
 
 
