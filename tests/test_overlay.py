@@ -74,6 +74,12 @@ def kernel_view(layers: List[Path], paths: List[str], work: Path) -> Dict[str, s
               "    try:\n"
               "        m = os.lstat(os.path.join(sys.argv[1], p)).st_mode\n"
               "        out[p] = 'dir' if stat.S_ISDIR(m) else 'link' if stat.S_ISLNK(m) else 'file'\n"
+              "        if stat.S_ISDIR(m):\n"
+              "            d = os.path.join(sys.argv[1], p)\n"
+              # a whiteout in a directory no other layer has is listed by the kernel's
+              # readdir (it does not merge that directory) yet never found: not an entry
+              "            out[p] += ':' + ','.join(sorted(n for n in os.listdir(d)\n"
+              "                                            if os.path.lexists(os.path.join(d, n))))\n"
               "    except (FileNotFoundError, NotADirectoryError):\n"
               "        out[p] = 'absent'\n"
               "print(json.dumps(out))\n")
@@ -91,10 +97,13 @@ def our_view(layers: List[Path], path: str) -> str:
         return "absent"
     os.close(found.parent_fd)
     m = found.st.st_mode
-    return "dir" if stat.S_ISDIR(m) else "link" if stat.S_ISLNK(m) else "file"
+    if stat.S_ISDIR(m):
+        return "dir:" + ",".join(overlay.listdir(layers, path))
+    return "link" if stat.S_ISLNK(m) else "file"
 
 
 ALL_PATHS = sorted({"/".join(p) for n in (1, 2, 3) for p in __import__("itertools").product(NAMES, repeat=n)})
+ROOT_AND_PATHS = ["."] + ALL_PATHS
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -110,6 +119,8 @@ def test_find_agrees_with_the_kernels_overlay(tmp_path_factory: pytest.TempPathF
     try:
         want = kernel_view(layers, ALL_PATHS, base)
         got = {p: our_view(layers, p) for p in ALL_PATHS}
+        assert ",".join(overlay.listdir(layers, "")) == ",".join(
+            n for n in NAMES if want[n] != "absent")
         assert got == want, stack
     finally:
         for p in layers:
@@ -142,5 +153,6 @@ def test_find_agrees_with_the_kernel_on_the_edges(tmp_path: Path, stack: List[Di
         layers.append(tmp_path / str(i))
     want = kernel_view(layers, ALL_PATHS, tmp_path)
     assert {p: our_view(layers, p) for p in ALL_PATHS} == want
+    assert overlay.listdir(layers, "") == [n for n in NAMES if want[n] != "absent"]
     for p in layers:
         remove_tree(p)

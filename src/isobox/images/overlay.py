@@ -21,11 +21,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Set, Tuple, Union
 
 import attrs
 
-__all__ = ["has_xattr", "is_whiteout", "is_opaque", "Found", "Blocked", "find", "NAMESPACES"]
+__all__ = ["has_xattr", "is_whiteout", "is_opaque", "Found", "Blocked", "find", "listdir", "NAMESPACES"]
 
 NAMESPACES = ("trusted", "user")
 _O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -137,3 +137,52 @@ def find(layers: Sequence[Union[str, "os.PathLike[str]"]],
         if opaque:
             return None
     return None
+
+
+def listdir(layers: Sequence[Union[str, "os.PathLike[str]"]], path: Union[str, bytes]) -> List[str]:
+    """The names the overlay shows in directory ``path`` (relative; "" for the root), sorted:
+    the union of the layers' entries from the top down, less whiteouts and what they hide,
+    down to the first layer where the directory or a parent of it is opaque; nothing
+    below a layer where something on the way is not a directory."""
+    parts = _split(path)
+    shown: Set[bytes] = set()
+    hidden: Set[bytes] = set()
+    for index in range(len(layers) - 1, -1, -1):
+        try:
+            fd = os.open(layers[index], _O_PATH_DIR)
+        except FileNotFoundError:
+            continue
+        opaque = False
+        try:
+            present = True
+            for comp in parts:
+                try:
+                    child = os.open(comp, _O_PATH, dir_fd=fd)
+                except FileNotFoundError:
+                    present = False
+                    break
+                os.close(fd)
+                fd = child
+                if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                    return _names(shown)  # a whiteout or non-directory hides the rest
+                opaque = opaque or is_opaque(fd)
+            if present:
+                dfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+                try:
+                    for name in os.listdir(dfd):
+                        raw = os.fsencode(name)
+                        if raw in shown or raw in hidden:
+                            continue
+                        st = os.stat(raw, dir_fd=dfd, follow_symlinks=False)
+                        (hidden if is_whiteout(dfd, raw, st) else shown).add(raw)
+                finally:
+                    os.close(dfd)
+        finally:
+            os.close(fd)
+        if opaque:
+            break
+    return _names(shown)
+
+
+def _names(raw: Set[bytes]) -> List[str]:
+    return sorted((os.fsdecode(n) for n in raw), key=os.fsencode)
