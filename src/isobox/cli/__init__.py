@@ -5,7 +5,7 @@ table; each subcommand's work is in the module its handler names, imported only 
 that subcommand runs, so that the parser (and ``--help``, ``--version``) costs no
 container machinery and ``isobox run`` never imports the registry client (and requests):
 
-- `images`: pull, images, rmi, tag, push, save, load
+- `images`: pull, images, rmi, tag, push, save, load, build, commit
 - `run`: run, in the foreground (attached) or with -d (a supervisor owns it)
 - `manage`: exec, ps, logs, stop, kill, rm (containers owned by another process)
 - `inspect`: inspect, of containers and images
@@ -94,6 +94,43 @@ def _add_rmi(sub: Any) -> None:
                        "tags) and the layers nothing else uses.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="a name[:tag], name@digest or image ID")
     p.set_defaults(func="images:rmi")
+
+
+def _add_build(sub: Any) -> None:
+    p = sub.add_parser("build", help="build an image from a Dockerfile",
+                       description="Build the image a Dockerfile describes, from a context "
+                       "directory (docker build). Steps that have not changed are reused.")
+    p.add_argument("context", metavar="CONTEXT")
+    p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
+                   help="name the result (repeatable)")
+    p.add_argument("-f", "--file", default="Dockerfile", metavar="FILE",
+                   help="the Dockerfile (default CONTEXT/Dockerfile)")
+    p.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="a build argument (repeatable; KEY alone takes it from the environment)")
+    p.add_argument("--target", metavar="STAGE", help="the stage to build (default the last)")
+    p.add_argument("--platform", metavar="OS/ARCH", help="the platform of the base images")
+    p.add_argument("--network", default="none", choices=("none", "host"),
+                   help="the RUN steps' network (default none)")
+    p.add_argument("--no-cache", action="store_true", help="build every step again")
+    p.add_argument("--pull", action="store_true", help="pull base images even when stored")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="a label of the result (repeatable)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+    p.set_defaults(func="images:build")
+
+
+def _add_commit(sub: Any) -> None:
+    p = sub.add_parser("commit", help="make an image of a container's changes",
+                       description="Make an image of a container's writes and configuration "
+                       "(docker commit). The container is not paused.")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("reference", nargs="?", metavar="NAME[:TAG]")
+    p.add_argument("-c", "--change", action="append", default=[], metavar="INSTRUCTION",
+                   help="a Dockerfile line: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, USER, "
+                   "VOLUME, WORKDIR (repeatable)")
+    p.add_argument("-m", "--message", help="the commit message")
+    p.add_argument("-a", "--author", help="the author")
+    p.set_defaults(func="images:commit")
 
 
 def _add_tag(sub: Any) -> None:
@@ -282,6 +319,7 @@ def _add_volume(sub: Any) -> None:
 
 SUBCOMMANDS: Dict[str, Callable[[Any], None]] = {
     "pull": _add_pull, "images": _add_images, "rmi": _add_rmi, "tag": _add_tag,
+    "build": _add_build, "commit": _add_commit,
     "push": _add_push, "save": _add_save, "load": _add_load, "prune": _add_prune,
     "run": _add_run, "exec": _add_exec, "ps": _add_ps, "logs": _add_logs, "stop": _add_stop,
     "kill": _add_kill, "rm": _add_rm, "inspect": _add_inspect, "doctor": _add_doctor,

@@ -166,3 +166,37 @@ def load(args: argparse.Namespace) -> int:
         name = image.reference or image.digest or ""
         print(name if args.quiet else f"Loaded image: {name}")
     return 0
+
+
+def build(args: argparse.Namespace) -> int:
+    import os
+
+    build_args = {}
+    for item in args.build_arg:
+        key, eq, value = item.partition("=")
+        if not eq:
+            if key not in os.environ:
+                continue  # docker build: KEY alone passes the environment's value, if any
+            value = os.environ[key]
+        build_args[key] = value
+    labels = {}
+    for item in args.label:
+        key, _, value = item.partition("=")
+        labels[key] = value
+    say = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    image = Image.build(args.context, dockerfile=args.file, tag=args.tag or None, build_args=build_args,
+                        target=args.target, platform=args.platform, network=args.network,
+                        no_cache=args.no_cache, pull=args.pull, labels=labels or None,
+                        progress=say, store=Store.open(args.root))
+    print(image.id)
+    return 0
+
+
+def commit(args: argparse.Namespace) -> int:
+    from ..control.client import get_container
+
+    store = Store.open(args.root)
+    image = get_container(args.container, store).commit(args.reference, changes=args.change,
+                                                         message=args.message, author=args.author)
+    print(image.id)
+    return 0

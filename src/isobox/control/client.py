@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     from ..result import RunResult
     from ..runtime import copy
     from ..runtime.container import Container
+    from ..images.image import Image
 
 def _tty() -> Any:
     """runtime.tty (termios with it) only for an exec with a terminal."""
@@ -612,6 +613,35 @@ class ContainerHandle:
             raise self._lost(info)
         raise ContainerError(f"container {info.name} has exited, and its owner (process {info.owner_pid}) "
                              "has not recorded how yet")
+
+    def commit(self, tag: Optional[str] = None, *, changes: Sequence[str] = (),
+               message: Optional[str] = None, author: Optional[str] = None,
+               compression: str = "gzip") -> "Image":
+        """`Container.commit` from any process: what the owner recorded (the image, the
+        options) and the container's directory, running (not paused) or exited."""
+        from ..images.image import Image
+        from ..runtime.commit import commit
+        from ..runtime.config import config_from_json
+        from ..runtime.state import read_state
+
+        try:
+            state = read_state(self.path)
+        except (OSError, ValueError):
+            raise ContainerNotFound(f"no such container: {self.name}") from None
+        if state.config is None:
+            raise ContainerError(f"container {self.name}: its record (from an older isobox) "
+                                 "lacks what a commit needs")
+        if state.image_digest is None:
+            raise ContainerError(f"container {self.name} runs an image made from a directory: "
+                                 "commit it from its owner (Container.commit)")
+        try:
+            cfg = config_from_json(state.config)
+        except (InvalidOption, KeyError, TypeError, ValueError) as exc:
+            raise ContainerError(f"container {self.name}: its recorded options do not read: {exc}") from None
+        image = Image.get(f"{state.image}@{state.image_digest}" if state.image else state.image_digest,
+                          store=self._store)
+        return commit(self._store, self.path, image, cfg, state.argv, self._store.privilege.id_map(), tag,
+                      changes=changes, message=message, author=author, compression=compression)
 
     def remove(self, force: bool = False) -> None:
         """Delete the container (`docker rm`); a running one needs ``force`` (killed first)."""

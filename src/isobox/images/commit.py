@@ -99,7 +99,8 @@ class _Sink:
 
 def write_blob(store: Store, changes: "os.PathLike[str] | str", *, ids: Optional[IdMap] = None,
                exclude: Collection[str] = (), compression: str = "gzip",
-               mtime: Optional[int] = None) -> LayerBlob:
+               mtime: Optional[int] = None,
+               owner: Optional[Callable[[str], Optional[Tuple[int, int]]]] = None) -> LayerBlob:
     """The changes in ``changes`` as a compressed layer blob in the store's temporaries
     (see `layerdiff.write_layer` for ``ids``, ``exclude`` and ``mtime``); `derive` takes it
     into the store, or the caller discards ``path.parent``."""
@@ -110,7 +111,8 @@ def write_blob(store: Store, changes: "os.PathLike[str] | str", *, ids: Optional
     try:
         with open(path, "wb") as f:
             sink = _Sink(f, compression)
-            stats = write_layer(changes, sink, ids=ids, exclude=exclude, mtime=mtime)  # type: ignore[arg-type]
+            stats = write_layer(changes, sink, ids=ids, exclude=exclude, mtime=mtime,  # type: ignore[arg-type]
+                                owner=owner)
             sink.close()
             f.flush()
     except BaseException:

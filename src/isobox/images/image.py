@@ -367,6 +367,39 @@ class Image:
                                 "image in a store")
         return Store.open(store if store is not None else self.store_root)
 
+    @classmethod
+    def build(
+        cls,
+        context: PathLike,
+        *,
+        dockerfile: str = "Dockerfile",
+        tag: Union[None, str, Sequence[str]] = None,
+        build_args: Optional[Mapping[str, str]] = None,
+        target: Optional[str] = None,
+        platform: Optional[str] = None,
+        network: str = "none",
+        no_cache: bool = False,
+        pull: bool = False,
+        labels: Optional[Mapping[str, str]] = None,
+        progress: Optional[Callable[[str], None]] = None,
+        compression: str = "gzip",
+        store: Union[None, Store, PathLike] = None,
+    ) -> "Image":
+        """Build the image ``dockerfile`` (relative to ``context``) describes (``docker
+        build``), tag it ``tag`` (one name or several) and return it. ``build_args`` are
+        ``--build-arg``s, ``target`` the stage to build (default the last), ``network``
+        the RUN steps' ("none" or "host"), ``no_cache`` builds every step again, ``pull``
+        pulls base images even when stored, ``labels`` are added to the result,
+        ``progress`` receives a line per step and the steps' output. A step reused from
+        the cache says "CACHED". Raises `DockerfileError` (naming the file and line) for
+        what cannot be read, `BuildError` for a step that fails. The builder wing does
+        the work (`isobox.builder.executor`): this is its public face."""
+        from ..builder.executor import build  # the one import upwards, see setup.cfg
+
+        return build(context, dockerfile=dockerfile, tag=tag, build_args=build_args, target=target,
+                     platform=platform, network=network, no_cache=no_cache, pull=pull, labels=labels,
+                     progress=progress, compression=compression, store=store)
+
     def tag(self, ref: Union[str, Reference], *, store: Union[None, Store, PathLike] = None) -> "Image":
         """Name this image ``ref`` too (``docker tag``): ``"registry:5000/team/app:1.2"``;
         a name without a tag gets ``latest``. Every platform stored under this image's

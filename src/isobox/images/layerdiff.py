@@ -35,7 +35,7 @@ import errno
 import os
 import stat
 import tarfile
-from typing import IO, Collection, Dict, List, Optional, Tuple
+from typing import IO, Callable, Collection, Dict, List, Optional, Tuple
 
 import attrs
 
@@ -96,9 +96,11 @@ def _xattrs(fd_path: str, follow: bool) -> Dict[str, bytes]:
 
 
 class _Writer:
-    def __init__(self, out: IO[bytes], ids: Optional[IdMap], mtime: Optional[int]) -> None:
+    def __init__(self, out: IO[bytes], ids: Optional[IdMap], mtime: Optional[int],
+                 owner: Optional[Callable[[str], Optional[Tuple[int, int]]]] = None) -> None:
         self.out = out
         self.ids = ids
+        self.owner = owner
         self.mtime = mtime
         self.links: Dict[Tuple[int, int], str] = {}
         self.entries = self.whiteouts = self.opaque = self.content = 0
@@ -113,10 +115,14 @@ class _Writer:
             return info
         info.mode = stat.S_IMODE(st.st_mode)
         uid, gid = st.st_uid, st.st_gid
-        if self.ids is not None:
-            uid = _back(self.ids.uids, uid, "uid", path)
-            gid = _back(self.ids.gids, gid, "gid", path)
-        info.uid, info.gid = uid, gid
+        given = self.owner(name.rstrip("/")) if self.owner is not None else None
+        if given is not None:
+            info.uid, info.gid = given
+        elif self.ids is not None:
+            info.uid = _back(self.ids.uids, uid, "uid", path)
+            info.gid = _back(self.ids.gids, gid, "gid", path)
+        else:
+            info.uid, info.gid = uid, gid
         mtime = st.st_mtime_ns // 1_000_000_000
         info.mtime = min(mtime, self.mtime) if self.mtime is not None else mtime
         return info
@@ -226,6 +232,7 @@ def write_layer(
     ids: Optional[IdMap] = None,
     exclude: Collection[str] = (),
     mtime: Optional[int] = None,
+    owner: Optional[Callable[[str], Optional[Tuple[int, int]]]] = None,
 ) -> DiffStats:
     """Write the changes in ``upper`` (an overlay upper directory, or any directory of new
     files) to ``out`` as an uncompressed OCI layer tar, ending with tar's two zero blocks:
@@ -233,10 +240,12 @@ def write_layer(
 
     ``ids``: the user namespace's map (rootless), through which owners are mapped back to
     the container's ids; ``exclude``: names relative to ``upper`` (e.g. ``"etc/hosts"``)
-    to leave out with everything below them; ``mtime``: clamp modification times to it.
+    to leave out with everything below them; ``mtime``: clamp modification times to it;
+    ``owner``: (uid, gid) for a relative name, or None for what the file says (a build's
+    staged files, which the builder could not chown without root).
     Raises LayerError naming the path for anything that cannot be written truthfully."""
     skip = {p.strip("/") for p in exclude}
-    w = _Writer(out, ids, mtime)
+    w = _Writer(out, ids, mtime, owner)
     top = os.fspath(upper)
     try:
         root = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

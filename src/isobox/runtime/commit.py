@@ -16,23 +16,27 @@ commit (`LayerError`) rather than being written half. Stop it first for a consis
 
 from __future__ import annotations
 
+import pathlib
 from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
+from ..host.idmap import IdMap
 from ..images.commit import derive, write_blob
 from ..images.metadata import apply_changes
+from ..images.store import Store
+from .config import ContainerConfig
 
 if TYPE_CHECKING:
     from ..images.image import Image
-    from .container import Container
 
 __all__ = ["commit", "INIT_LAYER_PATHS"]
 
 INIT_LAYER_PATHS = ("etc/hosts", "etc/hostname", "etc/resolv.conf", "dev", "proc", "sys")
 
 
-def container_config(container: "Container") -> Dict[str, Any]:
-    """The image config's ``config`` object a commit of ``container`` starts from."""
-    img, cfg = container.image.config, container.config
+def container_config(image: "Image", cfg: ContainerConfig) -> Dict[str, Any]:
+    """The image config's ``config`` object a commit starts from: ``image``'s, with what
+    the container was run with (``cfg``) over it, as Docker merges them."""
+    img = image.config
     doc: Dict[str, Any] = dict(img.to_oci())
     env: Dict[str, str] = {}
     for entry in img.env:
@@ -53,20 +57,18 @@ def container_config(container: "Container") -> Dict[str, Any]:
     return {k: v for k, v in doc.items() if v is not None}
 
 
-def commit(container: "Container", tag: Optional[str] = None, *, changes: Sequence[str] = (),
-           message: Optional[str] = None, author: Optional[str] = None,
+def commit(store: Store, cdir: pathlib.Path, image: "Image", cfg: ContainerConfig,
+           argv: Sequence[str], ids: Optional[IdMap], tag: Optional[str] = None, *,
+           changes: Sequence[str] = (), message: Optional[str] = None, author: Optional[str] = None,
            compression: str = "gzip") -> "Image":
-    store = container._store
-    if store is None or container._privilege is None:
-        from ..errors import ContainerError
-        raise ContainerError(f"container {container.name} was never started: nothing to commit")
-    config = apply_changes(container_config(container), list(changes))
-    blob = write_blob(store, container.dir / "upper", ids=container._ids, exclude=INIT_LAYER_PATHS,
-                      compression=compression)
-    entry: Dict[str, Any] = {"created_by": " ".join(container.argv)}
+    """Commit the container whose directory is ``cdir`` (its upper directory written
+    through the user namespace map ``ids``), made from ``image`` with ``cfg``."""
+    config = apply_changes(container_config(image, cfg), list(changes))
+    blob = write_blob(store, cdir / "upper", ids=ids, exclude=INIT_LAYER_PATHS, compression=compression)
+    entry: Dict[str, Any] = {"created_by": " ".join(argv)}
     if message:
         entry["comment"] = message
     if author:
         entry["author"] = author
-    return derive(store, container.image, [blob], config=config, history=[entry], author=author,
+    return derive(store, image, [blob], config=config, history=[entry], author=author,
                   tag=tag, label="commit")

@@ -53,7 +53,7 @@ from ..errors import (
     Timeout,
 )
 from ..images.image import Image
-from .config import ContainerConfig, check_tty_size
+from .config import ContainerConfig, check_tty_size, config_to_json
 from .mounts import Mount, Volume, plan_mounts
 from .rootfs import RootfsPlan
 from ..host.fs import remove_tree
@@ -260,6 +260,7 @@ class Container:
         self._lost: Optional[ExitStatusLost] = None
         self._reap_lock = threading.Lock()
         self._created: Optional[float] = None
+        self._config_json: Optional[Dict[str, Any]] = None  # made at the first state write
         self._store: Optional[Store] = None
         self._rundir: Optional[pathlib.Path] = None  # its runtime directory (rundir.py), if any
         self._ids: Optional[_idmap.IdMap] = None  # its user namespace's map (rootless)
@@ -656,6 +657,7 @@ class Container:
     def _write_state(self, status: Status) -> None:
         if self._created is None:
             self._created = time.time()
+            self._config_json = config_to_json(self.config)
         write_state(self.dir, ContainerState(
             id=self.id,
             name=self.name,
@@ -670,6 +672,7 @@ class Container:
             created=self._created,
             exit_code=self._exit_code,
             log_lost=self.log_lost,
+            config=self._config_json,
         ))
 
     # -- waiting and signals --------------------------------------------------------------------
@@ -1063,7 +1066,10 @@ class Container:
         new layer (``compression`` "gzip" or "zstd"). See `isobox.runtime.commit`."""
         from .commit import commit
 
-        return commit(self, tag, changes=changes, message=message, author=author, compression=compression)
+        if self._store is None:
+            raise ContainerError(f"container {self.name} was never started: nothing to commit")
+        return commit(self._store, self.dir, self.image, self.config, self.argv, self._ids, tag,
+                      changes=changes, message=message, author=author, compression=compression)
 
     def remove(self, force: bool = False) -> None:
         """Delete the container's state. A running container needs ``force=True`` (it is

@@ -96,6 +96,9 @@ class ContainerState:
     created: Optional[float] = None
     exit_code: Optional[int] = None
     log_lost: Tuple[str, ...] = ()
+    #: the options it was made with (`config.config_to_json`'s form): what a commit by
+    #: another process starts from; None in records of an older isobox
+    config: Optional[Mapping[str, Any]] = attrs.field(default=None, eq=False)
     recorded: float = attrs.field(default=0.0, eq=False)
 
     @classmethod
@@ -124,6 +127,7 @@ class ContainerState:
             created=None if created is None else float(created),
             exit_code=_optional_int(doc.get("exit_code")),
             log_lost=_strings(doc.get("log_lost")),
+            config=doc["config"] if isinstance(doc.get("config"), dict) else None,
             recorded=recorded,
         )
 
@@ -133,6 +137,7 @@ class ContainerState:
             "image_digest": self.image_digest, "argv": list(self.argv), "volumes": list(self.volumes),
             "pid": self.pid, "pid_start": self.pid_start, "owner_pid": self.owner_pid,
             "created": self.created, "exit_code": self.exit_code, "log_lost": list(self.log_lost),
+            "config": dict(self.config) if self.config is not None else None,
         }
 
 
