@@ -153,3 +153,38 @@ def test_isobox_build_and_commit_commands(tmp_path, images, store_root):
     finally:
         cli("rm", "-f", "to-commit")
     assert isobox.run(Image.get("localhost/cli:3"), timeout=30).stdout == b"more\ncli\n"
+
+
+def test_onbuild_chown_add_of_a_tar_and_copy_of_a_heredoc(tmp_path, images, store_root):
+    import tarfile
+
+    base_ctx = write(tmp_path / "base", {"Dockerfile": f"FROM {images.busybox.reference}\n"
+                                                       "ONBUILD RUN echo triggered > /onbuild\n"})
+    Image.build(base_ctx, tag="localhost/onbuild-base:1")
+    ctx = write(tmp_path / "ctx", {"owned.txt": "mine\n"})
+    with tarfile.open(ctx / "files.tar.gz", "w:gz") as t:
+        t.add(ctx / "owned.txt", arcname="inside/owned.txt")
+    write(ctx, {"Dockerfile": "FROM localhost/onbuild-base:1\n"
+                              "COPY --chown=app owned.txt /home/app/\n"
+                              "ADD files.tar.gz /unpacked/\n"
+                              "COPY <<EOF /etc/motd\nhello $HOSTNAME\nEOF\n"})
+    img = Image.build(ctx)
+    out = isobox.run(img, ["sh", "-c", "cat /onbuild; stat -c '%u:%g' /home/app/owned.txt; "
+                           "cat /unpacked/inside/owned.txt; cat /etc/motd"], timeout=30).stdout.decode()
+    assert out.split("\n") == ["triggered", "1000:1000", "mine", "hello ", ""], out
+    record = isobox.Store.open().read_image(img.digest)
+    assert record is not None and not record.config["config"].get("OnBuild")  # not inherited
+
+
+def test_concurrent_builds_of_one_context(tmp_path, images, store_root):
+    ctx = write(tmp_path / "ctx", {"Dockerfile": f"FROM {images.busybox.reference}\nCOPY a /a\n"
+                                                 "RUN cat /a > /b\n", "a": "same\n"})
+    env = {**os.environ, "ISOBOX_ROOT": str(store_root)}
+    procs = [subprocess.Popen([sys.executable, "-m", "isobox", "build", "-q", "-t", f"localhost/par:{n}",
+                               str(ctx)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+             for n in range(3)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    for n in range(3):
+        assert isobox.run(Image.get(f"localhost/par:{n}"), ["cat", "/b"], timeout=30).stdout == b"same\n"

@@ -75,6 +75,7 @@ class _Build:
         self.say = progress
         self.compression = compression
         self.escape = escape
+        self.platform_given: Optional[str] = None  # the caller's platform=, if any
         self.results: Dict[int, Image] = {}
         self.cache_dir = store.root / "build-cache"
 
@@ -85,8 +86,8 @@ class _Build:
             return self.results[s.base_stage]
         if s.base.lower() == "scratch":
             return None
-        platform = s.platform or str(self.platform)
-        self.say(f"FROM {s.base} ({platform})")
+        platform = s.platform or self.platform_given  # None: this host's, as pull decides
+        self.say(f"FROM {s.base}" + (f" ({platform})" if platform else ""))
         return Image.pull(s.base, if_missing=not self.pull, platform=platform, store=self.store)
 
     def image_for(self, ref: str, i: Instruction) -> Image:
@@ -95,7 +96,7 @@ class _Build:
         if index is not None:
             return self.results[index]
         try:
-            return Image.pull(ref, if_missing=True, platform=str(self.platform), store=self.store)
+            return Image.pull(ref, if_missing=True, platform=self.platform_given, store=self.store)
         except InvalidOption as exc:
             raise i.error(f"--from={ref}: {exc}") from None
 
@@ -413,6 +414,7 @@ def build(context: Union[str, "os.PathLike[str]"], *, dockerfile: str = "Dockerf
         say(f"[warning] build arguments not consumed: {', '.join(the_plan.unused_args)}")
     st = Store.open(store)
     b = _Build(st, ctx, rules, the_plan, args, wanted, network, no_cache, pull, say, compression, df.escape)
+    b.platform_given = str(wanted) if platform else None
     with st.in_use():
         for index in the_plan.needed():
             b.results[index] = b.stage(the_plan.stages[index])
