@@ -95,7 +95,7 @@ def test_an_unchanged_build_runs_nothing_and_a_changed_file_rebuilds_from_its_st
     a = build(ctx, [], target="base", build_args=args)
     again: List[str] = []
     b = build(ctx, again, target="base", build_args=args)
-    assert a.id == b.id
+    assert a.id == b.id, "\n".join(again)
     steps = [l for l in again if " RUN " in l or " COPY " in l or l.startswith("CACHED")]
     assert steps and all(l.startswith("CACHED") for l in steps), again
     (ctx / "app" / "main.txt").write_text("changed\n")
@@ -188,3 +188,16 @@ def test_concurrent_builds_of_one_context(tmp_path, images, store_root):
         assert p.returncode == 0, err
     for n in range(3):
         assert isobox.run(Image.get(f"localhost/par:{n}"), ["cat", "/b"], timeout=30).stdout == b"same\n"
+
+
+def test_the_same_copy_makes_the_same_layer(tmp_path, store_root):
+    ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM scratch\nCOPY d /deep/in/here/\nWORKDIR /w/x\n",
+                                   "d/f": "x\n", "d/e/g": "y\n"})
+    digests = []
+    for _ in range(2):
+        img = Image.build(ctx, no_cache=True)
+        record = isobox.Store.open().read_image(img.digest)
+        assert record is not None
+        digests.append([layer.digest for layer in record.layers])
+        time.sleep(1.1)  # a second later: a time taken from the clock would show
+    assert digests[0] == digests[1] and len(digests[0]) == 2

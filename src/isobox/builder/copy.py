@@ -14,8 +14,9 @@ The rules are Docker's (the reference's COPY and ADD sections, as BuildKit appli
 * what is copied belongs to 0:0, or to ``--chown``'s user and group (names looked up in
   the image's own /etc/passwd and /etc/group); ``--chmod`` sets the mode of everything
   copied; modes and modification times are otherwise kept;
-* directories made on the way to the destination are 0755 root's; those the image has
-  keep their metadata (the layer holds them as an overlay upper would);
+* directories made on the way to the destination are 0755 root's, dated the epoch (so the
+  same copy makes the same layer); those the image has keep their metadata (the layer
+  holds them as an overlay upper would);
 * ADD also unpacks a local tar archive (plain, gzip, bzip2, xz or zstd) into the
   destination; a URL source is refused with a clear error (not supported yet).
 
@@ -93,6 +94,7 @@ class _Stager:
         self.chmod = chmod
         self.where = where
         self.owners: Dict[str, Tuple[int, int]] = {}
+        self.times: Dict[str, Tuple[int, int]] = {}  # directories' (atime, mtime), set last
         self.files = 0
 
     def error(self, message: str) -> BuildError:
@@ -129,10 +131,13 @@ class _Stager:
             os.mkdir(path, 0o700)
             if st is not None:
                 os.chmod(path, stat.S_IMODE(st.st_mode))
-                os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+                self.times[sub] = (st.st_atime_ns, st.st_mtime_ns)
                 self.owners[sub] = (st.st_uid, st.st_gid)
             else:
                 os.chmod(path, 0o755)
+                # a time of its own would make the same copy a different layer each build
+                # (and miss the cache): the epoch, as reproducible builds write it
+                self.times[sub] = (0, 0)
                 is_dest = i == len(upto) and new_owner is not None
                 self.owners[sub] = new_owner if is_dest and new_owner is not None else (0, 0)
 
@@ -180,7 +185,13 @@ class _Stager:
         self.owners[rel] = self.chown
 
     def finish_dir(self, st: os.stat_result, rel: str) -> None:
-        os.utime(os.path.join(self.root, rel), ns=(st.st_atime_ns, st.st_mtime_ns))
+        self.times[rel] = (st.st_atime_ns, st.st_mtime_ns)
+
+    def set_times(self) -> None:
+        """Directories' times, deepest first, once nothing more is made in them (each new
+        entry would move its directory's mtime to now)."""
+        for rel in sorted(self.times, key=lambda r: r.count("/"), reverse=True):
+            os.utime(os.path.join(self.root, rel), ns=self.times[rel])
 
     def _make_room(self, path: str) -> None:
         if os.path.lexists(path):
@@ -403,4 +414,5 @@ def stage(root: str, *, keyword: str, sources: Sequence[str], dest: str, source:
         else:
             for rel in _layers_matches(source, text, st_error):
                 _copy_from_layers(s, source, rel, dest_rel, into_dir or many)
+    s.set_times()
     return Staged(root=root, owners=s.owners, files=s.files)

@@ -33,11 +33,12 @@ import json
 import os
 import pathlib
 import posixpath
+import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..errors import BuildError, ContainerError, DockerfileError, InvalidOption
-from ..host.fs import write_json
+from ..host.fs import replace_file
 from ..images.commit import derive, write_blob
 from ..images.dockerfile import Instruction, expand, parse, parse_line, split_words
 from ..images.image import Image, ImageConfig
@@ -130,8 +131,13 @@ class _Build:
         return Image.from_record(record, None, self.store)
 
     def remember(self, key: str, image: Image) -> None:
+        """Record a step's image, whole (concurrent builds write the same key: each its
+        own temporary, renamed over; the last one wins, both are right)."""
         self.cache_dir.mkdir(mode=0o700, exist_ok=True)
-        write_json(self.cache_dir / f"{key}.json", {"image": image.digest, "at": time.time()})
+        path = self.cache_dir / f"{key}.json"
+        data = json.dumps({"image": image.digest, "at": time.time()}).encode()
+        replace_file(path, data, self.cache_dir / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp",
+                     durable=False, mode=0o600)
 
     # -- a stage ---------------------------------------------------------------------------
 
@@ -368,6 +374,7 @@ class _Build:
                 if parent == root:
                     break
                 os.chmod(parent, 0o755)
+                os.utime(parent, (0, 0))  # the same WORKDIR, the same layer (copy.py)
             blob = write_blob(self.store, root, owner=lambda rel: (0, 0), compression=self.compression)
         finally:
             self.store.discard(staging)
