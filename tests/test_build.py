@@ -4,6 +4,7 @@ an unchanged build run nothing, and the errors that name the line."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -201,3 +202,52 @@ def test_the_same_copy_makes_the_same_layer(tmp_path, store_root):
         digests.append([layer.digest for layer in record.layers])
         time.sleep(1.1)  # a second later: a time taken from the clock would show
     assert digests[0] == digests[1] and len(digests[0]) == 2
+
+
+PODMAN_DOCKERFILE = """\
+ARG BASE
+FROM ${BASE}
+ARG V=1.0
+ENV A=1 B="two words" PATH=/opt/bin:$PATH
+ENV C=${A}-${V:-x}-${UNSET:-dflt}
+WORKDIR /srv
+WORKDIR app
+USER app:app
+EXPOSE 80 53/udp
+LABEL version=$V "quoted key"=value
+VOLUME ["/data"]
+STOPSIGNAL SIGQUIT
+HEALTHCHECK --interval=30s --retries=2 CMD ["true"]
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["echo hi"]
+"""
+
+
+def test_the_configuration_is_what_podman_build_makes(tmp_path, images, store_root):
+    from support.podman import Podman
+
+    ctx = write(tmp_path / "ctx", {"Dockerfile": PODMAN_DOCKERFILE})
+    args = {"BASE": images.busybox.reference, "V": "2.5"}
+    ours = isobox.Store.open().read_image(Image.build(ctx, build_args=args).digest)
+    assert ours is not None
+    (tmp_path / "podman").mkdir()
+    podman = Podman(tmp_path / "podman", images.registry.host)
+    try:
+        podman("build", "-q", "--format", "docker", "-t", "localhost/theirs:1", "--build-arg",
+               f"BASE={images.busybox.reference}", "--build-arg", "V=2.5", str(ctx))
+        inspected = json.loads(podman("image", "inspect", "localhost/theirs:1").stdout)[0]
+        theirs = inspected["Config"]
+    finally:
+        podman.close()
+    mine = ours.config["config"]
+    # Env as a mapping: Buildah moves a replaced variable to the end, BuildKit (and isobox)
+    # replaces it in place
+    assert dict(e.split("=", 1) for e in mine["Env"]) == dict(e.split("=", 1) for e in theirs["Env"])
+    for key in ("WorkingDir", "User", "ExposedPorts", "Labels", "Volumes", "StopSignal",
+                "Entrypoint", "Cmd"):
+        want = theirs.get(key)
+        if key == "Labels":  # podman adds its own
+            want = {k: v for k, v in (want or {}).items() if not k.startswith("io.buildah")}
+        assert mine.get(key) == want, (key, mine.get(key), want)
+    check = inspected["Healthcheck"]  # podman shows it beside the Config
+    assert mine["Healthcheck"] == {k: v for k, v in check.items() if v}, check

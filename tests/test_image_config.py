@@ -279,3 +279,20 @@ def test_any_config_the_registry_serves_pulls_or_raises_invalid_image(registry, 
     except IsoboxError as exc:  # pragma: no cover - the property's failure
         raise AssertionError(f"not InvalidImage: {exc!r}") from exc
     check_valid(image.config)
+
+
+@pytest.mark.unit
+def test_a_config_with_a_healthcheck_reads_again_from_its_record() -> None:
+    """What the store records is the decoded document (numbers as ints); reading the
+    image back decodes its config section again. A HEALTHCHECK's durations made every
+    image that has one unreadable (InvalidImage: "must be an integer, got int")."""
+    from isobox.images import ociconfig
+
+    raw = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
+                      "config": {"Cmd": ["sh"], "Healthcheck": {"Test": ["CMD", "true"], "Interval": 30000000000,
+                                                                "Retries": 3}}}).encode()
+    doc = ociconfig.load(raw, "config of a test")
+    config = ImageConfig.from_oci(doc["config"], source="config of a test")
+    assert config.cmd == ("sh",)
+    with pytest.raises(InvalidImage, match="Interval must be an integer"):
+        ImageConfig.from_oci({"Healthcheck": {"Interval": True}})

@@ -124,6 +124,10 @@ def _bool(value: Any, current: Any, path: str) -> Any:
 def _int64(value: Any, current: Any, path: str) -> Any:
     if value is None:
         return current
+    if type(value) is int:  # already decoded (a stored record's document); never a bool
+        if INT64_MIN <= value <= INT64_MAX:
+            return value
+        raise _Refused(path, "an integer within int64", value)
     if isinstance(value, _Number) and re.fullmatch(r"-?[0-9]+", value) and len(value) <= 20:
         number = int(value)
         if INT64_MIN <= number <= INT64_MAX:
