@@ -94,11 +94,39 @@ static void close_fdp(int *fd)
 /* ---- the child's failure path -------------------------------------------------------- */
 
 static int child_err_fd = -1;
+/* Set once the child told P it waits for `start` (exec fifo): P is gone, so a failure is
+ * told as a line on stderr, "isobox-runtime: exec: errno 2", and by the exit status. */
+static int child_fail_to_stderr;
+
+static void write_text(int fd, const char *text)
+{
+    ssize_t n;
+    size_t len = strlen(text);
+    do
+        n = write(fd, text, len);
+    while (n < 0 && errno == EINTR);
+}
 
 __attribute__((noreturn)) static void fail(uint32_t step, int err)
 {
     struct ib_fail rec = {.step = step, .err = err};
     ssize_t n;
+    if (child_fail_to_stderr) {
+        char digits[12];
+        int i = (int)sizeof digits - 1;
+        unsigned v = (unsigned)err;
+        const char *name = ib_step_name(step);
+        digits[i] = '\0';
+        do
+            digits[--i] = (char)('0' + v % 10);
+        while ((v /= 10) > 0 && i > 0);
+        write_text(2, "isobox-runtime: ");
+        write_text(2, name ? name : "setup");
+        write_text(2, ": errno ");
+        write_text(2, digits + i);
+        write_text(2, "\n");
+        _exit(127);
+    }
     do
         n = write(child_err_fd, &rec, sizeof rec);
     while (n < 0 && errno == EINTR);
@@ -426,6 +454,27 @@ static int run_op_in_root(const struct ib_op *op, int root, int *fds)
     switch (op->kind) {
     case IB_OP_MKDIR_P:
         return mkdir_p_in(root, op->target, op->mode);
+    case IB_OP_MKNOD:
+    case IB_OP_SYMLINK: {
+        /* made in the directory the parent resolves to inside the root */
+        char parent[4096];
+        const char *base = strrchr(op->target, '/');
+        size_t plen = base ? (size_t)(base - op->target) : 0;
+        if (!base || !base[1] || plen >= sizeof parent) {
+            errno = EINVAL;
+            return -1;
+        }
+        memcpy(parent, op->target, plen);
+        parent[plen] = '\0';
+        cleanup_close int dir = open_in(root, plen ? parent : "/", O_PATH | O_DIRECTORY);
+        if (dir < 0)
+            return -1;
+        if (op->kind == IB_OP_SYMLINK)
+            rc = symlinkat(op->source, dir, base + 1);
+        else
+            rc = mknodat(dir, base + 1, op->mode, (dev_t)op->dev);
+        return rc < 0 && errno == EEXIST ? 0 : rc;
+    }
     case IB_OP_TOUCH: {
         /* An existing file is fine as it is. It is looked at through O_PATH, never opened
          * for writing: on the overlay root a write open copies a lower layer's file up
@@ -449,11 +498,24 @@ static int run_op_in_root(const struct ib_op *op, int root, int *fds)
         return rc;
     }
     case IB_OP_MOUNT: {
+        struct stat st;
         cleanup_close int fd = open_target(root, op->target);
-        if (fd < 0)
+        if (fd < 0 || fstat(fd, &st) < 0)
             return -1;
-        fd_path(path, fd);
-        return mount(op->source, path, op->fstype, op->flags, op->data);
+        if (!S_ISDIR(st.st_mode)) {
+            fd_path(path, fd);
+            return mount(op->source, path, op->fstype, op->flags, op->data);
+        }
+        /* A directory is reached as our working directory, so no /proc is needed (a
+         * bundle mounts /proc itself, after pivot_root); then back to the root. */
+        if (fchdir(fd) < 0)
+            return -1;
+        rc = mount(op->source, ".", op->fstype, op->flags, op->data);
+        int saved = errno;
+        if (fchdir(root) < 0)
+            return -1;
+        errno = saved;
+        return rc;
     }
     case IB_OP_ATTACH: {
         if (op->ref < 0 || fds[op->ref] < 0) {
@@ -575,7 +637,8 @@ static int run_op(const struct ib_op *ops, int i, int *fds)
 }
 
 /* Walks the plan.  After IB_OP_PIVOT, the ops that name a destination the image or the
- * caller chose (MKDIR_P, TOUCH, MOUNT, ATTACH) resolve it inside the new root. */
+ * caller chose (MKDIR_P, TOUCH, MOUNT, ATTACH, MKNOD, SYMLINK) resolve it inside the new
+ * root. */
 static void run_plan(const struct ib_spec *spec)
 {
     int fds[spec->n_ops > 0 ? spec->n_ops : 1];
@@ -585,7 +648,8 @@ static void run_plan(const struct ib_spec *spec)
     for (int i = 0; i < spec->n_ops; i++) {
         const struct ib_op *op = &spec->ops[i];
         int in_root = root >= 0 && (op->kind == IB_OP_MKDIR_P || op->kind == IB_OP_TOUCH ||
-                                    op->kind == IB_OP_MOUNT || op->kind == IB_OP_ATTACH);
+                                    op->kind == IB_OP_MOUNT || op->kind == IB_OP_ATTACH ||
+                                    op->kind == IB_OP_MKNOD || op->kind == IB_OP_SYMLINK);
         if (op->kind == IB_OP_ATTACH && (op->ref < 0 || op->ref >= i)) {
             errno = EBADF;
             rc = -1;
@@ -780,6 +844,7 @@ static void drop_inherited_fds(const struct ib_spec *spec, int sync_fd, int err_
         keep[n++] = spec->stdio[i];
     keep[n++] = spec->console_sock;
     keep[n++] = spec->root_sock;
+    keep[n++] = spec->exec_fifo_dir;
     for (int i = 0; i < spec->n_cgroup_procs; i++)
         keep[n++] = spec->cgroup_procs[i];
     for (int i = 0; i < n_ns; i++)
@@ -1005,10 +1070,13 @@ static void enter_cgroups(const struct ib_spec *spec)
     }
 }
 
-static void wait_for_go(int sync_fd)
+static void wait_for_go(const struct ib_spec *spec, int sync_fd)
 {
     char go = 0;
-    TRY(IB_STEP_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
+    /* Not for isobox-runtime's create, whose process exits while we wait for `start`: a
+     * shim or conmon supervises the container, as with runc. */
+    if (spec->pdeathsig)
+        TRY(IB_STEP_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
     if (read_full(sync_fd, &go, 1) != 1 || go != IB_SYNC_GO)
         _exit(126); /* P died or gave up before release: nothing to report to */
 }
@@ -1040,7 +1108,8 @@ struct init_args {
 static int init_command(void *p)
 {
     const struct init_args *a = p; /* in the init's frame, which sleeps until our execve */
-    TRY(IB_STEP_REARM_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
+    if (a->spec->pdeathsig)
+        TRY(IB_STEP_REARM_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
     unblock_signals();
     exec_command(a->spec, a->root);
     _exit(127);
@@ -1054,7 +1123,7 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
     int console = -1;
     sigset_t all;
 
-    umask(022); /* what a container's processes start with in Docker */
+    umask((mode_t)spec->umask); /* Docker's and the library's: 022 */
 
     for (int i = 0; i < spec->n_rlimits; i++) {
         struct rlimit rl = {.rlim_cur = spec->rlimits[i].soft, .rlim_max = spec->rlimits[i].hard};
@@ -1088,8 +1157,8 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
     }
     {
         /* what the command gets: stdio, and the protocol's two pipes until execve */
-        int keep[5] = {0, 1, 2, sync_fd, err_fd};
-        TRY(IB_STEP_CLOSE_FDS, close_fds_except(keep, 5));
+        int keep[6] = {0, 1, 2, sync_fd, err_fd, spec->exec_fifo_dir};
+        TRY(IB_STEP_CLOSE_FDS, close_fds_except(keep, 6));
     }
     /* "/" is the container's root here (after pivot_root, or setns for exec) */
     int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -1099,8 +1168,10 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
         TRY(IB_STEP_CHDIR, chdir_in(root, spec->workdir));
 
     /* A credential change clears the parent-death signal (prctl(2)): arm it again, then
-     * make sure P did not die in between.  P holds the sync pipe until our execve. */
-    TRY(IB_STEP_REARM_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
+     * make sure P did not die in between.  P holds the sync pipe until our execve (or,
+     * with an exec fifo, until we report CREATED below). */
+    if (spec->pdeathsig)
+        TRY(IB_STEP_REARM_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
     {
         struct pollfd pfd = {.fd = sync_fd, .events = POLLIN};
         if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLERR)))
@@ -1110,6 +1181,26 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
 
     if (!spec->file)
         _exit(0);
+
+    if (spec->exec_fifo_dir >= 0) {
+        /* isobox-runtime's create, as runc's exec fifo: tell P we are set up (P, create,
+         * then exits), and block in open(2) of the FIFO until `start` opens it to read
+         * (fifo(7)); the byte we write tells `start` we got past it.  No Python here nor
+         * anywhere between clone and execve: the waiting process is this child itself. */
+        struct ib_fail created = {.step = IB_STEP_CREATED, .err = 0};
+        int fifo;
+        if (write(err_fd, &created, sizeof created) != (ssize_t)sizeof created)
+            _exit(126);
+        child_fail_to_stderr = 1;
+        do
+            fifo = openat(spec->exec_fifo_dir, spec->exec_fifo, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        while (fifo < 0 && errno == EINTR);
+        if (fifo < 0)
+            fail(IB_STEP_WAIT_START, errno);
+        TRY(IB_STEP_WAIT_START, (int)write(fifo, "0", 1));
+        close(fifo);
+        close(spec->exec_fifo_dir);
+    }
 
     /* Last, so the filter needs to allow nothing of the setup above (bubblewrap's order);
      * no_new_privs makes it installable without CAP_SYS_ADMIN.  Before the init fork:
@@ -1168,7 +1259,7 @@ __attribute__((noreturn)) static void child_main(const struct ib_spec *spec, int
         if (write(err_fd, &ready, sizeof ready) != (ssize_t)sizeof ready)
             _exit(126);
     }
-    wait_for_go(sync_fd);
+    wait_for_go(spec, sync_fd);
     enter_cgroups(spec);
 
     TRY(IB_STEP_SETSID, setsid());
@@ -1200,7 +1291,7 @@ __attribute__((noreturn)) static void join_main(const struct ib_spec *spec, cons
      * host's interpreter) through /proc while we are in its pid namespace (CVE-2019-5736;
      * runc clones its binary for the same reason).  execve makes the command dumpable. */
     TRY(IB_STEP_DUMPABLE, prctl(PR_SET_DUMPABLE, 0, 0, 0, 0));
-    wait_for_go(sync_fd);
+    wait_for_go(spec, sync_fd);
     /* before setns: the process forked below inherits them */
     enter_cgroups(spec);
     /* Namespace fds the parent opened while the container's first process was still
@@ -1234,7 +1325,7 @@ __attribute__((noreturn)) static void join_main(const struct ib_spec *spec, cons
     }
     /* G: wait for a second go byte, which P sends once it holds a pidfd of us: then our
      * exit status stays P's to read however the application reaps (native.py) */
-    wait_for_go(sync_fd);
+    wait_for_go(spec, sync_fd);
     TRY(IB_STEP_SETSID, setsid());
     umask(0);
     run_plan(spec);

@@ -21,7 +21,8 @@ struct ib_fail {
  * command's process G (init_command) re-arms its parent-death signal and does the last
  * three.  A joined process (G of ib_join) performs them from "setsid" on.  The mount
  * plan runs between "make / private" and "set rlimits": a failed op is IB_STEP_PLAN +
- * its index.  READY is no failure: ib_spawn_shared's child says it is running. */
+ * its index.  READY is no failure: ib_spawn_shared's child says it is running; nor is
+ * CREATED: with an exec fifo the child says it is about to wait for `start`. */
 #define IB_CHILD_STEPS(X)                                                  \
     X(CLOSE_FDS, "close inherited file descriptors")                       \
     X(READY, "report ready to the parent")                                 \
@@ -42,6 +43,8 @@ struct ib_fail {
     X(STDIO, "set up stdin/stdout/stderr")                                 \
     X(CHDIR, "chdir to the working directory")                             \
     X(REARM_PDEATHSIG, "re-arm parent-death signal")                       \
+    X(CREATED, "report created to the parent")                             \
+    X(WAIT_START, "wait for start (open the exec fifo)")                   \
     X(SECCOMP, "install the seccomp filter")                               \
     X(INIT_FORK, "fork under init")                                        \
     X(UNBLOCK_SIGNALS, "unblock signals")                                  \
@@ -79,7 +82,8 @@ enum {
     IB_OP_REMOUNT,     /* bind target on itself, then remount with flags (keeps locked flags) */
     IB_OP_OVERLAY,     /* overlayfs on target: strv = lower dirs (top first), data = legacy options */
     IB_OP_MKDIR,       /* mkdir(target, mode); an existing directory is fine */
-    IB_OP_MKNOD,       /* mknod(target, mode, dev) */
+    IB_OP_MKNOD,       /* mknod(target, mode, dev); after pivot_root: inside the root, an
+                          existing node is fine (OCI devices over a rootfs's own /dev) */
     IB_OP_TOUCH,       /* create an empty file to bind onto */
     IB_OP_SYMLINK,     /* symlink(source, target) */
     IB_OP_MASK,        /* hide target: /dev/null over a file, empty read-only tmpfs over a dir */
@@ -154,6 +158,12 @@ struct ib_spec {
     int seccomp_len;                 /* number of instructions */
     unsigned long long argv_start;   /* our argv memory, overwritten in the init process */
     unsigned long long argv_end;
+    int pdeathsig;                   /* 1: SIGKILL when P's thread dies (the library's
+                                        containers); 0: outlive P (isobox-runtime create) */
+    int umask;                       /* the command's umask */
+    int exec_fifo_dir;               /* >= 0: an O_PATH fd of the directory holding ... */
+    const char *exec_fifo;           /* ... this FIFO, opened for writing before execve:
+                                        the open blocks until `start` opens it to read */
 };
 
 struct ib_child {

@@ -1,0 +1,309 @@
+"""A bundle's config.json (the OCI runtime spec, config.md and config-linux.md), read into
+checked values before anything touches the host.
+
+What is read is what isobox can do; a field that asks for something it cannot do yet is
+refused by name (`Unsupported`), never silently dropped, with three exceptions that only
+narrow what the container may do or only describe it: ``annotations``, ``process.
+apparmorProfile`` / ``selinuxLabel`` when empty, and ``linux.resources`` of kinds isobox
+does not apply (see `ignored`, which the command logs).  Unknown properties are ignored,
+as the spec requires ("implementations MUST NOT generate an error if they encounter an
+unknown property").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import attrs
+
+from ..errors import InvalidOption
+from ..runtime.config import RLIMITS
+from ..runtime.seccomp_data import CAPABILITIES
+
+
+class Unsupported(InvalidOption):
+    """Raised when config.json asks for something isobox-runtime does not do yet."""
+
+
+def _obj(doc: Any, where: str) -> Mapping[str, Any]:
+    if doc is None:
+        return {}
+    if not isinstance(doc, Mapping):
+        raise InvalidOption(f"config.json: {where} must be an object")
+    return doc
+
+
+def _list(doc: Any, where: str) -> Sequence[Any]:
+    if doc is None:
+        return ()
+    if not isinstance(doc, list):
+        raise InvalidOption(f"config.json: {where} must be an array")
+    return doc
+
+
+def _str(doc: Any, where: str) -> str:
+    if not isinstance(doc, str):
+        raise InvalidOption(f"config.json: {where} must be a string")
+    return doc
+
+
+def _uint(doc: Any, where: str, bits: int = 32) -> int:
+    if isinstance(doc, bool) or not isinstance(doc, int) or not 0 <= doc < (1 << bits):
+        raise InvalidOption(f"config.json: {where} must be an unsigned {bits}-bit integer, got {doc!r}")
+    return doc
+
+
+# namespace type -> the key runc and the spec give it
+NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
+
+
+@attrs.frozen
+class Mount:
+    """One entry of ``mounts``, in order."""
+
+    destination: str
+    type: str
+    source: str
+    options: Tuple[str, ...]
+
+    @classmethod
+    def from_oci(cls, doc: Any, i: int) -> "Mount":
+        d = _obj(doc, f"mounts[{i}]")
+        dest = _str(d.get("destination"), f"mounts[{i}].destination")
+        if not dest.startswith("/"):
+            raise InvalidOption(f"config.json: mounts[{i}].destination must be absolute, got {dest!r}")
+        if d.get("uidMappings") or d.get("gidMappings"):
+            raise Unsupported(f"config.json: mounts[{i}] ({dest}): idmapped mounts are not supported yet")
+        options = tuple(_str(o, f"mounts[{i}].options[]") for o in _list(d.get("options"), f"mounts[{i}].options"))
+        kind = d.get("type")
+        if kind is None:
+            kind = "bind" if ("bind" in options or "rbind" in options) else "none"
+        return cls(posixpath.normpath(dest), _str(kind, f"mounts[{i}].type"),
+                   _str(d.get("source", kind), f"mounts[{i}].source"), options)
+
+
+@attrs.frozen
+class Device:
+    """One entry of ``linux.devices``: a node to make in the container."""
+
+    path: str
+    type: str
+    major: int
+    minor: int
+    mode: int
+    uid: int
+    gid: int
+
+    @classmethod
+    def from_oci(cls, doc: Any, i: int) -> "Device":
+        d = _obj(doc, f"linux.devices[{i}]")
+        path = posixpath.normpath(_str(d.get("path"), f"linux.devices[{i}].path"))
+        kind = _str(d.get("type"), f"linux.devices[{i}].type")
+        if kind not in ("c", "u", "b", "p"):
+            raise InvalidOption(f"config.json: linux.devices[{i}].type must be c, u, b or p, got {kind!r}")
+        major = _uint(d.get("major", 0), f"linux.devices[{i}].major", 64) if kind != "p" else 0
+        minor = _uint(d.get("minor", 0), f"linux.devices[{i}].minor", 64) if kind != "p" else 0
+        mode = _uint(d.get("fileMode", 0o666), f"linux.devices[{i}].fileMode")
+        return cls(path, "c" if kind == "u" else kind, major, minor, mode & 0o7777,
+                   _uint(d.get("uid", 0), f"linux.devices[{i}].uid"),
+                   _uint(d.get("gid", 0), f"linux.devices[{i}].gid"))
+
+
+@attrs.frozen
+class IdMapping:
+    container: int
+    host: int
+    size: int
+
+    @classmethod
+    def from_oci(cls, doc: Any, where: str) -> "IdMapping":
+        d = _obj(doc, where)
+        return cls(_uint(d.get("containerID"), f"{where}.containerID"),
+                   _uint(d.get("hostID"), f"{where}.hostID"), _uint(d.get("size"), f"{where}.size"))
+
+
+@attrs.frozen
+class BundleConfig:
+    """config.json as isobox-runtime reads it; ``bundle`` and ``root`` are absolute."""
+
+    bundle: str
+    root: str
+    root_readonly: bool
+    args: Tuple[str, ...]
+    env: Tuple[str, ...]
+    cwd: str
+    uid: int
+    gid: int
+    additional_gids: Tuple[int, ...]
+    umask: Optional[int]
+    terminal: bool
+    capabilities: Tuple[int, ...]  # the bounding set, by number
+    no_new_privileges: bool
+    rlimits: Tuple[Tuple[int, int, int], ...]
+    oom_score_adj: Optional[int]
+    hostname: Optional[str]
+    mounts: Tuple[Mount, ...]
+    namespaces: Tuple[str, ...]
+    uid_mappings: Tuple[IdMapping, ...]
+    gid_mappings: Tuple[IdMapping, ...]
+    devices: Tuple[Device, ...]
+    device_rules: Tuple[Mapping[str, Any], ...]
+    masked_paths: Tuple[str, ...]
+    readonly_paths: Tuple[str, ...]
+    seccomp: Optional[Mapping[str, Any]]
+    annotations: Mapping[str, str]
+    ignored: Tuple[str, ...]  # what was read and deliberately not applied, for the log
+
+    @classmethod
+    def load(cls, bundle: str) -> "BundleConfig":
+        """Read ``bundle``/config.json; InvalidOption (or Unsupported) names the field."""
+        bundle = os.path.abspath(bundle)
+        path = os.path.join(bundle, "config.json")
+        try:
+            with open(path, "rb") as f:
+                doc = json.load(f)
+        except FileNotFoundError:
+            raise InvalidOption(f"no config.json in the bundle {bundle}") from None
+        except (OSError, ValueError) as exc:
+            raise InvalidOption(f"cannot read {path}: {exc}") from exc
+        return cls.from_oci(doc, bundle)
+
+    @classmethod
+    def from_oci(cls, doc: Any, bundle: str) -> "BundleConfig":
+        top = _obj(doc, "the document")
+        ignored: List[str] = []
+        version = top.get("ociVersion")
+        if not isinstance(version, str) or not version.startswith("1."):
+            raise InvalidOption(f"config.json: ociVersion {version!r} is not a 1.x version")
+        root_doc = _obj(top.get("root"), "root")
+        root = os.path.join(bundle, _str(root_doc.get("path"), "root.path"))
+        if not os.path.isdir(root):
+            raise InvalidOption(f"config.json: root.path {root} is not a directory")
+        proc = _obj(top.get("process"), "process")
+        if not proc:
+            raise InvalidOption("config.json: process is required for create")
+        args = tuple(_str(a, "process.args[]") for a in _list(proc.get("args"), "process.args"))
+        if not args:
+            raise InvalidOption("config.json: process.args must name the command")
+        if proc.get("commandLine"):
+            raise Unsupported("config.json: process.commandLine is for Windows")
+        for label in ("apparmorProfile", "selinuxLabel"):
+            if proc.get(label):
+                raise Unsupported(f"config.json: process.{label}: this host's security module "
+                                  "labels are not supported by isobox-runtime yet")
+        if proc.get("ioPriority") or proc.get("scheduler") or proc.get("execCPUAffinity"):
+            raise Unsupported("config.json: process.ioPriority, scheduler and execCPUAffinity are not supported yet")
+        user = _obj(proc.get("user"), "process.user")
+        if user.get("username"):
+            raise Unsupported("config.json: process.user.username is for Windows")
+        cwd = _str(proc.get("cwd", "/"), "process.cwd")
+        if not cwd.startswith("/"):
+            raise InvalidOption(f"config.json: process.cwd must be absolute, got {cwd!r}")
+        caps = _obj(proc.get("capabilities"), "process.capabilities")
+        bounding: List[int] = []
+        for name in _list(caps.get("bounding"), "process.capabilities.bounding"):
+            if name not in CAPABILITIES:
+                raise InvalidOption(f"config.json: unknown capability {name!r}")
+            bounding.append(CAPABILITIES.index(name))
+        for kind in ("effective", "permitted", "inheritable", "ambient"):
+            if caps.get(kind):
+                ignored.append(f"process.capabilities.{kind} (root gets the bounding set, "
+                               "another user none; inheritable and ambient stay empty)")
+        rlimits: List[Tuple[int, int, int]] = []
+        for i, rl in enumerate(_list(proc.get("rlimits"), "process.rlimits")):
+            r = _obj(rl, f"process.rlimits[{i}]")
+            kind = _str(r.get("type"), f"process.rlimits[{i}].type")
+            name = kind[len("RLIMIT_"):].lower() if kind.startswith("RLIMIT_") else ""
+            if name not in RLIMITS:
+                raise InvalidOption(f"config.json: unknown rlimit {kind!r}")
+            soft = _uint(r.get("soft"), f"process.rlimits[{i}].soft", 64)
+            hard = _uint(r.get("hard"), f"process.rlimits[{i}].hard", 64)
+            rlimits.append((RLIMITS[name], soft, hard))
+        oom = proc.get("oomScoreAdj")
+        if oom is not None and (isinstance(oom, bool) or not isinstance(oom, int) or not -1000 <= oom <= 1000):
+            raise InvalidOption(f"config.json: process.oomScoreAdj must be in -1000..1000, got {oom!r}")
+        umask = user.get("umask")
+
+        linux = _obj(top.get("linux"), "linux")
+        namespaces: List[str] = []
+        for i, ns in enumerate(_list(linux.get("namespaces"), "linux.namespaces")):
+            n = _obj(ns, f"linux.namespaces[{i}]")
+            kind = _str(n.get("type"), f"linux.namespaces[{i}].type")
+            if kind not in NAMESPACES:
+                raise InvalidOption(f"config.json: unknown namespace type {kind!r}")
+            if kind in namespaces:
+                raise InvalidOption(f"config.json: namespace {kind} is listed twice")
+            if n.get("path"):
+                raise Unsupported(f"config.json: joining the {kind} namespace at {n['path']} is not supported yet")
+            if kind == "time":
+                raise Unsupported("config.json: time namespaces are not supported yet")
+            namespaces.append(kind)
+        for key in ("sysctl", "intelRdt", "personality", "timeOffsets", "mountLabel"):
+            if linux.get(key):
+                raise Unsupported(f"config.json: linux.{key} is not supported yet")
+        prop = linux.get("rootfsPropagation")
+        if prop not in (None, "", "private", "rprivate"):
+            raise Unsupported(f"config.json: linux.rootfsPropagation {prop!r} is not supported yet "
+                              "(the root is always private)")
+        hooks = _obj(top.get("hooks"), "hooks")
+        if any(hooks.get(k) for k in hooks):
+            raise Unsupported("config.json: hooks are not supported yet")
+        resources = _obj(linux.get("resources"), "linux.resources")
+        for key in resources:
+            if key != "devices" and resources[key]:
+                raise Unsupported(f"config.json: linux.resources.{key} is not supported yet")
+        device_rules = tuple(_obj(r, "linux.resources.devices[]")
+                             for r in _list(resources.get("devices"), "linux.resources.devices"))
+        if linux.get("cgroupsPath"):
+            ignored.append("linux.cgroupsPath (the container's cgroup is isobox-runtime-<id>)")
+        hostname = top.get("hostname")
+        if hostname is not None and "uts" not in namespaces:
+            if hostname:
+                raise InvalidOption("config.json: hostname needs a uts namespace")
+            hostname = None
+        for key in ("domainname",):
+            if top.get(key):
+                raise Unsupported(f"config.json: {key} is not supported yet")
+        annotations = {str(k): str(v) for k, v in _obj(top.get("annotations"), "annotations").items()}
+        return cls(
+            bundle=bundle,
+            root=os.path.realpath(root),
+            root_readonly=bool(root_doc.get("readonly", False)),
+            args=args,
+            env=tuple(_str(e, "process.env[]") for e in _list(proc.get("env"), "process.env")),
+            cwd=cwd,
+            uid=_uint(user.get("uid", 0), "process.user.uid"),
+            gid=_uint(user.get("gid", 0), "process.user.gid"),
+            additional_gids=tuple(_uint(g, "process.user.additionalGids[]")
+                                  for g in _list(user.get("additionalGids"), "process.user.additionalGids")),
+            umask=None if umask is None else _uint(umask, "process.user.umask") & 0o777,
+            terminal=bool(proc.get("terminal", False)),
+            capabilities=tuple(bounding),
+            no_new_privileges=bool(proc.get("noNewPrivileges", False)),
+            rlimits=tuple(rlimits),
+            oom_score_adj=oom,
+            hostname=None if hostname is None else _str(hostname, "hostname"),
+            mounts=tuple(Mount.from_oci(m, i) for i, m in enumerate(_list(top.get("mounts"), "mounts"))),
+            namespaces=tuple(namespaces),
+            uid_mappings=tuple(IdMapping.from_oci(m, f"linux.uidMappings[{i}]")
+                               for i, m in enumerate(_list(linux.get("uidMappings"), "linux.uidMappings"))),
+            gid_mappings=tuple(IdMapping.from_oci(m, f"linux.gidMappings[{i}]")
+                               for i, m in enumerate(_list(linux.get("gidMappings"), "linux.gidMappings"))),
+            devices=tuple(Device.from_oci(d, i) for i, d in enumerate(_list(linux.get("devices"), "linux.devices"))),
+            device_rules=device_rules,
+            masked_paths=tuple(_str(p, "linux.maskedPaths[]") for p in _list(linux.get("maskedPaths"), "linux.maskedPaths")),
+            readonly_paths=tuple(_str(p, "linux.readonlyPaths[]")
+                                 for p in _list(linux.get("readonlyPaths"), "linux.readonlyPaths")),
+            seccomp=_obj(linux.get("seccomp"), "linux.seccomp") or None,
+            annotations=annotations,
+            ignored=tuple(ignored),
+        )
+
+    def env_path(self) -> str:
+        for entry in self.env:
+            if entry.startswith("PATH="):
+                return entry[len("PATH="):]
+        return ""
