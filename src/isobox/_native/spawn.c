@@ -935,29 +935,34 @@ static int check_exec_path(int root, const char *path)
     return 0;
 }
 
-/* execvpe() without its /bin/sh fallback for ENOEXEC (runc does not do that either), with
- * PATH taken from the container's environment, not ours, and each candidate checked by
- * check_exec_path first. */
-static void exec_command(const struct ib_spec *spec, int root)
+/* The command as execvpe() would find it (without its /bin/sh fallback for ENOEXEC, as
+ * runc), with PATH taken from the container's environment, not ours, and each candidate
+ * checked by check_exec_path, written to out.  Done before the seccomp filter, like the
+ * rest of the setup: the filter is the container's policy (a bundle's profile may deny
+ * openat2), not ours; only execve runs under it.  Fails the child when nothing runs. */
+static void resolve_command(const struct ib_spec *spec, int root, char *out, size_t size)
 {
     const char *file = spec->file;
     char buf[4096];
     int seen_eacces = 0, seen_magic = 0;
+    size_t flen = strlen(file);
 
     if (strchr(file, '/')) {
         if (check_exec_path(root, file) < 0 && errno != ENOENT && errno != ENOTDIR)
             fail(IB_STEP_EXEC_CHECK, errno);
-        execve(file, (char *const *)spec->argv, (char *const *)spec->envp);
-        fail(IB_STEP_EXEC, errno);
+        if (flen + 1 > size)
+            fail(IB_STEP_EXEC, ENAMETOOLONG);
+        memcpy(out, file, flen + 1);
+        return;
     }
-    size_t flen = strlen(file);
     for (const char *p = spec->path ? spec->path : "";; ) {
         const char *end = strchrnul(p, ':');
         const char *dir = p;
         size_t dlen = (size_t)(end - p);
         if (dlen == 0) /* an empty PATH entry means the current directory */
             dir = ".", dlen = 1;
-        if (dlen + 1 + flen + 1 <= sizeof buf) {
+        if (dlen + 1 + flen + 1 <= sizeof buf && dlen + 1 + flen + 1 <= size) {
+            struct stat st;
             memcpy(buf, dir, dlen);
             buf[dlen] = '/';
             memcpy(buf + dlen + 1, file, flen + 1);
@@ -970,12 +975,19 @@ static void exec_command(const struct ib_spec *spec, int root)
                 if (errno != EACCES)
                     goto next;
             }
-            execve(buf, (char *const *)spec->argv, (char *const *)spec->envp);
-            if (errno == EACCES)
+            /* what execve would refuse with EACCES (a directory, no x bit) is passed over,
+             * as execvpe passes over it */
+            if (stat(buf, &st) == 0) {
+                if (S_ISREG(st.st_mode) && access(buf, X_OK) == 0) {
+                    memcpy(out, buf, dlen + 1 + flen + 1);
+                    return;
+                }
                 seen_eacces = 1;
-            else if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP &&
-                     errno != ENAMETOOLONG)
+            } else if (errno == EACCES) {
+                seen_eacces = 1;
+            } else if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP && errno != ENAMETOOLONG) {
                 fail(IB_STEP_EXEC, errno);
+            }
         }
     next:
         if (*end == '\0')
@@ -1102,7 +1114,7 @@ static char *map_stack(size_t size)
 
 struct init_args {
     const struct ib_spec *spec;
-    int root;
+    const char *command; /* resolve_command's */
 };
 
 static int init_command(void *p)
@@ -1111,8 +1123,8 @@ static int init_command(void *p)
     if (a->spec->pdeathsig)
         TRY(IB_STEP_REARM_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
     unblock_signals();
-    exec_command(a->spec, a->root);
-    _exit(127);
+    execve(a->command, (char *const *)a->spec->argv, (char *const *)a->spec->envp);
+    fail(IB_STEP_EXEC, errno);
 }
 
 /* Everything after the filesystem: the process's attributes, then execve.  Shared by the
@@ -1121,6 +1133,7 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
 {
     int stdio[3] = {spec->stdio[0], spec->stdio[1], spec->stdio[2]};
     int console = -1;
+    char command[4096];
     sigset_t all;
 
     umask((mode_t)spec->umask); /* Docker's and the library's: 022 */
@@ -1202,6 +1215,9 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
         close(spec->exec_fifo_dir);
     }
 
+    resolve_command(spec, root, command, sizeof command);
+    close(root);
+
     /* Last, so the filter needs to allow nothing of the setup above (bubblewrap's order);
      * no_new_privs makes it installable without CAP_SYS_ADMIN.  Before the init fork:
      * the init is filtered too. */
@@ -1223,7 +1239,7 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
          * is not copied again; we sleep meanwhile.  The seccomp filter allows it: it
          * asks for no namespace. */
         char *stack = map_stack(IB_INIT_STACK_SIZE);
-        struct init_args args = {.spec = spec, .root = root};
+        struct init_args args = {.spec = spec, .command = command};
         if (!stack)
             fail(IB_STEP_INIT_FORK, errno);
         /* SIGCHLD: the init's own child, reaped by its own waitpid(-1) */
@@ -1243,8 +1259,8 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
         init_loop(child, &all);
     }
     unblock_signals();
-    exec_command(spec, root);
-    _exit(127);
+    execve(command, (char *const *)spec->argv, (char *const *)spec->envp);
+    fail(IB_STEP_EXEC, errno);
 }
 
 __attribute__((noreturn)) static void child_main(const struct ib_spec *spec, int sync_fd, int err_fd,

@@ -18,8 +18,8 @@ struct ib_fail {
  * build's own: a record never leaves the process that started the child. */
 
 /* A container's first process: child_main, then finish_and_exec; under init=1 the
- * command's process G (init_command) re-arms its parent-death signal and does the last
- * three.  A joined process (G of ib_join) performs them from "setsid" on.  The mount
+ * command's process G (init_command) re-arms its parent-death signal, unblocks signals
+ * and execs the command the init resolved before its seccomp filter.  A joined process (G of ib_join) performs them from "setsid" on.  The mount
  * plan runs between "make / private" and "set rlimits": a failed op is IB_STEP_PLAN +
  * its index.  READY is no failure: ib_spawn_shared's child says it is running; nor is
  * CREATED: with an exec fifo the child says it is about to wait for `start`. */
@@ -45,11 +45,11 @@ struct ib_fail {
     X(REARM_PDEATHSIG, "re-arm parent-death signal")                       \
     X(CREATED, "report created to the parent")                             \
     X(WAIT_START, "wait for start (open the exec fifo)")                   \
+    X(EXEC_CHECK, "resolve the command inside the container")              \
+    X(EXEC, "exec")                                                        \
     X(SECCOMP, "install the seccomp filter")                               \
     X(INIT_FORK, "fork under init")                                        \
-    X(UNBLOCK_SIGNALS, "unblock signals")                                  \
-    X(EXEC_CHECK, "resolve the command inside the container")              \
-    X(EXEC, "exec")
+    X(UNBLOCK_SIGNALS, "unblock signals")
 
 /* What only exec's join helper does (join_main), before its G goes on as above.
  * JOINED is no failure: the record carries G's pid. */
