@@ -717,6 +717,35 @@ static int clear_inheritable_and_ambient(void)
     return 0;
 }
 
+/* The spec's five sets, as a bundle's config.json gives them (isobox-runtime; runc's
+ * order): effective, permitted and inheritable with capset(2) after setuid (which kept
+ * the permitted set: PR_SET_KEEPCAPS), then each ambient capability raised, which needs
+ * it permitted and inheritable (PR_CAP_AMBIENT_RAISE, Linux 4.3).  EINVAL: the running
+ * kernel does not know that capability number.  extra joins effective and permitted for a
+ * while, and no ambient capability is raised then (see finish_and_exec: a seccomp filter
+ * without no_new_privs needs CAP_SYS_ADMIN). */
+static int set_capability_sets(const struct ib_spec *spec, unsigned long long extra)
+{
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    for (int i = 0; i < 2; i++) {
+        data[i].effective = (uint32_t)((spec->cap_effective | extra) >> (32 * i));
+        data[i].permitted = (uint32_t)((spec->cap_permitted | extra) >> (32 * i));
+        data[i].inheritable = (uint32_t)(spec->cap_inheritable >> (32 * i));
+    }
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        return -1;
+    if (extra)
+        return 0;
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        return -1;
+    for (int cap = 0; cap < 64; cap++)
+        if ((spec->cap_ambient >> cap) & 1 &&
+            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0 && errno != EINVAL)
+            return -1;
+    return 0;
+}
+
 /* Sends fd over a unix socket (SCM_RIGHTS) with one byte of data. */
 static int send_fd(int sock, int fd)
 {
@@ -1134,6 +1163,10 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
     int stdio[3] = {spec->stdio[0], spec->stdio[1], spec->stdio[2]};
     int console = -1;
     char command[4096];
+    /* A filter installed without no_new_privs needs CAP_SYS_ADMIN (seccomp(2)): a bundle's
+     * sets may lack it, so it is kept until the filter is in, and the sets are then set
+     * again (runc installs such a filter before it drops capabilities, for the same reason) */
+    int late_caps = spec->set_ids && spec->cap_sets && spec->seccomp_filter && !spec->no_new_privs;
     sigset_t all;
 
     umask((mode_t)spec->umask); /* Docker's and the library's: 022 */
@@ -1156,8 +1189,12 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
         /* raw syscalls: glibc's setresuid signals every thread of the (copied) process to
          * apply the change, and our copy has threads that do not exist. */
         TRY(IB_STEP_SETGID, (int)syscall(SYS_setresgid, spec->gid, spec->gid, spec->gid));
+        /* with the spec's sets, keep the permitted set across setuid to a non-root id */
+        if (spec->cap_sets)
+            TRY(IB_STEP_SETUID, prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0));
         TRY(IB_STEP_SETUID, (int)syscall(SYS_setresuid, spec->uid, spec->uid, spec->uid));
-        TRY(IB_STEP_CAPS, clear_inheritable_and_ambient());
+        TRY(IB_STEP_CAPS, spec->cap_sets ? set_capability_sets(spec, late_caps ? 1ULL << CAP_SYS_ADMIN : 0)
+                                         : clear_inheritable_and_ambient());
     }
     if (spec->no_new_privs)
         TRY(IB_STEP_NO_NEW_PRIVS, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
@@ -1225,6 +1262,8 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
         struct sock_fprog prog = {.len = (unsigned short)spec->seccomp_len,
                                   .filter = (struct sock_filter *)spec->seccomp_filter};
         TRY(IB_STEP_SECCOMP, prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0));
+        if (late_caps)
+            TRY(IB_STEP_CAPS, set_capability_sets(spec, 0));
     }
 
     if (spec->init) {

@@ -164,6 +164,10 @@ struct ib_spec {
     int exec_fifo_dir;               /* >= 0: an O_PATH fd of the directory holding ... */
     const char *exec_fifo;           /* ... this FIFO, opened for writing before execve:
                                         the open blocks until `start` opens it to read */
+    int cap_sets;                    /* 1: set the four sets below (isobox-runtime);
+                                        0: inheritable and ambient emptied, the rest as
+                                        execve makes them (the library, as Docker) */
+    unsigned long long cap_effective, cap_permitted, cap_inheritable, cap_ambient;
 };
 
 struct ib_child {

@@ -180,6 +180,8 @@ class Spec:
     umask: int = 0o022
     exec_fifo_dir: int = -1  # with exec_fifo: wait until `start` opens that FIFO (oci/)
     exec_fifo: Optional[str] = None
+    # the spec's capability sets as masks (oci/), or None: the library's (Docker's) rule
+    cap_sets: Optional[Tuple[int, int, int, int]] = None  # effective, permitted, inheritable, ambient
 
 
 class Child:
@@ -360,6 +362,9 @@ def _pack(spec: Spec) -> Tuple[Any, List[Any]]:
     c.umask = spec.umask
     c.exec_fifo_dir = spec.exec_fifo_dir
     c.exec_fifo = _cstr(keep, spec.exec_fifo)
+    if spec.cap_sets is not None:
+        c.cap_sets = 1
+        c.cap_effective, c.cap_permitted, c.cap_inheritable, c.cap_ambient = spec.cap_sets
     return c, keep
 
 

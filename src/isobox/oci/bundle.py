@@ -141,6 +141,7 @@ class BundleConfig:
     umask: Optional[int]
     terminal: bool
     capabilities: Tuple[int, ...]  # the bounding set, by number
+    capability_sets: Tuple[int, int, int, int]  # effective, permitted, inheritable, ambient masks
     no_new_privileges: bool
     rlimits: Tuple[Tuple[int, int, int], ...]
     oom_score_adj: Optional[int]
@@ -203,15 +204,16 @@ class BundleConfig:
         if not cwd.startswith("/"):
             raise InvalidOption(f"config.json: process.cwd must be absolute, got {cwd!r}")
         caps = _obj(proc.get("capabilities"), "process.capabilities")
-        bounding: List[int] = []
-        for name in _list(caps.get("bounding"), "process.capabilities.bounding"):
-            if name not in CAPABILITIES:
-                raise InvalidOption(f"config.json: unknown capability {name!r}")
-            bounding.append(CAPABILITIES.index(name))
-        for kind in ("effective", "permitted", "inheritable", "ambient"):
-            if caps.get(kind):
-                ignored.append(f"process.capabilities.{kind} (root gets the bounding set, "
-                               "another user none; inheritable and ambient stay empty)")
+        sets: Dict[str, int] = {}
+        for kind in ("bounding", "effective", "permitted", "inheritable", "ambient"):
+            mask = 0
+            for name in _list(caps.get(kind), f"process.capabilities.{kind}"):
+                # "Any value which cannot be mapped to a relevant kernel interface MUST
+                # cause an error" (config.md)
+                if name not in CAPABILITIES:
+                    raise InvalidOption(f"config.json: process.capabilities.{kind}: unknown capability {name!r}")
+                mask |= 1 << CAPABILITIES.index(name)
+            sets[kind] = mask
         rlimits: List[Tuple[int, int, int]] = []
         for i, rl in enumerate(_list(proc.get("rlimits"), "process.rlimits")):
             r = _obj(rl, f"process.rlimits[{i}]")
@@ -281,7 +283,8 @@ class BundleConfig:
                                   for g in _list(user.get("additionalGids"), "process.user.additionalGids")),
             umask=None if umask is None else _uint(umask, "process.user.umask") & 0o777,
             terminal=bool(proc.get("terminal", False)),
-            capabilities=tuple(bounding),
+            capabilities=tuple(n for n in range(64) if sets["bounding"] >> n & 1),
+            capability_sets=(sets["effective"], sets["permitted"], sets["inheritable"], sets["ambient"]),
             no_new_privileges=bool(proc.get("noNewPrivileges", False)),
             rlimits=tuple(rlimits),
             oom_score_adj=oom,

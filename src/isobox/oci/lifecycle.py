@@ -93,7 +93,10 @@ def create(state: StateDir, bundle: str, pid_file: Optional[str], console_socket
     console: Optional[socket.socket] = None
     try:
         with state.locked():
+            # writable by the container's user, whoever it is (runc's 0622); only its
+            # reader, `start`, is root's alone
             os.mkfifo(state.fifo, 0o600)
+            os.chmod(state.fifo, 0o622)
             dir_fd = os.open(state.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             console = _console(console_socket) if cfg.terminal else None
             group = _cgroup(cfg, state.id)

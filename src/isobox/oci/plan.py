@@ -138,6 +138,16 @@ def ops(cfg: BundleConfig, in_userns: bool) -> List[Op]:
             after.append(Op(lib.IB_OP_ATTACH, f"mount the cgroup hierarchy on {m.destination}",
                             m.destination, ref=ref,
                             flags=flags & (native.MS_RDONLY | native.MS_NOSUID | native.MS_NODEV | native.MS_NOEXEC)))
+        elif in_userns and m.type in ("proc", "sysfs") and _plain_dir(root, posixpath.dirname(m.destination)):
+            # before pivot_root: in a user namespace the kernel mounts proc and sysfs only
+            # where a fully visible one exists in the mount namespace (mount_too_revealing),
+            # and pivot_root detaches the host's; the library mounts them here too.  Only
+            # there: elsewhere the mounts keep the config's order, as /proc/self/mountinfo
+            # shows it
+            target = root + m.destination
+            before.append(Op(lib.IB_OP_MKDIR, f"create {m.destination}", target, mode=0o555))
+            before.append(Op(lib.IB_OP_MOUNT, f"mount {m.type} on {m.destination}", target,
+                             source=m.source, fstype=m.type, flags=flags, data=",".join(data) or None))
         else:
             after += _make_target(m.destination, True)
             after.append(Op(lib.IB_OP_MOUNT, f"mount {m.type} on {m.destination}", m.destination,
@@ -178,6 +188,14 @@ def ops(cfg: BundleConfig, in_userns: bool) -> List[Op]:
     return before + [pivot] + after
 
 
+def _plain_dir(root: str, path: str) -> bool:
+    """Whether ``path`` is a directory of the root reached without a symlink: a plan op
+    before pivot_root may use root + path then (spawn.c refuses a symlink in the last
+    component itself)."""
+    full = os.path.normpath(root + "/" + path)
+    return os.path.isdir(full) and os.path.realpath(full) == full
+
+
 def _make_target(dest: str, is_dir: bool) -> List[Op]:
     if is_dir:
         return [Op(lib.IB_OP_MKDIR_P, f"create {dest}", dest, mode=0o755)]
@@ -203,6 +221,7 @@ def spec(cfg: BundleConfig, *, stdio: Tuple[int, int, int], console_sock: int, f
         gid=cfg.gid,
         groups=cfg.additional_gids,
         caps=cfg.capabilities,
+        cap_sets=cfg.capability_sets,
         no_new_privs=cfg.no_new_privileges,
         stdio=stdio,
         workdir=cfg.cwd,

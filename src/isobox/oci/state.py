@@ -95,9 +95,12 @@ class StateDir:
 
     def make(self) -> None:
         """Claim the id: AlreadyExists when another container has it."""
+        # the root closed to everyone else; a container's directory searchable, so that a
+        # container process of another uid can open the fifo by name below an fd of it
+        # (spawn.c: openat on exec_fifo_dir), without listing it
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            self.path.mkdir(mode=0o700)
+            self.path.mkdir(mode=0o711)
         except FileExistsError:
             raise AlreadyExists(f"container {self.id} already exists (in {self.root})") from None
 
