@@ -739,9 +739,12 @@ static int set_capability_sets(const struct ib_spec *spec, unsigned long long ex
         return 0;
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
         return -1;
+    /* EPERM: the capability is not both permitted and inheritable, so it cannot be
+     * ambient; left out, as runc leaves it out (with a warning, since runc 1.1.6) */
     for (int cap = 0; cap < 64; cap++)
         if ((spec->cap_ambient >> cap) & 1 &&
-            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0 && errno != EINVAL)
+            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0 && errno != EINVAL &&
+            errno != EPERM)
             return -1;
     return 0;
 }
@@ -1316,6 +1319,13 @@ __attribute__((noreturn)) static void child_main(const struct ib_spec *spec, int
     }
     wait_for_go(spec, sync_fd);
     enter_cgroups(spec);
+    if (spec->userns_root) {
+        /* Our host ids need not be mapped in the namespace P mapped for us (a bundle's
+         * 0 -> 1000): files the plan makes would fail with EOVERFLOW.  The raw syscalls, as
+         * in finish_and_exec; our capabilities in the namespace stay (setresuid to 0). */
+        TRY(IB_STEP_USERNS_ROOT, (int)syscall(SYS_setresgid, 0, 0, 0));
+        TRY(IB_STEP_USERNS_ROOT, (int)syscall(SYS_setresuid, 0, 0, 0));
+    }
 
     TRY(IB_STEP_SETSID, setsid());
     if (spec->hostname)

@@ -28,6 +28,7 @@ struct ib_fail {
     X(READY, "report ready to the parent")                                 \
     X(PDEATHSIG, "set parent-death signal")                                \
     X(CGROUP, "enter the container's cgroups")                             \
+    X(USERNS_ROOT, "become root of the user namespace")                    \
     X(SETSID, "setsid")                                                    \
     X(HOSTNAME, "set hostname")                                            \
     X(LOOPBACK, "bring up the loopback interface")                         \
@@ -38,7 +39,7 @@ struct ib_fail {
     X(SETGROUPS, "setgroups")                                              \
     X(SETGID, "setgid")                                                    \
     X(SETUID, "setuid")                                                    \
-    X(CAPS, "clear inheritable capabilities")                              \
+    X(CAPS, "set capabilities")                              \
     X(NO_NEW_PRIVS, "set no_new_privs")                                    \
     X(STDIO, "set up stdin/stdout/stderr")                                 \
     X(CHDIR, "chdir to the working directory")                             \
@@ -168,6 +169,9 @@ struct ib_spec {
                                         0: inheritable and ambient emptied, the rest as
                                         execve makes them (the library, as Docker) */
     unsigned long long cap_effective, cap_permitted, cap_inheritable, cap_ambient;
+    int userns_root;                 /* setresuid/gid(0) in the new user namespace before the
+                                        plan: its files are made by its root (isobox-runtime,
+                                        whose maps need not map the caller) */
 };
 
 struct ib_child {

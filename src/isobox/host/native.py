@@ -182,6 +182,7 @@ class Spec:
     exec_fifo: Optional[str] = None
     # the spec's capability sets as masks (oci/), or None: the library's (Docker's) rule
     cap_sets: Optional[Tuple[int, int, int, int]] = None  # effective, permitted, inheritable, ambient
+    userns_root: bool = False  # become the new user namespace's root before the plan (oci/)
 
 
 class Child:
@@ -362,6 +363,7 @@ def _pack(spec: Spec) -> Tuple[Any, List[Any]]:
     c.umask = spec.umask
     c.exec_fifo_dir = spec.exec_fifo_dir
     c.exec_fifo = _cstr(keep, spec.exec_fifo)
+    c.userns_root = int(spec.userns_root)
     if spec.cap_sets is not None:
         c.cap_sets = 1
         c.cap_effective, c.cap_permitted, c.cap_inheritable, c.cap_ambient = spec.cap_sets

@@ -56,6 +56,31 @@ def _uint(doc: Any, where: str, bits: int = 32) -> int:
     return doc
 
 
+def _limits(resources: Mapping[str, Any]) -> Tuple[Optional[int], Optional[int], Optional[float]]:
+    """The resources the library's cgroups apply (pids.max, the memory limit, a CPU quota):
+    anything else in pids, memory or cpu is refused by name."""
+    pids = _obj(resources.get("pids"), "linux.resources.pids")
+    memory = _obj(resources.get("memory"), "linux.resources.memory")
+    cpu = _obj(resources.get("cpu"), "linux.resources.cpu")
+    for where, doc, known in (("pids", pids, {"limit"}), ("memory", memory, {"limit"}),
+                              ("cpu", cpu, {"quota", "period"})):
+        extra = sorted(k for k, v in doc.items() if k not in known and v is not None)
+        if extra:
+            raise Unsupported(f"config.json: linux.resources.{where}.{', '.join(extra)} is not supported yet")
+    limit = pids.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+        raise InvalidOption("config.json: linux.resources.pids.limit must be an integer")
+    mem = memory.get("limit")
+    if mem is not None and (isinstance(mem, bool) or not isinstance(mem, int)):
+        raise InvalidOption("config.json: linux.resources.memory.limit must be an integer")
+    cpus: Optional[float] = None
+    quota, period = cpu.get("quota"), cpu.get("period")
+    if quota is not None and quota > 0:
+        cpus = quota / (period or 100000)
+    return (None if limit is None else (limit if limit > 0 else -1),
+            None if mem is None or mem < 0 else mem, cpus)
+
+
 # namespace type -> the key runc and the spec give it
 NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 
@@ -155,6 +180,9 @@ class BundleConfig:
     masked_paths: Tuple[str, ...]
     readonly_paths: Tuple[str, ...]
     seccomp: Optional[Mapping[str, Any]]
+    limits: Tuple[Optional[int], Optional[int], Optional[float]]  # pids, memory bytes, cpus
+    cgroups_path: Optional[str]
+    rootfs_propagation: Optional[str]
     annotations: Mapping[str, str]
     ignored: Tuple[str, ...]  # what was read and deliberately not applied, for the log
 
@@ -246,21 +274,26 @@ class BundleConfig:
         for key in ("sysctl", "intelRdt", "personality", "timeOffsets", "mountLabel"):
             if linux.get(key):
                 raise Unsupported(f"config.json: linux.{key} is not supported yet")
-        prop = linux.get("rootfsPropagation")
-        if prop not in (None, "", "private", "rprivate"):
-            raise Unsupported(f"config.json: linux.rootfsPropagation {prop!r} is not supported yet "
-                              "(the root is always private)")
+        prop = linux.get("rootfsPropagation") or None
+        if prop is not None and prop not in ("shared", "rshared", "slave", "rslave", "private",
+                                             "rprivate", "unbindable", "runbindable"):
+            raise InvalidOption(f"config.json: linux.rootfsPropagation {prop!r} is not a propagation")
         hooks = _obj(top.get("hooks"), "hooks")
         if any(hooks.get(k) for k in hooks):
             raise Unsupported("config.json: hooks are not supported yet")
         resources = _obj(linux.get("resources"), "linux.resources")
         for key in resources:
-            if key != "devices" and resources[key]:
+            if key not in ("devices", "pids", "memory", "cpu") and resources[key]:
                 raise Unsupported(f"config.json: linux.resources.{key} is not supported yet")
+        limits = _limits(resources)
         device_rules = tuple(_obj(r, "linux.resources.devices[]")
                              for r in _list(resources.get("devices"), "linux.resources.devices"))
-        if linux.get("cgroupsPath"):
-            ignored.append("linux.cgroupsPath (the container's cgroup is isobox-runtime-<id>)")
+        cgroups_path = linux.get("cgroupsPath")
+        if cgroups_path is not None:
+            cgroups_path = posixpath.normpath(_str(cgroups_path, "linux.cgroupsPath"))
+            if ".." in cgroups_path.split("/") or ":" in cgroups_path:
+                raise Unsupported(f"config.json: linux.cgroupsPath {cgroups_path!r}: only a cgroupfs "
+                                  "path is supported (no systemd slice:prefix:name, no ..)")
         hostname = top.get("hostname")
         if hostname is not None and "uts" not in namespaces:
             if hostname:
@@ -301,6 +334,9 @@ class BundleConfig:
             readonly_paths=tuple(_str(p, "linux.readonlyPaths[]")
                                  for p in _list(linux.get("readonlyPaths"), "linux.readonlyPaths")),
             seccomp=_obj(linux.get("seccomp"), "linux.seccomp") or None,
+            limits=limits,
+            cgroups_path=cgroups_path,
+            rootfs_propagation=prop,
             annotations=annotations,
             ignored=tuple(ignored),
         )

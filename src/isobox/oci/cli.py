@@ -108,14 +108,14 @@ class Log:
 
 def features() -> Dict[str, Any]:
     """The runtime spec's features.json (features.md): what this version accepts."""
-    from .plan import FLAG_OPTIONS, PRIVATE_OPTIONS
+    from .plan import FLAG_OPTIONS, PROPAGATION_OPTIONS
     from ..runtime.seccomp_data import CAPABILITIES
 
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
         "hooks": [],
-        "mountOptions": sorted(set(FLAG_OPTIONS) | PRIVATE_OPTIONS | {"bind", "rbind"}),
+        "mountOptions": sorted(set(FLAG_OPTIONS) | set(PROPAGATION_OPTIONS) | {"bind", "rbind"}),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": list(CAPABILITIES),

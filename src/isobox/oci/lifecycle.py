@@ -55,11 +55,23 @@ def _console(path: Optional[str]) -> Optional[socket.socket]:
 
 
 def _cgroup(cfg: BundleConfig, cid: str) -> Optional[_cgroups.Group]:
-    """The device policy (the library's default rules, plus one per linux.devices node)
-    where a group can be made; no other limit yet (bundle.py refuses them)."""
+    """The container's group, made by the library's cgroups: the device policy (its
+    default rules, plus one per linux.devices node) and the limits bundle.py read, at
+    ``cgroupsPath`` as runc places it (absolute: below each hierarchy's root; relative:
+    below our own group), else at isobox-runtime-<id> below our own group."""
     nodes = [_devices.DeviceNode(d.path, d.path, d.type, d.major, d.minor, d.mode, d.uid, d.gid)
              for d in cfg.devices if d.type in ("c", "b")]
-    return _cgroups.Group.for_container(f"isobox-runtime-{cid}", _cgroups.Limits(pids=-1), nodes)
+    pids, memory, cpus = cfg.limits
+    limits = _cgroups.Limits(pids=-1 if pids is None else pids, memory=memory, cpus=cpus)
+    layout = _cgroups.Layout.read()
+    name = f"isobox-runtime-{cid}"
+    if cfg.cgroups_path:
+        name = cfg.cgroups_path.strip("/")
+        if cfg.cgroups_path.startswith("/"):
+            mounts = _cgroups.mount_points()
+            layout = _cgroups.Layout({c: pathlib.Path(mounts[c]) for c in layout.v1 if c in mounts},
+                                     pathlib.Path(mounts[""]) if layout.v2 is not None and "" in mounts else None)
+    return _cgroups.Group.for_container(name, limits, nodes, layout)
 
 
 def _write_id_maps(pid: int, cfg: BundleConfig) -> None:

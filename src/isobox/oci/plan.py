@@ -6,16 +6,21 @@ and adds Docker's mounts; a bundle brings a plain root directory and its own mou
 so this module plans with the same ops and the same rules, in this order:
 
   before pivot_root: bind the root directory onto itself (pivot_root needs a mount
-    point); capture every bind source as a detached tree (IB_OP_OPEN_TREE), and, inside a
-    user namespace, the host's device nodes;
+    point); then each of ``mounts`` in order, at root + destination, with the directories
+    it needs made: the kernel lists mounts in the order they were made (Linux 6.8 keeps a
+    namespace's mounts sorted by their unique id), so the container sees them in the
+    config's order, and proc and sysfs are mounted while the host's are still visible,
+    which a user namespace needs (mount_too_revealing).  Only where the destination's path
+    is plain (`_before_pivot_dirs`: no symlink, nothing below a mount of content we did
+    not make); otherwise that mount waits until after pivot_root, its destination
+    resolved inside the root (spawn.c, "container paths"), its bind source captured as a
+    detached tree now (IB_OP_OPEN_TREE) and attached then;
   pivot_root;
-  after it, each of ``mounts`` in order, its destination resolved inside the root (spawn.c
-    "container paths": a symlink in the rootfs cannot send a mount to the host): created
-    (MKDIR_P, or TOUCH for a file bind), then mounted (MOUNT) or attached (ATTACH);
-  the devices (the six every runtime provides, then ``linux.devices``): mknod inside the
-    root and chown as root, bound from the host's node inside a user namespace; /dev's
-    symlinks (fd, stdin, stdout, stderr, ptmx);
-  ``maskedPaths``, ``readonlyPaths``, then the root made read-only if asked.
+  after it, the mounts that waited; the devices (the six every runtime provides, then
+    ``linux.devices``): mknod inside the root as root, bound from the host's node inside a
+    user namespace; /dev's symlinks (fd, stdin, stdout, stderr, ptmx);
+  ``maskedPaths``, ``readonlyPaths``, rootfsPropagation, then the root made read-only if
+  asked.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..host import native
 from ..host.native import Op, lib
 from ..runtime.rootfs import DEVICES, S_IFBLK, S_IFCHR
-from .bundle import BundleConfig, Device, Mount, Unsupported
+from ..errors import InvalidOption
+from .bundle import BundleConfig, Device, Unsupported
 
 # mount(8)'s flag options (linux/mount.h); each sets (or, with clear=True, clears) bits
 MS_SYNCHRONOUS = 16
@@ -53,10 +59,12 @@ FLAG_OPTIONS: Dict[str, Tuple[int, bool]] = {
     "nosymfollow": (MS_NOSYMFOLLOW, False), "symfollow": (MS_NOSYMFOLLOW, True),
     "defaults": (0, False),
 }
-# propagation: the container's tree is private (spawn.c makes / private); a bind is attached
-# from a detached, private copy.  Accepted as the private kinds; shared/slave refused.
-PRIVATE_OPTIONS = {"private", "rprivate"}
-PROPAGATION_OPTIONS = {"shared", "rshared", "slave", "rslave", "unbindable", "runbindable"}
+# propagation (mount_namespaces(7)): the container's tree starts private (spawn.c makes /
+# private before the plan), so a mount made shared or slave here has peers only inside the
+# container; applied after the mount, or to / after every mount (rootfsPropagation)
+MS_REC = 16384
+PROPAGATION = {"unbindable": 1 << 17, "private": 1 << 18, "slave": 1 << 19, "shared": 1 << 20}
+PROPAGATION_OPTIONS = {**PROPAGATION, **{"r" + k: v | MS_REC for k, v in PROPAGATION.items()}}
 
 NAMESPACE_FLAGS = {
     "pid": native.CLONE_NEWPID, "network": native.CLONE_NEWNET, "mount": native.CLONE_NEWNS,
@@ -68,25 +76,22 @@ DEV_LINKS = (("/dev/fd", "/proc/self/fd"), ("/dev/stdin", "/proc/self/fd/0"),
              ("/dev/stdout", "/proc/self/fd/1"), ("/dev/stderr", "/proc/self/fd/2"))
 
 
-def mount_options(options: Sequence[str], where: str) -> Tuple[int, List[str], bool]:
-    """(flags, the filesystem's own options, recursive bind)."""
-    flags, data, recursive = 0, [], False
+def mount_options(options: Sequence[str], where: str) -> Tuple[int, List[str], bool, int]:
+    """(flags, the filesystem's own options, recursive bind, propagation flags)."""
+    flags, data, recursive, propagation = 0, [], False, 0
     for opt in options:
         if opt in FLAG_OPTIONS:
             bits, clear = FLAG_OPTIONS[opt]
             flags = flags & ~bits if clear else flags | bits
         elif opt in ("bind", "rbind"):
             recursive = recursive or opt == "rbind"
-        elif opt in PRIVATE_OPTIONS:
-            pass
         elif opt in PROPAGATION_OPTIONS:
-            raise Unsupported(f"config.json: {where}: propagation {opt!r} is not supported yet "
-                              "(a container's mounts are private)")
+            propagation = PROPAGATION_OPTIONS[opt]
         elif opt in ("remount", "idmap", "ridmap", "tmpcopyup"):
             raise Unsupported(f"config.json: {where}: option {opt!r} is not supported yet")
         else:
             data.append(opt)
-    return flags, data, recursive
+    return flags, data, recursive, propagation
 
 
 def clone_flags(cfg: BundleConfig) -> int:
@@ -111,47 +116,57 @@ def ops(cfg: BundleConfig, in_userns: bool) -> List[Op]:
     root = cfg.root
     before: List[Op] = [Op(lib.IB_OP_BIND, f"bind the root {root} onto itself", root, source=root)]
     after: List[Op] = []
-
-    def capture(source: str, target: str) -> int:
-        before.append(Op(lib.IB_OP_OPEN_TREE, f"open {source} for {target}", target, source=source))
-        return len(before) - 1
+    # destinations of the mounts so far whose contents we did not make (a host directory
+    # bound in, proc, sysfs ...): a path below one is not known to be plain
+    opaque: List[str] = []
 
     for i, m in enumerate(cfg.mounts):
         where = f"mounts[{i}] ({m.destination})"
         if m.destination == "/":
             raise Unsupported(f"config.json: {where}: a mount over / is not supported")
-        flags, data, _ = mount_options(m.options, where)
-        if m.type == "bind" or "bind" in m.options or "rbind" in m.options:
-            source = m.source if m.source.startswith("/") else os.path.join(cfg.bundle, m.source)
-            if not os.path.exists(source):
-                raise Unsupported(f"config.json: {where}: the bind source {source} does not exist")
-            ref = capture(source, m.destination)
-            after += _make_target(m.destination, os.path.isdir(source))
-            after.append(Op(lib.IB_OP_ATTACH, f"mount {source} on {m.destination}", m.destination,
-                            ref=ref, flags=flags & (native.MS_RDONLY | native.MS_NOSUID
-                                                    | native.MS_NODEV | native.MS_NOEXEC)))
-        elif m.type == "cgroup":
+        flags, data, _, propagation = mount_options(m.options, where)
+        bind = m.type in ("bind", "cgroup") or "bind" in m.options or "rbind" in m.options
+        if m.type == "cgroup":
             # the host's hierarchy, read-only as asked: what runc mounts without a cgroup
             # namespace; a container's own view (cgroupns) is to come
-            ref = capture("/sys/fs/cgroup", m.destination)
-            after += _make_target(m.destination, True)
-            after.append(Op(lib.IB_OP_ATTACH, f"mount the cgroup hierarchy on {m.destination}",
-                            m.destination, ref=ref,
-                            flags=flags & (native.MS_RDONLY | native.MS_NOSUID | native.MS_NODEV | native.MS_NOEXEC)))
-        elif in_userns and m.type in ("proc", "sysfs") and _plain_dir(root, posixpath.dirname(m.destination)):
-            # before pivot_root: in a user namespace the kernel mounts proc and sysfs only
-            # where a fully visible one exists in the mount namespace (mount_too_revealing),
-            # and pivot_root detaches the host's; the library mounts them here too.  Only
-            # there: elsewhere the mounts keep the config's order, as /proc/self/mountinfo
-            # shows it
+            source = "/sys/fs/cgroup"
+        elif bind:
+            source = m.source if m.source.startswith("/") else os.path.join(cfg.bundle, m.source)
+            if not os.path.exists(source):
+                raise InvalidOption(f"config.json: {where}: the bind source {source} does not exist")
+        is_dir = not bind or os.path.isdir(source)
+        per_mount = native.MS_RDONLY | native.MS_NOSUID | native.MS_NODEV | native.MS_NOEXEC
+        made = _before_pivot_dirs(root, m.destination, is_dir, opaque)
+        if made is not None:
+            before += made
             target = root + m.destination
-            before.append(Op(lib.IB_OP_MKDIR, f"create {m.destination}", target, mode=0o555))
-            before.append(Op(lib.IB_OP_MOUNT, f"mount {m.type} on {m.destination}", target,
-                             source=m.source, fstype=m.type, flags=flags, data=",".join(data) or None))
+            if bind:
+                before.append(Op(lib.IB_OP_BIND, f"mount {source} on {m.destination}", target,
+                                 source=source, flags=flags & per_mount))
+            else:
+                before.append(Op(lib.IB_OP_MOUNT, f"mount {m.type} on {m.destination}", target,
+                                 source=m.source, fstype=m.type, flags=flags, data=",".join(data) or None))
+            if propagation:
+                before.append(Op(lib.IB_OP_MOUNT, f"set the propagation of {m.destination}", target,
+                                 flags=propagation))
         else:
-            after += _make_target(m.destination, True)
-            after.append(Op(lib.IB_OP_MOUNT, f"mount {m.type} on {m.destination}", m.destination,
-                            source=m.source, fstype=m.type, flags=flags, data=",".join(data) or None))
+            # below a symlink or a mount of content we did not make: resolved inside the
+            # root after pivot_root (spawn.c, "container paths"), at the cost of the
+            # config's order in /proc/self/mountinfo (the kernel lists mounts as made)
+            after += _make_target(m.destination, is_dir)
+            if bind:
+                before.append(Op(lib.IB_OP_OPEN_TREE, f"open {source} for {m.destination}",
+                                 m.destination, source=source))
+                after.append(Op(lib.IB_OP_ATTACH, f"mount {source} on {m.destination}", m.destination,
+                                ref=len(before) - 1, flags=flags & per_mount))
+            else:
+                after.append(Op(lib.IB_OP_MOUNT, f"mount {m.type} on {m.destination}", m.destination,
+                                source=m.source, fstype=m.type, flags=flags, data=",".join(data) or None))
+            if propagation:
+                after.append(Op(lib.IB_OP_MOUNT, f"set the propagation of {m.destination}",
+                                m.destination, flags=propagation))
+        if bind or m.type not in ("tmpfs",):
+            opaque.append(m.destination)
 
     for node in _device_nodes(cfg):
         parent = posixpath.dirname(node.path)
@@ -161,7 +176,8 @@ def ops(cfg: BundleConfig, in_userns: bool) -> List[Op]:
             if not os.path.exists(host):
                 raise Unsupported(f"config.json: device {node.path}: no such node on the host to "
                                   "bind in a user namespace")
-            ref = capture(host, node.path)
+            before.append(Op(lib.IB_OP_OPEN_TREE, f"open {host} for {node.path}", node.path, source=host))
+            ref = len(before) - 1
             after.append(Op(lib.IB_OP_TOUCH, f"create {node.path}", node.path, mode=0o600))
             after.append(Op(lib.IB_OP_ATTACH, f"bind {node.path}", node.path, ref=ref))
             continue
@@ -181,6 +197,9 @@ def ops(cfg: BundleConfig, in_userns: bool) -> List[Op]:
     for path in cfg.readonly_paths:
         after.append(Op(lib.IB_OP_REMOUNT, f"make {path} read-only", path,
                         flags=native.MS_RDONLY, optional=True))
+    if cfg.rootfs_propagation:
+        after.append(Op(lib.IB_OP_MOUNT, "set the propagation of /", "/",
+                        flags=PROPAGATION_OPTIONS[cfg.rootfs_propagation] | MS_REC))
     if cfg.root_readonly:
         after.append(Op(lib.IB_OP_REMOUNT, "make / read-only", "/", flags=native.MS_RDONLY, in_place=True))
 
@@ -188,12 +207,30 @@ def ops(cfg: BundleConfig, in_userns: bool) -> List[Op]:
     return before + [pivot] + after
 
 
-def _plain_dir(root: str, path: str) -> bool:
-    """Whether ``path`` is a directory of the root reached without a symlink: a plan op
-    before pivot_root may use root + path then (spawn.c refuses a symlink in the last
-    component itself)."""
-    full = os.path.normpath(root + "/" + path)
-    return os.path.isdir(full) and os.path.realpath(full) == full
+def _before_pivot_dirs(root: str, dest: str, is_dir: bool, opaque: Sequence[str]) -> Optional[List[Op]]:
+    """The ops that make ``dest``'s directories (and the file itself, for a file bind) as
+    root + path before pivot_root, or None when it must wait until after: a prefix of it is
+    a symlink in the bundle's root, or lies below an earlier mount whose content we did not
+    make (a host directory bound in, proc).  Before pivot_root, mount(2) follows symlinks
+    in the host's view, so only a plain path may be used there; spawn.c refuses a symlink
+    in the last component itself.  A prefix below an earlier tmpfs is made here, empty."""
+    parts = [p for p in dest.split("/") if p]
+    for o in opaque:
+        if dest == o or dest.startswith(o.rstrip("/") + "/"):
+            return None
+    ops: List[Op] = []
+    path = ""
+    for n, part in enumerate(parts):
+        path += "/" + part
+        full = root + path
+        last = n == len(parts) - 1
+        if os.path.islink(full):
+            return None
+        if last and not is_dir:
+            ops.append(Op(lib.IB_OP_TOUCH, f"create {path}", full, mode=0o644))
+        else:
+            ops.append(Op(lib.IB_OP_MKDIR, f"create {path}", full, mode=0o755))
+    return ops
 
 
 def _make_target(dest: str, is_dir: bool) -> List[Op]:
@@ -222,6 +259,7 @@ def spec(cfg: BundleConfig, *, stdio: Tuple[int, int, int], console_sock: int, f
         groups=cfg.additional_gids,
         caps=cfg.capabilities,
         cap_sets=cfg.capability_sets,
+        userns_root=bool(flags & native.CLONE_NEWUSER),
         no_new_privs=cfg.no_new_privileges,
         stdio=stdio,
         workdir=cfg.cwd,
