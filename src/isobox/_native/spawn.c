@@ -454,6 +454,13 @@ static int run_op_in_root(const struct ib_op *op, int root, int *fds)
     switch (op->kind) {
     case IB_OP_MKDIR_P:
         return mkdir_p_in(root, op->target, op->mode);
+    case IB_OP_WRITE: {
+        cleanup_close int fd = open_in(root, op->target, O_WRONLY | O_NOFOLLOW);
+        size_t len = op->data ? strlen(op->data) : 0;
+        if (fd < 0)
+            return -1;
+        return write(fd, op->data ? op->data : "", len) == (ssize_t)len ? 0 : -1;
+    }
     case IB_OP_MKNOD:
     case IB_OP_SYMLINK: {
         /* made in the directory the parent resolves to inside the root */
@@ -631,13 +638,20 @@ static int run_op(const struct ib_op *ops, int i, int *fds)
         return 0;
     case IB_OP_CHOWN_IN:
         return chown_in(op);
+    case IB_OP_WRITE: {
+        cleanup_close int wfd = open(op->target, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+        size_t len = op->data ? strlen(op->data) : 0;
+        if (wfd < 0)
+            return -1;
+        return write(wfd, op->data ? op->data : "", len) == (ssize_t)len ? 0 : -1;
+    }
     }
     errno = EINVAL;
     return -1;
 }
 
 /* Walks the plan.  After IB_OP_PIVOT, the ops that name a destination the image or the
- * caller chose (MKDIR_P, TOUCH, MOUNT, ATTACH, MKNOD, SYMLINK) resolve it inside the new
+ * caller chose (MKDIR_P, TOUCH, MOUNT, ATTACH, MKNOD, SYMLINK, WRITE) resolve it inside the new
  * root. */
 static void run_plan(const struct ib_spec *spec)
 {
@@ -649,7 +663,8 @@ static void run_plan(const struct ib_spec *spec)
         const struct ib_op *op = &spec->ops[i];
         int in_root = root >= 0 && (op->kind == IB_OP_MKDIR_P || op->kind == IB_OP_TOUCH ||
                                     op->kind == IB_OP_MOUNT || op->kind == IB_OP_ATTACH ||
-                                    op->kind == IB_OP_MKNOD || op->kind == IB_OP_SYMLINK);
+                                    op->kind == IB_OP_MKNOD || op->kind == IB_OP_SYMLINK ||
+                                    op->kind == IB_OP_WRITE);
         if (op->kind == IB_OP_ATTACH && (op->ref < 0 || op->ref >= i)) {
             errno = EBADF;
             rc = -1;

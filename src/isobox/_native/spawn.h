@@ -95,6 +95,8 @@ enum {
     IB_OP_MKDIR_P,     /* mkdir -p target (after pivot_root symlinks resolve in the container) */
     IB_OP_CHOWN_IN,    /* chown source-relative target to dev = uid << 32 | gid, resolved
                           inside source (RESOLVE_IN_ROOT); then chmod to mode with IB_OPT_CHMOD */
+    IB_OP_WRITE,       /* write data to the existing file target (a sysctl under /proc/sys);
+                          after pivot_root: resolved inside the root */
 };
 
 /* op flags beyond mount(2)'s */

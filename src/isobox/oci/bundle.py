@@ -81,6 +81,28 @@ def _limits(resources: Mapping[str, Any]) -> Tuple[Optional[int], Optional[int],
             None if mem is None or mem < 0 else mem, cpus)
 
 
+# The sysctls a container may set: those its own namespaces hold (runc's validateSysctl):
+# System V IPC and POSIX queues with an ipc namespace, net.* with a network namespace,
+# the host and domain names with a uts namespace.  Anything else is the host's.
+IPC_SYSCTLS = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+               "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"}
+
+
+def _check_sysctl(key: str, namespaces: Sequence[str]) -> None:
+    if not key or "/" in key or ".." in key.split("."):
+        raise InvalidOption(f"config.json: linux.sysctl: {key!r} is not a sysctl name")
+    if key in IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        need = "ipc"
+    elif key.startswith("net."):
+        need = "network"
+    elif key in ("kernel.hostname", "kernel.domainname"):
+        need = "uts"
+    else:
+        raise InvalidOption(f"config.json: linux.sysctl: {key} is not namespaced: it would change the host")
+    if need not in namespaces:
+        raise InvalidOption(f"config.json: linux.sysctl: {key} needs the container's own {need} namespace")
+
+
 # namespace type -> the key runc and the spec give it
 NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 
@@ -183,6 +205,7 @@ class BundleConfig:
     limits: Tuple[Optional[int], Optional[int], Optional[float]]  # pids, memory bytes, cpus
     cgroups_path: Optional[str]
     rootfs_propagation: Optional[str]
+    sysctl: Mapping[str, str]
     annotations: Mapping[str, str]
     ignored: Tuple[str, ...]  # what was read and deliberately not applied, for the log
 
@@ -271,7 +294,10 @@ class BundleConfig:
             if kind == "time":
                 raise Unsupported("config.json: time namespaces are not supported yet")
             namespaces.append(kind)
-        for key in ("sysctl", "intelRdt", "personality", "timeOffsets", "mountLabel"):
+        sysctl = {str(k): _str(v, f"linux.sysctl[{k}]") for k, v in _obj(linux.get("sysctl"), "linux.sysctl").items()}
+        for key in sysctl:
+            _check_sysctl(key, namespaces)
+        for key in ("intelRdt", "personality", "timeOffsets", "mountLabel"):
             if linux.get(key):
                 raise Unsupported(f"config.json: linux.{key} is not supported yet")
         prop = linux.get("rootfsPropagation") or None
@@ -337,6 +363,7 @@ class BundleConfig:
             limits=limits,
             cgroups_path=cgroups_path,
             rootfs_propagation=prop,
+            sysctl=sysctl,
             annotations=annotations,
             ignored=tuple(ignored),
         )

@@ -192,6 +192,9 @@ def ops(cfg: BundleConfig, in_userns: bool) -> List[Op]:
     if any(m.destination == "/dev/pts" for m in cfg.mounts):
         after.append(Op(lib.IB_OP_SYMLINK, "link /dev/ptmx", "/dev/ptmx", source="pts/ptmx"))
 
+    for key, value in cfg.sysctl.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        after.append(Op(lib.IB_OP_WRITE, f"set the sysctl {key}", path, data=value))
     for path in cfg.masked_paths:
         after.append(Op(lib.IB_OP_MASK, f"mask {path}", path, optional=True))
     for path in cfg.readonly_paths:
