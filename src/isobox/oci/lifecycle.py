@@ -26,6 +26,7 @@ from typing import List, Optional
 
 from ..errors import ContainerError, InvalidOption, SetupError
 from ..host import native
+from ..host.privilege import Privilege
 from ..runtime import cgroups as _cgroups
 from ..runtime import devices as _devices
 from ..runtime.state import start_time
@@ -54,7 +55,7 @@ def _console(path: Optional[str]) -> Optional[socket.socket]:
     return sock
 
 
-def _cgroup(cfg: BundleConfig, cid: str) -> Optional[_cgroups.Group]:
+def _cgroup(cfg: BundleConfig, cid: str, privilege: Privilege) -> Optional[_cgroups.Group]:
     """The container's group, made by the library's cgroups: the device policy (its
     default rules, plus one per linux.devices node) and the limits bundle.py read, at
     ``cgroupsPath`` as runc places it (absolute: below each hierarchy's root; relative:
@@ -71,15 +72,15 @@ def _cgroup(cfg: BundleConfig, cid: str) -> Optional[_cgroups.Group]:
             mounts = _cgroups.mount_points()
             layout = _cgroups.Layout({c: pathlib.Path(mounts[c]) for c in layout.v1 if c in mounts},
                                      pathlib.Path(mounts[""]) if layout.v2 is not None and "" in mounts else None)
-    return _cgroups.Group.for_container(name, limits, nodes, layout)
+    return _cgroups.Group.for_container(name, limits, nodes, layout, privilege=privilege)
 
 
-def _write_id_maps(pid: int, cfg: BundleConfig) -> None:
+def _write_id_maps(pid: int, cfg: BundleConfig, privilege: Privilege) -> None:
     """The bundle's uid/gid mappings, written as the kernel takes them (user_namespaces(7));
     without root only a single mapping of our own ids is allowed, after setgroups "deny"."""
     if not cfg.uid_mappings or not cfg.gid_mappings:
         raise InvalidOption("config.json: a user namespace needs linux.uidMappings and linux.gidMappings")
-    if os.geteuid() != 0:
+    if not privilege.rootful:
         with open(f"/proc/{pid}/setgroups", "w") as f:
             f.write("deny")
     for name, maps in (("uid_map", cfg.uid_mappings), ("gid_map", cfg.gid_mappings)):
@@ -95,6 +96,7 @@ def _write_id_maps(pid: int, cfg: BundleConfig) -> None:
 def create(state: StateDir, bundle: str, pid_file: Optional[str], console_socket: Optional[str]) -> Record:
     """Set the container up and leave its process waiting for `start`."""
     cfg = BundleConfig.load(bundle)
+    privilege = Privilege.current()
     seccomp = compile_profile(cfg.seccomp, _cap_names(cfg)) if cfg.seccomp else None
     _plan.clone_flags(cfg)  # refusals before anything is made
     if cfg.terminal and console_socket is None:
@@ -111,7 +113,7 @@ def create(state: StateDir, bundle: str, pid_file: Optional[str], console_socket
             os.chmod(state.fifo, 0o622)
             dir_fd = os.open(state.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             console = _console(console_socket) if cfg.terminal else None
-            group = _cgroup(cfg, state.id)
+            group = _cgroup(cfg, state.id, privilege)
             entries = group.open_entries() if group is not None else []
             in_userns = "user" in cfg.namespaces
             try:
@@ -119,14 +121,14 @@ def create(state: StateDir, bundle: str, pid_file: Optional[str], console_socket
                                   console_sock=console.fileno() if console else -1,
                                   fifo_dir=dir_fd, fifo_name=state.fifo.name,
                                   cgroup_procs=tuple(entries), seccomp=seccomp,
-                                  set_groups=not in_userns or os.geteuid() == 0)
+                                  set_groups=not in_userns or privilege.rootful)
                 child = native.spawn(spec)
             finally:
                 for fd in entries:
                     os.close(fd)
             try:
                 if in_userns:
-                    _write_id_maps(child.pid, cfg)
+                    _write_id_maps(child.pid, cfg, privilege)
                 if cfg.oom_score_adj is not None:
                     with open(f"/proc/{child.pid}/oom_score_adj", "w") as f:
                         f.write(str(cfg.oom_score_adj))
