@@ -353,3 +353,21 @@ def test_runc_bar_lists_program_and_assertion_per_line() -> None:
     assert len(programs) > 40
     # the test's programs are held to runc's passes in them (runc passes none of linux_seccomp)
     assert set(VALIDATION_PROGRAMS) - programs == {"linux_seccomp"}
+
+
+@pytest.mark.unit
+def test_a_seccomp_name_no_listed_architecture_knows_is_refused() -> None:
+    from isobox.errors import InvalidOption
+    from isobox.oci.seccomp import compile_profile
+
+    profile = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
+               "syscalls": [{"names": ["read", "wirte"], "action": "SCMP_ACT_ALLOW"}]}
+    with pytest.raises(InvalidOption, match="'wirte'"):
+        compile_profile(profile, [])
+    # known on one listed architecture only (x86_64's open): fine
+    profile["syscalls"] = [{"names": ["read", "open"], "action": "SCMP_ACT_ALLOW"}]
+    assert compile_profile(profile, [])
+    # a listed architecture without a table here (32-bit x86 knows _llseek): taken as runc takes it
+    profile["architectures"] = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]
+    profile["syscalls"] = [{"names": ["read", "_llseek"], "action": "SCMP_ACT_ALLOW"}]
+    assert compile_profile(profile, [])

@@ -4,6 +4,13 @@ compiler (runtime/seccomp.py): its rules are Docker's shape already (``names``,
 ``defaultAction`` the plan's default.  What the compiler does not do is refused by name:
 actions other than SCMP_ACT_ALLOW and SCMP_ACT_ERRNO (KILL, LOG, TRAP, TRACE, NOTIFY),
 ``flags``, a listener, and a profile without the native architecture's ABI.
+
+A syscall name no listed architecture knows is refused too (runc skips it silently, so a
+typo leaves a call allowed or denied by the default without a word); a name known to
+another listed architecture (``_llseek`` on 32-bit x86) is fine.  Only decidable where
+isobox has the table of every listed architecture (x86_64 and aarch64): a profile that
+also lists one it has no table for (SCMP_ARCH_X86, as runc's default lists) is taken as
+runc takes it.
 """
 
 from __future__ import annotations
@@ -13,11 +20,23 @@ from typing import Any, Mapping, Optional, Sequence
 
 import attrs
 
+from ..errors import InvalidOption
 from ..runtime import seccomp as _seccomp
 from .bundle import Unsupported
 
 # the spec's architecture names for the ABIs the library compiles (seccomp.Arch.profile_name)
 ARCH_NAMES = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
+
+
+def _check_names(profile: Mapping[str, Any], arches: Sequence[str]) -> None:
+    tables = [_seccomp.ARCHES[m].syscalls for m, name in ARCH_NAMES.items() if name in arches]
+    if len(tables) < len(set(arches)):
+        return  # a listed architecture isobox has no table for may know the name
+    for i, doc in enumerate(profile.get("syscalls") or ()):
+        for name in doc.get("names") or ():
+            if not any(name in t for t in tables):
+                raise InvalidOption(f"config.json: linux.seccomp.syscalls[{i}]: no listed architecture "
+                                    f"({', '.join(arches)}) has a syscall named {name!r}")
 
 
 def _action(action: Any, errno_ret: Any, where: str) -> int:
@@ -44,6 +63,7 @@ def compile_profile(profile: Mapping[str, Any], caps: Sequence[str]) -> Optional
     if arches and ARCH_NAMES.get(machine) not in arches:
         raise Unsupported(f"config.json: linux.seccomp.architectures {arches} leave out this machine's "
                           f"{ARCH_NAMES.get(machine)}")
+    _check_names(profile, list(arches) or [ARCH_NAMES[machine]])
     default = _action(profile.get("defaultAction"), profile.get("defaultErrnoRet"), ".defaultAction")
     rules = []
     for i, doc in enumerate(profile.get("syscalls") or ()):
