@@ -275,9 +275,9 @@ def test_a_bad_bundle_is_a_clear_error_on_stderr_and_in_the_log(
 
 
 def test_what_isobox_runtime_cannot_do_yet_is_refused_by_name(runtime: Runtime, bundle: pathlib.Path) -> None:
-    write_config(bundle, config(["true"], hooks={"prestart": [{"path": "/bin/true"}]}))
+    write_config(bundle, config(["true"], hooks={"createContainer": [{"path": "/bin/true"}]}))
     done = runtime("create", "--bundle", str(bundle), "hooked", check=False)
-    assert done.returncode == 1 and "hooks are not supported yet" in done.stderr
+    assert done.returncode == 1 and "hooks.createContainer (run inside the container) are not supported yet" in done.stderr
     assert not (runtime.state / "hooked").exists()
 
 

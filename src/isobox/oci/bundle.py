@@ -2,12 +2,12 @@
 checked values before anything touches the host.
 
 What is read is what isobox can do; a field that asks for something it cannot do yet is
-refused by name (`Unsupported`), never silently dropped, with three exceptions that only
-narrow what the container may do or only describe it: ``annotations``, ``process.
-apparmorProfile`` / ``selinuxLabel`` when empty, and ``linux.resources`` of kinds isobox
-does not apply (see `ignored`, which the command logs).  Unknown properties are ignored,
-as the spec requires ("implementations MUST NOT generate an error if they encounter an
-unknown property").
+refused by name (`Unsupported`), never silently dropped.  One is replaced rather than
+applied, and `ignored` says so (the command logs it as a warning): the device cgroup's
+rules (``linux.resources.devices``) are the library's policy (Docker's allowlist, plus a
+rule per ``linux.devices`` node), whatever the list says beyond denying everything else.
+Unknown properties are ignored, as the spec requires ("implementations MUST NOT generate
+an error if they encounter an unknown property").
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import attrs
 from ..errors import InvalidOption
 from ..runtime.config import RLIMITS
 from ..runtime.seccomp_data import CAPABILITIES
+from . import hooks as _hooks
 
 
 class Unsupported(InvalidOption):
@@ -206,6 +207,7 @@ class BundleConfig:
     cgroups_path: Optional[str]
     rootfs_propagation: Optional[str]
     sysctl: Mapping[str, str]
+    hooks: Mapping[str, Tuple[_hooks.Hook, ...]]
     annotations: Mapping[str, str]
     ignored: Tuple[str, ...]  # what was read and deliberately not applied, for the log
 
@@ -304,9 +306,7 @@ class BundleConfig:
         if prop is not None and prop not in ("shared", "rshared", "slave", "rslave", "private",
                                              "rprivate", "unbindable", "runbindable"):
             raise InvalidOption(f"config.json: linux.rootfsPropagation {prop!r} is not a propagation")
-        hooks = _obj(top.get("hooks"), "hooks")
-        if any(hooks.get(k) for k in hooks):
-            raise Unsupported("config.json: hooks are not supported yet")
+        hooks = _hooks.parse(top.get("hooks"))
         resources = _obj(linux.get("resources"), "linux.resources")
         for key in resources:
             if key not in ("devices", "pids", "memory", "cpu") and resources[key]:
@@ -314,6 +314,9 @@ class BundleConfig:
         limits = _limits(resources)
         device_rules = tuple(_obj(r, "linux.resources.devices[]")
                              for r in _list(resources.get("devices"), "linux.resources.devices"))
+        if any(r.get("allow") for r in device_rules):
+            ignored.append("linux.resources.devices: the device cgroup allows the standard nodes "
+                           "and linux.devices, not the listed rules")
         cgroups_path = linux.get("cgroupsPath")
         if cgroups_path is not None:
             cgroups_path = posixpath.normpath(_str(cgroups_path, "linux.cgroupsPath"))
@@ -364,6 +367,7 @@ class BundleConfig:
             cgroups_path=cgroups_path,
             rootfs_propagation=prop,
             sysctl=sysctl,
+            hooks=hooks,
             annotations=annotations,
             ignored=tuple(ignored),
         )

@@ -16,8 +16,8 @@ from typing import Any, Dict, NoReturn, Optional, Sequence
 
 from .._version import __version__
 from ..errors import IsoboxError
+from .state import OCI_VERSION
 
-OCI_VERSION = "1.0.2"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,6 +99,8 @@ class Log:
         self.write("error", msg)
 
     def warning(self, msg: str) -> None:
+        """runc prints warnings too (logrus's default output is stderr)."""
+        print(f"isobox-runtime: warning: {msg}", file=sys.stderr)
         self.write("warning", msg)
 
     def debug(self, msg: str) -> None:
@@ -114,7 +116,7 @@ def features() -> Dict[str, Any]:
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
-        "hooks": [],
+        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
         "mountOptions": sorted(set(FLAG_OPTIONS) | set(PROPAGATION_OPTIONS) | {"bind", "rbind"}),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
@@ -180,15 +182,18 @@ def _run(args: argparse.Namespace, log: Log) -> int:
         record = lifecycle.create(state, args.bundle, args.pid_file, args.console_socket)
         if cmd == "create":
             return 0
-        lifecycle.start(state)
+        for warning in lifecycle.start(state):
+            log.warning(warning)
         if args.detach:
             return 0
         code = lifecycle.wait(record)
         if not args.keep:
-            lifecycle.delete(state, force=True)
+            for warning in lifecycle.delete(state, force=True):
+                log.warning(warning)
         return code
     if cmd == "start":
-        lifecycle.start(state)
+        for warning in lifecycle.start(state):
+            log.warning(warning)
         return 0
     if cmd == "state":
         rec = state.read_record()
@@ -201,7 +206,8 @@ def _run(args: argparse.Namespace, log: Log) -> int:
         if not state.exists():
             if args.force:
                 return 0  # runc: deleting what is not there is fine with --force
-        lifecycle.delete(state, args.force)
+        for warning in lifecycle.delete(state, args.force):
+            log.warning(warning)
         return 0
     raise UsageError("no command given (create, start, state, kill, delete, run, list, features)")
 

@@ -22,7 +22,7 @@ import select
 import signal
 import socket
 import time
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from ..errors import ContainerError, InvalidOption, SetupError
 from ..host import native
@@ -33,7 +33,8 @@ from ..runtime.state import start_time
 from . import plan as _plan
 from .bundle import BundleConfig
 from .seccomp import compile_profile
-from .state import Record, StateDir
+from . import hooks as _hooks
+from .state import OCI_VERSION, Record, StateDir, spec_state
 
 # how long start waits for the child to get past its open of the fifo
 START_TIMEOUT = 10.0
@@ -132,6 +133,11 @@ def create(state: StateDir, bundle: str, pid_file: Optional[str], console_socket
                 if cfg.oom_score_adj is not None:
                     with open(f"/proc/{child.pid}/oom_score_adj", "w") as f:
                         f.write(str(cfg.oom_score_adj))
+                # its namespaces exist, its filesystem is not made yet (hooks.py)
+                # prestart sees "created", as the validation suite's hooks_stdin expects;
+                # createRuntime "creating", as create is still under way
+                for kind, status in (("prestart", "created"), ("createRuntime", "creating")):
+                    _hooks.run_all(cfg.hooks.get(kind, ()), _hook_state(state.id, child.pid, cfg, status))
                 child.release_to_created()
             except BaseException:
                 child.abandon()
@@ -142,6 +148,7 @@ def create(state: StateDir, bundle: str, pid_file: Optional[str], console_socket
                 rootfs=cfg.root, created=_now(), annotations=cfg.annotations,
                 cgroup_dirs=tuple(str(d) for d in group.dirs) if group else (),
                 cgroup_v2=group.v2 if group else False,
+                hooks=_hooks.to_json({k: v for k, v in cfg.hooks.items() if k in ("poststart", "poststop")}),
             )
             state.write_record(record)
             if child.pidfd >= 0:
@@ -211,7 +218,16 @@ def _pidfd(record: Record) -> int:
     return fd
 
 
-def start(state: StateDir) -> None:
+def _hook_state(cid: str, pid: int, cfg: BundleConfig, status: str) -> Dict[str, Any]:
+    doc: Dict[str, Any] = {"ociVersion": OCI_VERSION, "id": cid, "status": status, "pid": pid,
+                           "bundle": cfg.bundle}
+    if cfg.annotations:
+        doc["annotations"] = dict(cfg.annotations)
+    return doc
+
+
+def start(state: StateDir) -> List[str]:
+    """Let the created container's process go; the poststart hooks' failures, as warnings."""
     with state.locked():
         record = state.read_record()
         status = state.status(record)
@@ -243,6 +259,8 @@ def start(state: StateDir) -> None:
             if pidfd >= 0:
                 os.close(pidfd)
         os.unlink(state.fifo)
+        poststart = _hooks.from_json(record.hooks).get("poststart", ())
+        return _hooks.run_warning(poststart, spec_state(state, record, "running", OCI_VERSION))
 
 
 SIGNALS = {name[3:]: int(sig) for name, sig in signal.Signals.__members__.items()
@@ -296,7 +314,9 @@ def _cgroup_pids(record: Record) -> List[int]:
     return sorted(set(pids))
 
 
-def delete(state: StateDir, force: bool) -> None:
+def delete(state: StateDir, force: bool) -> List[str]:
+    """Remove the container (stopped, or any with ``force``); the poststop hooks' failures,
+    as warnings."""
     with state.locked():
         record = state.read_record()
         status = state.status(record)
@@ -322,6 +342,8 @@ def delete(state: StateDir, force: bool) -> None:
             _wait_empty(record)
             _cgroups.Group([pathlib.Path(d) for d in record.cgroup_dirs], v2=record.cgroup_v2).remove()
         _remove_state(state)
+        poststop = _hooks.from_json(record.hooks).get("poststop", ())
+        return _hooks.run_warning(poststop, spec_state(state, record, "stopped", OCI_VERSION))
 
 
 def _wait_empty(record: Record, timeout: float = 5.0) -> None:

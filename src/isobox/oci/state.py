@@ -33,6 +33,7 @@ from ..host.fs import write_json
 from ..runtime.state import process_alive
 
 DEFAULT_ROOT = "/run/isobox-runtime"
+OCI_VERSION = "1.0.2"  # the runtime spec version isobox-runtime speaks
 RECORD_NAME = "state.json"
 FIFO_NAME = "exec.fifo"
 LOCK_NAME = "lock"
@@ -64,11 +65,13 @@ class Record:
     annotations: Mapping[str, str] = attrs.field(factory=dict)
     cgroup_dirs: Tuple[str, ...] = ()
     cgroup_v2: bool = False
+    hooks: Mapping[str, Any] = attrs.field(factory=dict)  # poststart, poststop (hooks.to_json)
 
     def to_json(self) -> Dict[str, Any]:
         return {"id": self.id, "pid": self.pid, "start_time": self.start_time, "bundle": self.bundle,
                 "rootfs": self.rootfs, "created": self.created, "annotations": dict(self.annotations),
-                "cgroup_dirs": list(self.cgroup_dirs), "cgroup_v2": self.cgroup_v2}
+                "cgroup_dirs": list(self.cgroup_dirs), "cgroup_v2": self.cgroup_v2,
+                "hooks": dict(self.hooks)}
 
     @classmethod
     def from_json(cls, doc: Any) -> "Record":
@@ -78,7 +81,8 @@ class Record:
         return cls(str(doc["id"]), int(doc["pid"]), int(start) if start is not None else None,
                    str(doc["bundle"]), str(doc["rootfs"]), str(doc["created"]),
                    {str(k): str(v) for k, v in dict(doc.get("annotations") or {}).items()},
-                   tuple(str(d) for d in doc.get("cgroup_dirs") or ()), bool(doc.get("cgroup_v2")))
+                   tuple(str(d) for d in doc.get("cgroup_dirs") or ()), bool(doc.get("cgroup_v2")),
+                   dict(doc.get("hooks") or {}))
 
 
 class StateDir:
