@@ -18,6 +18,13 @@
  *   err:  C -> P, O_CLOEXEC.  On failure C (or G) writes one struct ib_fail {step, errno}
  *         and _exits.  A successful execve closes the last write end: P reads EOF.
  *
+ * With an exec fifo (isobox-runtime's create; spec->exec_fifo_dir >= 0) C has no
+ * parent-death signal (spec->pdeathsig = 0) and, once set up, writes the record
+ * {IB_STEP_CREATED, 0} on err: P (create) reads it and exits, closing its pipe ends.  C
+ * then blocks in open(2) of the FIFO for writing until another process (start) opens it
+ * for reading, writes one byte to it, and goes on to its seccomp filter and execve; a
+ * failure from then on is a line on stderr and the exit status (no reader of err is left).
+ *
  * Why C and not Python in the child: between clone and execve only async-signal-safe code
  * may run in a copy of a multithreaded process (the GIL or malloc's locks may be held by a
  * thread that no longer exists; see BenchExec's container.py and its issue #435).  So the

@@ -24,7 +24,7 @@ import socket
 import time
 from typing import Any, Dict, List, Optional
 
-from ..errors import ContainerError, InvalidOption, SetupError
+from ..errors import ContainerError, ContainerNotFound, InvalidOption, SetupError
 from ..host import native
 from ..host.privilege import Privilege
 from ..runtime import cgroups as _cgroups
@@ -316,9 +316,16 @@ def _cgroup_pids(record: Record) -> List[int]:
 
 def delete(state: StateDir, force: bool) -> List[str]:
     """Remove the container (stopped, or any with ``force``); the poststop hooks' failures,
-    as warnings."""
+    as warnings.  With ``force``, a directory a `create` killed half-way left (no record:
+    it had no process yet, or lost it with the record) goes too."""
     with state.locked():
-        record = state.read_record()
+        try:
+            record = state.read_record()
+        except ContainerNotFound:
+            if not force:
+                raise
+            _remove_state(state)
+            return []
         status = state.status(record)
         if status != "stopped":
             if not force:
