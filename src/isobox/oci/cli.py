@@ -140,7 +140,6 @@ def _need_id(args: argparse.Namespace) -> str:
 
 
 def _run(args: argparse.Namespace, log: Log) -> int:
-    from . import lifecycle
     from .state import DEFAULT_ROOT, StateDir, all_ids, spec_state
 
     root = args.root or DEFAULT_ROOT
@@ -172,6 +171,12 @@ def _run(args: argparse.Namespace, log: Log) -> int:
     if cmd in ("checkpoint", "restore"):
         raise UsageError(f"{cmd} is not supported by isobox-runtime (no CRIU)")
     state = StateDir(root, _need_id(args))
+    if cmd == "state":  # the one a shim calls most: no container machinery imported
+        rec = state.read_record()
+        print(json.dumps(spec_state(state, rec, state.status(rec), OCI_VERSION), indent=2))
+        return 0
+    from . import lifecycle
+
     if cmd in ("create", "run"):
         if args.preserve_fds:
             raise UsageError("--preserve-fds is not supported by isobox-runtime yet")
@@ -194,10 +199,6 @@ def _run(args: argparse.Namespace, log: Log) -> int:
     if cmd == "start":
         for warning in lifecycle.start(state):
             log.warning(warning)
-        return 0
-    if cmd == "state":
-        rec = state.read_record()
-        print(json.dumps(spec_state(state, rec, state.status(rec), OCI_VERSION), indent=2))
         return 0
     if cmd == "kill":
         lifecycle.kill(state, lifecycle.parse_signal(args.signal), args.all)
