@@ -405,3 +405,20 @@ def test_a_seccomp_name_no_listed_architecture_knows_is_refused() -> None:
     profile["architectures"] = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]
     profile["syscalls"] = [{"names": ["read", "_llseek"], "action": "SCMP_ACT_ALLOW"}]
     assert compile_profile(profile, [])
+
+
+@pytest.mark.unit
+def test_the_default_root_is_under_the_runtime_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    from isobox.oci.state import default_root
+
+    monkeypatch.setenv("ISOBOX_RUNTIME_DIR", str(tmp_path))
+    assert default_root() == str(tmp_path / "isobox-runtime")
+    monkeypatch.delenv("ISOBOX_RUNTIME_DIR")
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    if IS_ROOT:
+        assert default_root() == "/run/isobox-runtime"
+    else:
+        from isobox.errors import InvalidOption
+
+        with pytest.raises(InvalidOption, match="--root"):
+            default_root()

@@ -31,7 +31,8 @@ class UsageError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="isobox-runtime", description="isobox as an OCI runtime (runc's command line)")
-    p.add_argument("--root", default=None, help="state directory (default /run/isobox-runtime)")
+    p.add_argument("--root", default=None,
+                   help="state directory (default /run/isobox-runtime; rootless $XDG_RUNTIME_DIR/isobox-runtime)")
     p.add_argument("--log", default=None, help="log file (errors and, with --debug, more)")
     p.add_argument("--log-format", default="text", choices=("text", "json"))
     p.add_argument("--debug", action="store_true")
@@ -140,9 +141,9 @@ def _need_id(args: argparse.Namespace) -> str:
 
 
 def _run(args: argparse.Namespace, log: Log) -> int:
-    from .state import DEFAULT_ROOT, StateDir, all_ids, spec_state
+    from .state import StateDir, all_ids, default_root, spec_state
 
-    root = args.root or DEFAULT_ROOT
+    root = args.root or default_root()
     cmd = args.command
     if cmd == "features":
         print(json.dumps(features(), indent=2))

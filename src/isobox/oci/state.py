@@ -1,5 +1,6 @@
 """What isobox-runtime knows about a container, on disk under ``--root`` (default
-/run/isobox-runtime, a tmpfs: nothing of it should outlive a reboot).
+/run/isobox-runtime as root, a tmpfs: nothing of it should outlive a reboot; see
+`default_root`).
 
 One directory per container, ``<root>/<id>/``:
 
@@ -32,7 +33,7 @@ from ..errors import ContainerError, ContainerNotFound, InvalidOption
 from ..host.fs import write_json
 from ..runtime.state import process_alive
 
-DEFAULT_ROOT = "/run/isobox-runtime"
+ROOT_NAME = "isobox-runtime"
 OCI_VERSION = "1.0.2"  # the runtime spec version isobox-runtime speaks
 RECORD_NAME = "state.json"
 FIFO_NAME = "exec.fifo"
@@ -40,6 +41,17 @@ LOCK_NAME = "lock"
 
 # runc's rule for ids (libcontainer's idRegex): no path separators, no "." or "..".
 ID_RE = re.compile(r"^[\w+\-.]+$")
+
+
+def default_root() -> str:
+    """``<runtime base>/isobox-runtime``: /run/isobox-runtime as root, else under
+    $XDG_RUNTIME_DIR, as runc's $XDG_RUNTIME_DIR/runc (host/privilege.py decides the base)."""
+    from ..host.privilege import Privilege
+
+    base = Privilege.current().runtime_base
+    if base is None:
+        raise InvalidOption("no runtime directory for this user ($XDG_RUNTIME_DIR is not set): pass --root DIR")
+    return str(base / ROOT_NAME)
 
 
 def check_id(cid: str) -> str:
