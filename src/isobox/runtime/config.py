@@ -16,6 +16,7 @@ from . import cgroups as _cgroups
 from . import devices as _devices
 from . import logs as _logs
 from ..errors import InvalidOption
+from ..net.ports import PortBinding, parse_ports
 from .mounts import Bind, Mount, Tmpfs, Volume
 from .spelling import NAME, Command, Env, parse_command, parse_env
 
@@ -102,6 +103,14 @@ def _check_network(inst: Any, attr: Any, value: str) -> None:
         raise InvalidOption(f"network must be 'none' or 'host', got {value!r}")
 
 
+def _check_publishing(inst: "ContainerConfig", attr: Any, value: bool) -> None:
+    """Published ports lead into the container's own network namespace: with the
+    host's network there is none (Docker ignores -p there with a warning; isobox refuses)."""
+    if (inst.ports or value) and inst.network == "host":
+        raise InvalidOption("ports cannot be published with network='host': the container "
+                            "uses the host's ports directly")
+
+
 @attrs.frozen
 class ContainerConfig:
     """A container's options, checked when built: a bad option fails before the host is
@@ -127,6 +136,8 @@ class ContainerConfig:
     limits: _cgroups.Limits = attrs.field(factory=_cgroups.Limits)
     devices: Tuple[_devices.DeviceNode, ...] = attrs.field(default=(), converter=_device_nodes)
     log: _logs.LogPolicy = attrs.field(factory=_logs.LogPolicy)
+    ports: Tuple[PortBinding, ...] = attrs.field(default=(), converter=parse_ports)
+    publish_all: bool = attrs.field(default=False, validator=_check_publishing)
 
     @classmethod
     def from_options(
@@ -154,6 +165,8 @@ class ContainerConfig:
         devices: Optional[Sequence[Union[str, _devices.Device]]] = None,
         log_max_size: Union[int, str, None] = "20m",
         log_max_files: int = 5,
+        ports: Optional[Mapping[Any, Any]] = None,
+        publish_all: bool = False,
     ) -> "ContainerConfig":
         """From `Container`'s keyword arguments (Docker's names: ``memory``,
         ``pids_limit``, ``cpus``, ``log_max_size``, ``log_max_files``), the one place they
@@ -164,6 +177,7 @@ class ContainerConfig:
             userns=userns, rlimits=rlimits, mounts=mounts, tty=tty, tty_size=tty_size, seccomp=seccomp,
             limits=_cgroups.Limits(memory=memory, pids=pids_limit, cpus=cpus), devices=devices,
             log=_logs.LogPolicy(max_size=log_max_size, max_files=log_max_files),
+            ports=ports, publish_all=publish_all,
         )
 
 
@@ -223,6 +237,8 @@ def config_to_json(config: ContainerConfig) -> Dict[str, Any]:
         "limits": {"memory": config.limits.memory, "pids": config.limits.pids, "cpus": config.limits.cpus},
         "devices": [attrs.asdict(node) for node in config.devices],
         "log": {"max_size": config.log.max_size, "max_files": config.log.max_files},
+        "ports": [b.to_json() for b in config.ports],
+        "publish_all": config.publish_all,
     }
 
 
@@ -245,6 +261,8 @@ def config_from_json(doc: Any) -> ContainerConfig:
             fields["devices"] = [_devices.DeviceNode(**node) for node in fields["devices"] or ()]
         if "log" in fields:
             fields["log"] = _logs.LogPolicy(**fields["log"])
+        if "ports" in fields:
+            fields["ports"] = tuple(PortBinding.from_json(d) for d in fields["ports"] or ())
         return ContainerConfig(**fields)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InvalidOption(f"malformed container config: {exc}") from exc
