@@ -21,7 +21,7 @@ DEFAULT_HOST_IP = "127.0.0.1"
 PROTOCOLS = ("tcp", "udp")
 
 # what a key of ``ports=`` and the last part of ``-p`` look like: "80", "80/udp", "8000-8010/tcp"
-_CONTAINER_PORT = re.compile(r"^(\d+)(?:-(\d+))?(?:/([A-Za-z]*))?$")
+_CONTAINER_PORT = re.compile(r"^(\d+)(?:-(\d+))?(?:/([A-Za-z]+))?$")
 
 
 def _port(value: Any, what: str, zero: bool = False) -> int:
@@ -100,7 +100,7 @@ def split_container_port(key: Union[int, str]) -> Tuple[int, int, str]:
     if isinstance(key, int):
         port = _port(key, "container port")
         return port, port, "tcp"
-    m = _CONTAINER_PORT.match(key.strip())
+    m = _CONTAINER_PORT.match(key)
     if not m:
         raise InvalidOption(f"invalid container port {key!r}: a port, 'PORT/tcp', 'PORT/udp' or 'FIRST-LAST'")
     first = _port(m.group(1), f"container port {key!r}")
@@ -167,7 +167,7 @@ def check_unique(bindings: Sequence[PortBinding]) -> Tuple[PortBinding, ...]:
 
 def _range(text: str, what: str) -> Tuple[int, int]:
     first, sep, last = text.partition("-")
-    lo = _port(first, what, zero=not sep)
+    lo = _port(first, what)
     hi = _port(last, what) if sep else lo
     if hi < lo:
         raise InvalidOption(f"{what}: an empty range {text!r}")
@@ -175,30 +175,44 @@ def _range(text: str, what: str) -> Tuple[int, int]:
 
 
 def parse_publish(spec: str) -> Tuple[PortBinding, ...]:
-    """One ``-p`` of ``docker run``: ``[[ip:][hostPort]:]containerPort[/protocol]``, ports
-    or equal ranges ("8000-8001:80-81"), an IPv6 address in brackets or bare
-    ("[::1]:8080:80", "::1:8080:80", as Docker splits at the last two colons)."""
+    """One ``-p`` of ``docker run``/``podman run``: ``[[ip:][hostPort]:]containerPort[/protocol]``
+    with ports or ranges of equal length ("8000-8001:80-81"), an empty host port for a
+    free one ("127.0.0.1::80", ":80"), an IPv6 address in brackets ("[::1]:8080:80").
+    The strings podman 4 accepts, with its errors for the ones it refuses (tests/
+    test_ports_parse.py runs both), but sctp (isobox forwards TCP and UDP)."""
     what = f"-p {spec}"
-    parts = spec.split(":")
-    if len(parts) == 1:
-        ip, host, container = "", "", parts[0]
-    elif len(parts) == 2:
-        ip, host, container = "", parts[0], parts[1]
-    else:
-        ip, host, container = ":".join(parts[:-2]), parts[-2], parts[-1]
-    if ip.startswith("[") and ip.endswith("]"):
-        ip = ip[1:-1]
-    if len(parts) > 2 and not ip:
-        raise InvalidOption(f"{what}: no host address before the ':'")
+    rest, slash, proto = spec.partition("/")
+    if slash:
+        if "/" in proto:
+            raise InvalidOption(f"{what}: the protocol can be given only once")
+        if not proto:
+            raise InvalidOption(f"{what}: an empty protocol")
+        rest = f"{rest}/{proto.lower()}"
+    ip = ""
+    if rest.startswith("["):
+        close = rest.find("]")
+        if close < 0 or not rest[close + 1:].startswith(":"):
+            raise InvalidOption(f"{what}: an IPv6 address in brackets is followed by ':'")
+        ip, rest = rest[1:close], "_" + rest[close + 1:]  # "_" stands for the address
+    parts = rest.split(":")
+    if len(parts) > 3:
+        raise InvalidOption(f"{what}: the format is [[hostIP:]hostPort:]containerPort (an IPv6 "
+                            "address goes in brackets)")
+    container = parts[-1]
+    host = parts[-2] if len(parts) >= 2 else ""
+    if len(parts) == 3:
+        ip = ip or parts[0]
+        if not ip:
+            raise InvalidOption(f"{what}: an empty host address")
     first, last, proto = split_container_port(container)
     count = last - first + 1
+    hosts = [0] * count
     if host:
-        hlo, hhi = _range(host, what)
-        if hhi - hlo + 1 != count and not (hlo == 0 and hhi == 0):
-            raise InvalidOption(f"{what}: the host range and the container range differ in length")
-        hosts = [0] * count if hlo == 0 else list(range(hlo, hhi + 1))
-    else:
-        hosts = [0] * count
+        lo, hi = _range(host, what)
+        if hi - lo + 1 != count:
+            raise InvalidOption(f"{what}: the host and container port ranges differ in length: "
+                                f"{hi - lo + 1} vs {count}")
+        hosts = list(range(lo, hi + 1))
     host_ip = ip or DEFAULT_HOST_IP
     return tuple(PortBinding(first + i, proto, host_ip, hosts[i]) for i in range(count))
 
