@@ -165,7 +165,7 @@ class ContainerConfig:
         devices: Optional[Sequence[Union[str, _devices.Device]]] = None,
         log_max_size: Union[int, str, None] = "20m",
         log_max_files: int = 5,
-        ports: Optional[Mapping[Any, Any]] = None,
+        ports: Union[Mapping[Any, Any], Sequence[PortBinding], None] = None,
         publish_all: bool = False,
     ) -> "ContainerConfig":
         """From `Container`'s keyword arguments (Docker's names: ``memory``,

@@ -66,7 +66,7 @@ from . import stdio as _stdio
 from . import tty as _tty
 from . import wait as _wait
 from .users import ResolvedUser, resolve_user
-from ..net.ports import PortMap, client_address, exposed_bindings
+from ..net.ports import PortBinding, PortMap, client_address, exposed_bindings
 
 if TYPE_CHECKING:
     from . import copy as _copy
@@ -204,7 +204,7 @@ class Container:
         devices: Optional[Sequence[Union[str, _devices_mod.Device]]] = None,
         log_max_size: Union[int, str, None] = "20m",
         log_max_files: int = 5,
-        ports: Optional[Mapping[Any, Any]] = None,
+        ports: Union[Mapping[Any, Any], Sequence[PortBinding], None] = None,
         publish_all: bool = False,
         stdin: Union[None, bool, int, IO[Any]] = None,
         store: Union[Store, str, "os.PathLike[str]", None] = None,
@@ -1001,9 +1001,9 @@ class Container:
     @property
     def ports(self) -> Dict[str, List[Dict[str, str]]]:
         """The published ports as bound, as docker-py's ``container.ports``:
-        ``{"6379/tcp": [{"HostIp": "127.0.0.1", "HostPort": "32768"}]}`` (empty before
-        the start)."""
-        return self._ports.docker()
+        ``{"6379/tcp": [{"HostIp": "127.0.0.1", "HostPort": "32768"}]}``; empty unless it
+        runs (its forwarder ends with it), as Docker's."""
+        return self._ports.docker() if self.status == "running" else {}
 
     def host_port(self, port: Union[int, str]) -> int:
         """The host port that reaches the container's ``port`` (6379, "53/udp")."""
