@@ -340,3 +340,16 @@ def test_udp_request_and_response(busybox_image, store_root, udp_echo):
         finally:
             for s in clients:
                 s.close()
+
+
+def test_ports_with_an_init_and_a_user(busybox_image, store_root):
+    # the init never execs (its namespaces are opened before it runs); the service runs
+    # as an ordinary user of the image (rootless: a subordinate id)
+    from support.host import IS_ROOT
+    from isobox.host import idmap
+
+    user = "app" if IS_ROOT or not idmap.for_caller().single else None
+    with isobox.Container(busybox_image, ["httpd", "-f", "-p", "8080", "-h", "/etc"], init=True, user=user,
+                          ports={8080: None}) as c:
+        c.wait_for_port(8080, timeout=10)
+        assert b"root:x:0:0" in http_get(c.address(8080), "/passwd")
