@@ -277,6 +277,13 @@ def test_the_owner_holds_no_socket_of_the_ports_after_start(busybox_image, store
     before = sockets()
     with isobox.Container(busybox_image, ["sleep", "30"], ports={80: None, "53/udp": None, 8080: None}):
         assert sockets() == before
+        forwarder, = forwarders(os.getpid())
+        from support.host import IS_ROOT
+
+        if IS_ROOT:  # a non-dumpable process's fds are root's to list
+            held = sorted(os.readlink(f"/proc/{forwarder}/fd/{fd}") for fd in os.listdir(f"/proc/{forwarder}/fd"))
+            # its three ports, the container's pidfd and its epoll set: nothing of ours
+            assert [h.split(":")[0] for h in held] == ["anon_inode", "anon_inode", "socket", "socket", "socket"]
 
 
 def test_ports_with_the_hosts_network_are_refused(busybox_image):
@@ -340,6 +347,26 @@ def test_udp_request_and_response(busybox_image, store_root, udp_echo):
         finally:
             for s in clients:
                 s.close()
+
+
+def test_an_idle_udp_client_loses_its_flow(busybox_image, store_root, udp_echo, monkeypatch):
+    from isobox.net import forward
+
+    monkeypatch.setattr(forward, "UDP_IDLE_MS", 200)
+    with isobox.Container(busybox_image, ["/udp_echo", "5353"], ports={"5353/udp": None},
+                          mounts=[Bind(udp_echo, "/udp_echo", read_only=True)]) as c:
+        c.wait_for_log("listening", timeout=10)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(5)
+
+            def inner_port() -> bytes:
+                s.sendto(b"whoami", c.address("5353/udp"))
+                return s.recvfrom(100)[0]
+
+            first = inner_port()
+            assert first.startswith(b"port:") and inner_port() == first  # one flow while it talks
+            time.sleep(1.5)  # idle past the timeout, and past a sweep (each second)
+            assert inner_port() != first  # a new socket inside: the old flow was closed
 
 
 def test_ports_with_an_init_and_a_user(busybox_image, store_root):

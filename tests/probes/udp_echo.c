@@ -1,6 +1,6 @@
 /* A UDP echo server for tests/test_ports.py (busybox has no UDP server): answers each
- * datagram on 0.0.0.0:PORT with "echo:" and the datagram, to its sender.  Static, so it
- * runs in any root filesystem. */
+ * datagram on 0.0.0.0:PORT with "echo:" and the datagram, to its sender; "whoami" with
+ * "port:" and the sender's port.  Static, so it runs in any root filesystem. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -26,6 +26,11 @@ int main(int argc, char **argv)
         ssize_t n = recvfrom(fd, buf + 5, sizeof buf - 5, 0, (struct sockaddr *)&peer, &len);
         if (n < 0)
             continue;
+        if (n == 6 && memcmp(buf + 5, "whoami", 6) == 0) {
+            int k = snprintf(buf, sizeof buf, "port:%d", ntohs(((struct sockaddr_in *)&peer)->sin_port));
+            sendto(fd, buf, (size_t)k, 0, (struct sockaddr *)&peer, len);
+            continue;
+        }
         memcpy(buf, "echo:", 5);
         sendto(fd, buf, (size_t)n + 5, 0, (struct sockaddr *)&peer, len);
     }
