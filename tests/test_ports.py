@@ -178,8 +178,9 @@ def test_a_large_transfer_arrives_whole(busybox_image, store_root):
 def test_a_connection_before_the_service_listens_is_reset_at_once(busybox_image, store_root):
     with isobox.Container(busybox_image, ["sleep", "30"], ports={80: None}) as c:
         started = time.monotonic()
-        with socket.create_connection(c.address(80), timeout=10) as s:
-            with pytest.raises(ConnectionResetError):
+        # the reset may come before connect() returns (a busy host), or at the first read
+        with pytest.raises(ConnectionResetError):
+            with socket.create_connection(c.address(80), timeout=10) as s:
                 s.sendall(b"GET / HTTP/1.0\r\n\r\n")
                 s.recv(1)
         assert time.monotonic() - started < 2
