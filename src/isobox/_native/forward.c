@@ -73,6 +73,7 @@
 #define IB_FWD_MAX_PORTS 256
 #define IB_FWD_CHUNK (1 << 18)   /* bytes one splice may move */
 #define IB_FWD_PIPE_SIZE (1 << 18)
+#define IB_FWD_ROUNDS 32         /* splices for one connection before the others' turn */
 
 /* ---- failure ------------------------------------------------------------------------------ */
 
@@ -114,6 +115,7 @@ struct half {              /* one direction of a connection */
 
 struct conn {
     int used, gen, connecting;
+    int again;             /* its turn ended with more to move: pumped again next round */
     int client, inner;     /* the host's accepted socket; the container's */
     struct half up, down;  /* client -> inner, inner -> client */
 };
@@ -130,6 +132,7 @@ struct fwd {
     const struct ib_fwd_spec *spec;
     int ep;
     int live_conns, live_flows, paused, draining;
+    int n_again;           /* connections with again set */
     int64_t deadline;
     struct conn conns[IB_FWD_MAX_CONNS];
     struct flow flows[IB_FWD_MAX_FLOWS];
@@ -186,6 +189,9 @@ static void conn_close(struct fwd *f, struct conn *c, int reset)
         close_fd(&c->up.pipe[i]);
         close_fd(&c->down.pipe[i]);
     }
+    if (c->again)
+        f->n_again--;
+    c->again = 0;
     c->used = 0;
     c->gen++;
     f->live_conns--;
@@ -193,11 +199,15 @@ static void conn_close(struct fwd *f, struct conn *c, int reset)
         listeners_on(f, 1); /* fds were short: there is one connection's worth again */
 }
 
-/* Move what src has to dst through h's pipe, until one of them would block.  0, or -1
- * when reading src failed (a reset), -2 when writing dst failed (dst is gone). */
+/* Move what src has to dst through h's pipe, until one of them would block (edge-
+ * triggered epoll tells when that changes) or IB_FWD_ROUNDS splices were made.  0, 1 when
+ * it stopped with more to move, -1 when reading src failed (a reset), -2 when writing dst
+ * failed (dst is gone). */
 static int move(struct half *h, int src, int dst)
 {
-    for (;;) {
+    for (int round = 0;; round++) {
+        if (round == IB_FWD_ROUNDS)
+            return 1; /* no edge will come for what is left: the caller comes back */
         ssize_t n;
         if (h->pending == 0) {
             if (h->eof) {
@@ -230,6 +240,7 @@ static int move(struct half *h, int src, int dst)
 
 static void pump(struct fwd *f, struct conn *c)
 {
+    int more = 0;
     int up = c->up.shut ? 0 : move(&c->up, c->client, c->inner);
     if (up == -1) {
         conn_close(f, c, 1); /* the client reset: so does the service's side */
@@ -240,12 +251,20 @@ static void pump(struct fwd *f, struct conn *c)
          * what the service said is still delivered */
         c->up.eof = c->up.shut = 1;
     }
-    if (!c->down.shut && move(&c->down, c->inner, c->client) < 0) {
+    int down = c->down.shut ? 0 : move(&c->down, c->inner, c->client);
+    if (down < 0) {
         conn_close(f, c, 1);
         return;
     }
-    if (c->up.shut && c->down.shut)
+    if (c->up.shut && c->down.shut) {
         conn_close(f, c, 0);
+        return;
+    }
+    more = up == 1 || down == 1;
+    if (more != c->again) {
+        f->n_again += more ? 1 : -1;
+        c->again = more;
+    }
 }
 
 static int add_fd(struct fwd *f, int fd, uint32_t events, uint64_t data)
@@ -474,6 +493,8 @@ __attribute__((noreturn)) static void serve(struct fwd *f)
         } else if (f->live_flows) {
             timeout = 1000;
         }
+        if (f->n_again)
+            timeout = 0; /* connections with more to move: only a look at the others */
         int n = epoll_wait(f->ep, evs, 64, timeout);
         if (n < 0 && errno != EINTR)
             _exit(1);
@@ -500,6 +521,9 @@ __attribute__((noreturn)) static void serve(struct fwd *f)
                     udp_out(f, fl);
             }
         }
+        for (int idx = 0; f->n_again && idx < IB_FWD_MAX_CONNS; idx++)
+            if (f->conns[idx].used && f->conns[idx].again)
+                pump(f, &f->conns[idx]);
         if (f->live_flows)
             sweep_flows(f, now_ms());
     }
