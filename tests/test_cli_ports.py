@@ -4,6 +4,7 @@ rootless."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 
@@ -40,6 +41,11 @@ def test_run_p_port_and_ps(root):  # noqa: F811
     row = ps()[0]
     assert row[-1] == "web"
     assert row[-2] == f"127.0.0.1:{port}->80/tcp, 127.0.0.1:{chosen}->81/tcp, " + listed[2].split(" -> ")[1] + "->53/udp"
+    doc = json.loads(ok("inspect", "web"))[0]
+    assert doc["HostConfig"]["PortBindings"] == {
+        "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}], "81/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(chosen)}],
+        "53/udp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
+    assert doc["NetworkSettings"]["Ports"]["80/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
     proc = isobox_cmd("port", "web", "8080")
     assert proc.returncode == 125 and b"no public port '8080/tcp' published for web" in proc.stderr
     ok("rm", "-f", "web")
