@@ -76,3 +76,38 @@ def test_run_publish_all_without_exposed_ports_publishes_nothing(root):  # noqa:
     ok("run", "-d", "-P", "--name", "plain", "busybox", "sleep", "30")
     assert ok("port", "plain") == ""
     ok("rm", "-f", "plain")
+
+
+def test_a_host_port_in_use_is_reported_by_run_and_run_d(root):  # noqa: F811
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for detach in ([], ["-d"]):
+            proc = isobox_cmd("run", *detach, "--rm", "-p", f"{port}:80", "busybox", "true")
+            assert proc.returncode == 125, proc.stderr
+            assert f"publish 80/tcp on 127.0.0.1:{port}: Address already in use".encode() in proc.stderr, proc.stderr
+    assert ok("ps", "-a").count("\n") == 1  # the header only: nothing was left
+
+
+def test_a_foreground_run_publishes_too(root):  # noqa: F811
+    import signal
+    import time
+
+    from test_cli_run import started
+
+    proc = started("run", "--rm", "--init", "--name", "fg", "-p", "80", "busybox", "httpd", "-f", "-p", "80",
+                   "-h", "/etc")
+    try:
+        deadline = time.monotonic() + 20
+        while not (listed := isobox_cmd("port", "fg", "80").stdout.decode().strip()):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        host, _, port = listed.rpartition(":")
+        ok("exec", "fg", "sh", "-c", "while ! netstat -ltn | grep -q ':80 '; do sleep 0.05; done")
+        assert b"root:x:0:0" in http_get((host, int(port)))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    assert proc.returncode == 143  # Ctrl-C stops it: SIGTERM, forwarded by the init
+    assert ok("ps", "-a").count("\n") == 1
