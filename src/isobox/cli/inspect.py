@@ -75,7 +75,7 @@ def inspect_container(info: ContainerInfo) -> Dict[str, Any]:
                              for key in dict.fromkeys(b.key for b in config.ports)},
             "PublishAllPorts": config.publish_all,
         },
-        "NetworkSettings": {"Ports": info.ports.docker() if info.running else {}},
+        "NetworkSettings": {"Ports": info.ports.docker() if info.ports and info.running else {}},
         "Mounts": [{"Type": "bind" if isinstance(m, Bind) else "volume",
                     "Name": m.name if isinstance(m, Volume) else "",
                     "Source": m.source if isinstance(m, Bind) else "",

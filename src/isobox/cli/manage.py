@@ -48,7 +48,7 @@ def ps(args: argparse.Namespace) -> int:
         image = (info.options.image if info.options else None) or familiar(info.image, info.image_digest)
         rows.append([info.id[:12], image, f'"{command}"',
                      human_duration(now - info.created) + " ago", _status_text(info, now),
-                     info.ports.show() if info.running else "", info.name])
+                     info.ports.show() if info.ports and info.running else "", info.name])
     table(rows, sys.stdout)
     return 0
 
@@ -58,7 +58,7 @@ def port(args: argparse.Namespace) -> int:
     the host addresses of that one."""
     handle = get_container(args.container, Store.open(args.root))
     info = handle.info()
-    bindings = info.ports.bindings if info.running else ()
+    bindings = info.ports.bindings if info.ports and info.running else ()
     if args.port is not None:
         from ..net.ports import split_container_port
 

@@ -64,13 +64,13 @@ from ..runtime.state import (KEPT_NAME, RunOptions, owner_alive, owner_holds_loc
                              read_state, socket_path, unlink_name)
 from ..host.fs import remove_tree
 from ..images.store import Store
-from ..net.ports import PortMap, client_address
 from ..runtime.spelling import NAME, Command, Env, log_streams, parse_command, parse_env, signal_number
 
 if TYPE_CHECKING:
     import re
 
     from ..runtime.protocol import ContainerProtocol
+    from ..net.ports import PortMap
 
     from ..result import RunResult
     from ..runtime import copy
@@ -117,7 +117,7 @@ class ContainerInfo:
     owner_pid: Optional[int]
     path: pathlib.Path
     options: Optional[RunOptions] = attrs.field(default=None, hash=False)
-    ports: PortMap = attrs.field(default=PortMap(), hash=False)
+    ports: Optional["PortMap"] = attrs.field(default=None, hash=False)
 
     @property
     def running(self) -> bool:
@@ -722,15 +722,22 @@ class ContainerHandle:
         """The published ports as bound, as docker-py's ``container.ports`` (empty once it
         exited: its forwarder ended with it)."""
         info = self.info()
-        return info.ports.docker() if info.running else {}
+        return info.ports.docker() if info.ports and info.running else {}
+
+    def _port_map(self) -> "PortMap":
+        from ..net.ports import PortMap
+
+        return self._info.ports or PortMap()
 
     def host_port(self, port: Union[int, str]) -> int:
         """The host port that reaches the container's ``port`` (6379, "53/udp")."""
-        return self._info.ports.find(port, self.name).host_port
+        return self._port_map().find(port, self.name).host_port
 
     def address(self, port: Union[int, str]) -> Tuple[str, int]:
         """(host, port) a client on this host connects to for the container's ``port``."""
-        return client_address(self._info.ports.find(port, self.name))
+        from ..net.ports import client_address
+
+        return client_address(self._port_map().find(port, self.name))
 
     def wait_for_port(self, port: int, timeout: float = 30.0) -> None:
         """Return once something in the container listens on TCP ``port`` (seen in its

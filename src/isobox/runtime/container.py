@@ -66,11 +66,11 @@ from . import stdio as _stdio
 from . import tty as _tty
 from . import wait as _wait
 from .users import ResolvedUser, resolve_user
-from ..net.ports import PortBinding, PortMap, client_address, exposed_bindings
 
 if TYPE_CHECKING:
     from . import copy as _copy
     from ..net import forward as _forward
+    from ..net.ports import PortBinding, PortMap
 
     from ..host import idmap as _idmap
     from ..result import RunResult
@@ -204,7 +204,7 @@ class Container:
         devices: Optional[Sequence[Union[str, _devices_mod.Device]]] = None,
         log_max_size: Union[int, str, None] = "20m",
         log_max_files: int = 5,
-        ports: Union[Mapping[Any, Any], Sequence[PortBinding], None] = None,
+        ports: Union[Mapping[Any, Any], Sequence["PortBinding"], None] = None,
         publish_all: bool = False,
         stdin: Union[None, bool, int, IO[Any]] = None,
         store: Union[Store, str, "os.PathLike[str]", None] = None,
@@ -270,7 +270,7 @@ class Container:
         self._ids: Optional[_idmap.IdMap] = None  # its user namespace's map (rootless)
         self._privilege: Optional[Privilege] = None  # its store's, with that map
         self._forwarder: Optional[_forward.Forwarder] = None  # its published ports (net/forward.py)
-        self._ports = PortMap()  # as bound: what `ports` answers
+        self._ports: Optional[PortMap] = None  # as bound: what `ports` answers
         self.argv = self._argv()
 
     # -- what runs --------------------------------------------------------------------------
@@ -991,6 +991,8 @@ class Container:
         (a port in use fails here; port 0 becomes the kernel's choice, known at once)."""
         bindings = self.config.ports
         if self.config.publish_all:
+            from ..net.ports import exposed_bindings
+
             bindings += exposed_bindings(self.image.config.exposed_ports, bindings)
         if bindings:
             from ..net.forward import Forwarder
@@ -1003,16 +1005,23 @@ class Container:
         """The published ports as bound, as docker-py's ``container.ports``:
         ``{"6379/tcp": [{"HostIp": "127.0.0.1", "HostPort": "32768"}]}``; empty unless it
         runs (its forwarder ends with it), as Docker's."""
-        return self._ports.docker() if self.status == "running" else {}
+        return self._ports.docker() if self._ports and self.status == "running" else {}
+
+    def _port_map(self) -> PortMap:
+        from ..net.ports import PortMap
+
+        return self._ports or PortMap()
 
     def host_port(self, port: Union[int, str]) -> int:
         """The host port that reaches the container's ``port`` (6379, "53/udp")."""
-        return self._ports.find(port, self.name).host_port
+        return self._port_map().find(port, self.name).host_port
 
     def address(self, port: Union[int, str]) -> Tuple[str, int]:
         """(host, port) a client on this host connects to for the container's ``port``
         (loopback for a wildcard address such as 0.0.0.0)."""
-        return client_address(self._ports.find(port, self.name))
+        from ..net.ports import client_address
+
+        return client_address(self._port_map().find(port, self.name))
 
     # -- readiness ------------------------------------------------------------------------------
 
