@@ -185,3 +185,20 @@ def test_p_strings_are_accepted_and_refused_as_podman_does(podman_home: Path) ->
             expected = host_ip or ("0.0.0.0" if spec.startswith("0.0.0.0:") else "127.0.0.1")
             assert b.host_ip == expected, spec
     assert disagree == []
+
+
+def test_containers_without_ports_never_load_the_ports_module() -> None:
+    """Its attrs classes cost ~1 ms of each `isobox run`: loaded where ports are published."""
+    import sys
+
+    code = ("import sys, json, isobox.runtime.container, isobox.control.client, isobox.cli.manage\n"
+            "from isobox.runtime.config import ContainerConfig, config_from_json, config_to_json\n"
+            "from isobox.runtime.state import ContainerState\n"
+            "c = config_from_json(json.loads(json.dumps(config_to_json(ContainerConfig(name='x')))))\n"
+            "ContainerState.from_json(ContainerState(id='1', name='x', status='running').to_json())\n"
+            "print(sorted(m for m in sys.modules if m.startswith('isobox.net')))\n"
+            "ContainerConfig(ports={80: None})\n"
+            "print(sorted(m for m in sys.modules if m.startswith('isobox.net')))\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.splitlines() == ["[]", "['isobox.net', 'isobox.net.ports']"]
