@@ -396,3 +396,10 @@ def test_ports_with_an_init_and_a_user(busybox_image, store_root):
                           ports={8080: None}) as c:
         c.wait_for_port(8080, timeout=10)
         assert b"root:x:0:0" in http_get(c.address(8080), "/passwd")
+
+
+def test_too_many_ports_fail_the_start_before_anything_runs(busybox_image, store_root):
+    c = isobox.Container(busybox_image, ["true"], ports={port: None for port in range(1000, 1300)})
+    with pytest.raises(isobox.InvalidOption, match="300 published ports: a container publishes at most 256"):
+        c.start()
+    assert c.pid is None

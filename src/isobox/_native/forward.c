@@ -70,7 +70,6 @@
 #include <unistd.h>
 
 #define IB_SYNC_GO 'G'
-#define IB_FWD_MAX_PORTS 256
 #define IB_FWD_CHUNK (1 << 18)   /* bytes one splice may move */
 #define IB_FWD_PIPE_SIZE (1 << 18)
 #define IB_FWD_ROUNDS 32         /* splices for one connection before the others' turn */
@@ -378,6 +377,8 @@ static void flow_close(struct fwd *f, struct flow *fl)
     fl->used = 0;
     fl->gen++;
     f->live_flows--;
+    if (f->paused && !f->draining)
+        listeners_on(f, 1); /* fds were short: one is free again */
 }
 
 static struct flow *flow_for(struct fwd *f, int i, const struct sockaddr_storage *peer, socklen_t len)

@@ -14,6 +14,9 @@
 #define IB_FWD_MAX_CONNS 1024
 #define IB_FWD_MAX_FLOWS 256
 
+/* Ports one forwarder serves (one container's). */
+#define IB_FWD_MAX_PORTS 256
+
 /* One published port: the host's socket (TCP: listening; UDP: bound; non-blocking), made
  * by the caller, and where it leads inside the container's network namespace. */
 struct ib_fwd_port {

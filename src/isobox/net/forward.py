@@ -25,7 +25,7 @@ import errno as _errno
 import os
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple, TypeVar
 
-from ..errors import ContainerError, SetupError
+from ..errors import ContainerError, InvalidOption, SetupError
 from ..host import native
 from .ports import PortBinding, PortMap
 
@@ -75,6 +75,9 @@ class Forwarder:
 
     @classmethod
     def bind(cls, bindings: Sequence[PortBinding]) -> "Forwarder":
+        if len(bindings) > native.lib.IB_FWD_MAX_PORTS:
+            raise InvalidOption(f"{len(bindings)} published ports: a container publishes at most "
+                                f"{native.lib.IB_FWD_MAX_PORTS}")
         sockets: List["socket.socket"] = []
         bound: List[PortBinding] = []
         try:
