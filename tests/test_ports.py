@@ -403,3 +403,15 @@ def test_too_many_ports_fail_the_start_before_anything_runs(busybox_image, store
     with pytest.raises(isobox.InvalidOption, match="300 published ports: a container publishes at most 256"):
         c.start()
     assert c.pid is None
+
+
+def test_a_fork_of_the_owner_leaves_the_ports_to_it(busybox_image, store_root):
+    with isobox.Container(busybox_image, HTTPD, ports={80: None}) as c:
+        c.wait_for_port(80, timeout=10)
+        pid = os.fork()
+        if pid == 0:  # the copy owns nothing: its exit changes nothing
+            os._exit(0 if c.ports == {} or c.host_port(80) else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert http_get(c.address(80)).endswith(b"hello\n")
+        address = c.address(80)
+    assert port_is_free(address) and forwarders(os.getpid()) == []
