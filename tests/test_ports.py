@@ -346,6 +346,13 @@ def test_ipv6_on_the_host_side(busybox_image, store_root):
             assert read_all(s).endswith(b"hello\n")
 
 
+def test_a_service_on_ipv6_loopback_only_is_reached_too(busybox_image, store_root):
+    # 127.0.0.1 refuses, so the forwarder tries ::1 (the container's loopback has both)
+    with isobox.Container(busybox_image, ["httpd", "-f", "-p", "[::1]:80", "-h", "/etc"], ports={80: None}) as c:
+        c.wait_for_port(80, timeout=10)
+        assert b"root:x:0:0" in http_get(c.address(80), "/passwd")
+
+
 # -- UDP ------------------------------------------------------------------------------------------
 
 

@@ -32,9 +32,11 @@
  * and the container's pidfd to an epoll set; report ready.
  *
  * Then, for each TCP connection accepted on the host: a socket connected (non-blocking)
- * to 127.0.0.1:port in the container; a refused connect (nothing listens yet) resets the
- * client (SO_LINGER 0: it reads ECONNRESET at once, not a hang); else two pipes, one per
- * direction, and splice socket -> pipe -> socket until EAGAIN.  An EOF is passed on as
+ * to 127.0.0.1:port in the container (then ::1:port, if 127.0.0.1 refuses: a service on
+ * IPv6's loopback only); a refused connect (nothing listens yet) resets the client
+ * (SO_LINGER 0: it reads ECONNRESET at once, not a hang); else two pipes, one per
+ * direction, and splice socket -> pipe -> socket until EAGAIN (or a fair share, then the
+ * other connections' turn).  An EOF is passed on as
  * shutdown(SHUT_WR) once the pipe is empty (TCP half-close); a reset read from one side
  * resets the other.  For UDP: one socket in the container per client address (its
  * "flow"), connected to the port, closed after udp_idle_ms without traffic; datagrams go
@@ -117,6 +119,7 @@ struct half {              /* one direction of a connection */
 struct conn {
     int used, gen, connecting;
     int again;             /* its turn ended with more to move: pumped again next round */
+    int idx, port, v6;     /* its slot; the container's port; reached on ::1 */
     int client, inner;     /* the host's accepted socket; the container's */
     struct half up, down;  /* client -> inner, inner -> client */
 };
@@ -274,6 +277,34 @@ static int add_fd(struct fwd *f, int fd, uint32_t events, uint64_t data)
     return epoll_ctl(f->ep, EPOLL_CTL_ADD, fd, &ev);
 }
 
+#define CONN_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+
+/* Connect c to the service inside: on 127.0.0.1, or with v6 on ::1 (for a service that
+ * listens on IPv6's loopback only, tried when 127.0.0.1 refuses).  0 when connected, 1
+ * when in progress (EPOLLOUT tells), -1 with errno. */
+static int connect_inner(struct fwd *f, struct conn *c, int v6)
+{
+    struct sockaddr_in in4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in6 in6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)c->port),
+                               .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    int one = 1;
+    close_fd(&c->inner);
+    c->v6 = v6;
+    c->inner = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->inner < 0)
+        return -1;
+    setsockopt(c->inner, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int rc = v6 ? connect(c->inner, (struct sockaddr *)&in6, sizeof in6)
+                : connect(c->inner, (struct sockaddr *)&in4, sizeof in4);
+    if (rc < 0 && errno != EINPROGRESS)
+        return -1;
+    if (add_fd(f, c->inner, CONN_EVENTS, tag(K_INNER, c->gen, (unsigned)c->idx)) < 0)
+        return -1;
+    c->connecting = rc < 0;
+    return c->connecting;
+}
+
 /* A connection accepted on port i: reach the service inside, or reset the client. */
 static void conn_open(struct fwd *f, int i, int client)
 {
@@ -296,12 +327,10 @@ static void conn_open(struct fwd *f, int i, int client)
     c->up.pipe[0] = c->up.pipe[1] = c->down.pipe[0] = c->down.pipe[1] = -1;
     f->live_conns++;
 
-    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->spec->ports[i].port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    c->idx = idx;
+    c->port = f->spec->ports[i].port;
     int one = 1, rc;
-    c->inner = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->inner < 0 || pipe2(c->up.pipe, O_NONBLOCK | O_CLOEXEC) < 0 ||
-        pipe2(c->down.pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+    if (pipe2(c->up.pipe, O_NONBLOCK | O_CLOEXEC) < 0 || pipe2(c->down.pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
         if (errno == EMFILE || errno == ENFILE)
             listeners_on(f, 0); /* until a connection closes */
         conn_close(f, c, 1);
@@ -309,20 +338,20 @@ static void conn_open(struct fwd *f, int i, int client)
     }
     /* a relay adds no delay of its own: the sender's Nagle already applied */
     setsockopt(c->client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    setsockopt(c->inner, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    rc = connect(c->inner, (struct sockaddr *)&to, sizeof to);
-    if (rc < 0 && errno != EINPROGRESS) {
-        conn_close(f, c, 1); /* ECONNREFUSED: nothing listens there yet */
-        return;
-    }
-    c->connecting = rc < 0;
-    uint32_t ev = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    if (add_fd(f, c->client, ev, tag(K_CLIENT, c->gen, idx)) < 0 ||
-        add_fd(f, c->inner, ev, tag(K_INNER, c->gen, idx)) < 0) {
+    if (add_fd(f, c->client, CONN_EVENTS, tag(K_CLIENT, c->gen, idx)) < 0) {
         conn_close(f, c, 1);
         return;
     }
-    if (!c->connecting)
+    rc = connect_inner(f, c, 0);
+    if (rc < 0 && errno == ECONNREFUSED)
+        rc = connect_inner(f, c, 1);
+    if (rc < 0) {
+        if (errno == EMFILE || errno == ENFILE)
+            listeners_on(f, 0);
+        conn_close(f, c, 1); /* ECONNREFUSED: nothing listens there yet */
+        return;
+    }
+    if (rc == 0)
         pump(f, c);
 }
 
@@ -353,6 +382,12 @@ static void conn_event(struct fwd *f, struct conn *c, int inner, uint32_t events
         socklen_t len = sizeof err;
         if (getsockopt(c->inner, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
             err = errno;
+        if (err == ECONNREFUSED && !c->v6) {
+            int rc = connect_inner(f, c, 1);
+            if (rc == 1)
+                return;
+            err = rc < 0 ? errno : 0;
+        }
         if (err) {
             conn_close(f, c, 1); /* refused: the client reads a reset, not a hang */
             return;
