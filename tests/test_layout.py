@@ -12,7 +12,7 @@ import sys
 import pytest
 
 SRC = pathlib.Path(__file__).resolve().parents[1] / "src"
-WINGS = ("isobox.host", "isobox.images", "isobox.runtime", "isobox.control", "isobox.cli")
+WINGS = ("isobox.host", "isobox.images", "isobox.net", "isobox.runtime", "isobox.control", "isobox.cli")
 
 
 def _lint_imports() -> "subprocess.CompletedProcess[str]":

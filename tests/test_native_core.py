@@ -23,7 +23,8 @@ NATIVE = SRC / "_native"
 
 
 def _step_lists() -> Dict[str, List[Tuple[str, str]]]:
-    """spawn.h's step lists: {"CHILD": [(NAME, "name"), ...], "JOIN": ..., "PARENT": ...}."""
+    """spawn.h's step lists: {"CHILD": [(NAME, "name"), ...], "JOIN": ..., "PARENT": ...,
+    "FORWARD": ...}."""
     text = (NATIVE / "spawn.h").read_text()
     lists: Dict[str, List[Tuple[str, str]]] = {}
     for m in re.finditer(r"^#define IB_(\w+)_STEPS\(X\)((?:.*\\\n)*.*)$", text, re.M):
@@ -33,12 +34,12 @@ def _step_lists() -> Dict[str, List[Tuple[str, str]]]:
 
 def _all_steps() -> List[Tuple[str, str]]:
     lists = _step_lists()
-    return lists["CHILD"] + lists["JOIN"] + lists["PARENT"]
+    return lists["CHILD"] + lists["JOIN"] + lists["PARENT"] + lists["FORWARD"]
 
 
-def test_spawn_h_lists_the_steps_of_three_processes() -> None:
+def test_spawn_h_lists_the_steps_of_four_processes() -> None:
     lists = _step_lists()
-    assert set(lists) == {"CHILD", "JOIN", "PARENT"}
+    assert set(lists) == {"CHILD", "JOIN", "PARENT", "FORWARD"}
     names = [name for name, _ in _all_steps()]
     assert len(names) == len(set(names)) and "EXEC" in names and "SETNS" in names
     texts = [text for _, text in _all_steps()]
@@ -125,7 +126,8 @@ def _first_seen(steps: List[str], known: List[str]) -> List[str]:
 def test_step_lists_follow_the_order_spawn_c_performs_them() -> None:
     """spawn.h promises each list is in the order its process first performs the steps:
     a container's first process (child_main), what only exec's join helper adds
-    (join_main), and the parent's own record (ib_spawn_shared)."""
+    (join_main), the parent's own record (ib_spawn_shared), and the forwarder of
+    published ports (forward.c: forward_main)."""
     functions = _functions(_code((NATIVE / "spawn.c").read_text()))
     assert {"child_main", "finish_and_exec", "join_main", "ib_spawn_shared"} <= set(functions)
     lists = {part: [name for name, _ in steps] for part, steps in _step_lists().items()}
@@ -135,6 +137,8 @@ def test_step_lists_follow_the_order_spawn_c_performs_them() -> None:
     assert lists["CHILD"] == child
     assert lists["JOIN"] == join
     assert lists["PARENT"] == parent
+    forwarder = _functions(_code((NATIVE / "forward.c").read_text()))
+    assert lists["FORWARD"] == _first_seen(_performed(forwarder, "forward_main"), child + join + parent)
 
 
 def test_the_order_check_can_fail() -> None:

@@ -31,9 +31,9 @@ MEMBERS = sorted(name for name in dir(ContainerProtocol)
 @pytest.mark.unit
 def test_the_protocol_lists_the_whole_face():
     assert MEMBERS == sorted([
-        "copy_from", "copy_to", "exec", "exit_code", "follow_logs", "get_archive", "id", "kill",
-        "logs", "name", "pid", "put_archive", "remove", "resize", "status", "stop", "wait",
-        "wait_for_log", "wait_for_port"])
+        "address", "copy_from", "copy_to", "exec", "exit_code", "follow_logs", "get_archive", "host_port",
+        "id", "kill", "logs", "name", "pid", "ports", "put_archive", "remove", "resize", "status", "stop",
+        "wait", "wait_for_log", "wait_for_port"])
 
 
 @pytest.mark.unit
@@ -88,6 +88,50 @@ def test_readiness_waits_work_on_both(start):
     c.wait_for_log("serving", timeout=10)
     with pytest.raises(isobox.Timeout, match="port 1234"):
         c.wait_for_port(1234, timeout=0.3)
+
+
+def test_published_ports_on_both(start):
+    import socket
+
+    c = start(["httpd", "-f", "-p", "80", "-h", "/etc"], ports={80: None, "53/udp": ("127.0.0.1", None)})
+    port = c.host_port(80)
+    assert c.ports == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}],
+                       "53/udp": [{"HostIp": "127.0.0.1", "HostPort": str(c.host_port("53/udp"))}]}
+    assert c.address("80/tcp") == ("127.0.0.1", port)
+    c.wait_for_port(80, timeout=10)
+    with socket.create_connection(c.address(80), timeout=10) as s:
+        s.sendall(b"GET /passwd HTTP/1.0\r\n\r\n")
+        assert b"root:x:0:0" in b"".join(iter(lambda: s.recv(65536), b""))
+    with pytest.raises(isobox.InvalidOption, match="not published"):
+        c.host_port(81)
+    c.kill()
+    c.wait(timeout=10)
+    assert c.ports == {}
+
+
+def test_a_detached_containers_ports_go_with_its_supervisor(root):  # noqa: F811
+    import socket
+
+    handle = run_detached("busybox", ["httpd", "-f", "-p", "80", "-h", "/etc"], ports={80: None}, store=root)
+    address = handle.address(80)
+    handle.wait_for_port(80, timeout=10)
+    socket.create_connection(address, timeout=10).close()
+    supervisor = _supervisor_pid(handle.info())
+    assert supervisor
+    os.kill(supervisor, signal.SIGKILL)
+    _wait_gone(supervisor)
+    deadline = time.monotonic() + 10
+    while True:  # its forwarder died with it (PR_SET_PDEATHSIG): nothing answers there
+        try:
+            socket.create_connection(address, timeout=5).close()
+        except ConnectionRefusedError:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    while handle.status == "running":  # the container died with it too
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    handle.remove()
 
 
 def test_a_wait_on_a_service_that_dies_reports_its_output(start):

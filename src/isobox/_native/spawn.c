@@ -1424,6 +1424,7 @@ __attribute__((noreturn)) static void join_main(const struct ib_spec *spec, cons
 #define IB_STEP_NAME(name, text) [IB_STEP_##name] = text,
 static const char *const step_names[] = {
     IB_CHILD_STEPS(IB_STEP_NAME) IB_JOIN_STEPS(IB_STEP_NAME) IB_PARENT_STEPS(IB_STEP_NAME)
+    IB_FORWARD_STEPS(IB_STEP_NAME)
 };
 #undef IB_STEP_NAME
 

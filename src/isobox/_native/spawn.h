@@ -66,12 +66,25 @@ struct ib_fail {
 #define IB_PARENT_STEPS(X) \
     X(CLONE, "clone")
 
+/* A published ports' forwarder (forward.c: forward_main), a copy of the owner that never
+ * execs.  FWD_READY is no failure: the forwarder says it serves. */
+#define IB_FORWARD_STEPS(X)                                                \
+    X(FWD_CLOSE_FDS, "forwarder: close inherited file descriptors")        \
+    X(FWD_PDEATHSIG, "forwarder: set parent-death signal")                 \
+    X(FWD_DUMPABLE, "forwarder: make the process non-dumpable")            \
+    X(FWD_SETNS, "forwarder: join the container's network namespace")     \
+    X(FWD_CAPS, "forwarder: drop capabilities")                            \
+    X(FWD_MEMORY, "forwarder: map its tables")                             \
+    X(FWD_EPOLL, "forwarder: watch the ports")                             \
+    X(FWD_READY, "forwarder: report ready")
+
 #define IB_STEP_ENUM(name, text) IB_STEP_##name,
 enum {
     IB_STEP_NONE = 0,
     IB_CHILD_STEPS(IB_STEP_ENUM)
     IB_JOIN_STEPS(IB_STEP_ENUM)
     IB_PARENT_STEPS(IB_STEP_ENUM)
+    IB_FORWARD_STEPS(IB_STEP_ENUM)
     IB_STEP_PLAN = 1000,
 };
 #undef IB_STEP_ENUM

@@ -219,6 +219,11 @@ def _add_run(sub: Any) -> None:
     p.add_argument("-h", "--hostname", metavar="NAME", help="the container's hostname")
     p.add_argument("--network", "--net", default="none", metavar="none|host",
                    help="none: loopback only (default); host: share the host's")
+    p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:][HOST_PORT:]PORT[/PROTO]",
+                   help="publish a container port on the host (default address 127.0.0.1; "
+                   "no host port: a free one)")
+    p.add_argument("-P", "--publish-all", action="store_true",
+                   help="publish every port the image exposes, each on a free port of 127.0.0.1")
     p.add_argument("--stop-timeout", type=float, default=10, metavar="SECONDS",
                    help="after the stop signal, SIGKILL after this long (default 10)")
     p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit (e.g. 256m, 1g)")
@@ -251,6 +256,15 @@ def _add_ps(sub: Any) -> None:
     p.add_argument("-a", "--all", action="store_true", help="also containers that are not running")
     p.add_argument("-q", "--quiet", action="store_true", help="print only container IDs")
     p.set_defaults(func="manage:ps")
+
+
+def _add_port(sub: Any) -> None:
+    p = sub.add_parser("port", help="list a container's published ports",
+                       description="Show where the container's ports are published on the host "
+                       "(all of them, or the one given).")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("port", nargs="?", metavar="PORT[/PROTO]")
+    p.set_defaults(func="manage:port")
 
 
 def _add_logs(sub: Any) -> None:
@@ -321,7 +335,7 @@ SUBCOMMANDS: Dict[str, Callable[[Any], None]] = {
     "pull": _add_pull, "images": _add_images, "rmi": _add_rmi, "tag": _add_tag,
     "build": _add_build, "commit": _add_commit,
     "push": _add_push, "save": _add_save, "load": _add_load, "prune": _add_prune,
-    "run": _add_run, "exec": _add_exec, "ps": _add_ps, "logs": _add_logs, "stop": _add_stop,
+    "run": _add_run, "exec": _add_exec, "ps": _add_ps, "port": _add_port, "logs": _add_logs, "stop": _add_stop,
     "kill": _add_kill, "rm": _add_rm, "inspect": _add_inspect, "doctor": _add_doctor,
     "volume": _add_volume,
 }

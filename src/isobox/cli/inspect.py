@@ -70,7 +70,12 @@ def inspect_container(info: ContainerInfo) -> Dict[str, Any]:
             "Tmpfs": {m.target: ",".join(filter(None, [f"size={m.size}" if m.size else "", f"mode={m.mode:o}"]))
                       for m in config.mounts if isinstance(m, Tmpfs)},
             "Init": config.init,
+            "PortBindings": {key: [{"HostIp": b.host_ip, "HostPort": str(b.host_port or "")}
+                                   for b in config.ports if b.key == key]
+                             for key in dict.fromkeys(b.key for b in config.ports)},
+            "PublishAllPorts": config.publish_all,
         },
+        "NetworkSettings": {"Ports": info.ports.docker() if info.ports and info.running else {}},
         "Mounts": [{"Type": "bind" if isinstance(m, Bind) else "volume",
                     "Name": m.name if isinstance(m, Volume) else "",
                     "Source": m.source if isinstance(m, Bind) else "",

@@ -39,7 +39,7 @@ def ps(args: argparse.Namespace) -> int:
             print(info.id[:12])
         return 0
     now = time.time()
-    rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"]]
+    rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
     for info in found:
         command = " ".join(info.command)
         if len(command) > 20:
@@ -47,8 +47,28 @@ def ps(args: argparse.Namespace) -> int:
             command = command[:19] + "…" if utf8 else command[:17] + "..."
         image = (info.options.image if info.options else None) or familiar(info.image, info.image_digest)
         rows.append([info.id[:12], image, f'"{command}"',
-                     human_duration(now - info.created) + " ago", _status_text(info, now), info.name])
+                     human_duration(now - info.created) + " ago", _status_text(info, now),
+                     info.ports.show() if info.ports and info.running else "", info.name])
     table(rows, sys.stdout)
+    return 0
+
+
+def port(args: argparse.Namespace) -> int:
+    """`docker port`: "6379/tcp -> 127.0.0.1:32768" per published port, or with PORT
+    the host addresses of that one."""
+    handle = get_container(args.container, Store.open(args.root))
+    info = handle.info()
+    bindings = info.ports.bindings if info.ports and info.running else ()
+    if args.port is not None:
+        from ..net.ports import split_container_port
+
+        first, _, proto = split_container_port(args.port)
+        bindings = tuple(b for b in bindings if (b.container_port, b.protocol) == (first, proto))
+        if not bindings:
+            raise InvalidOption(f"no public port '{first}/{proto}' published for {handle.name}")
+    for b in bindings:
+        host = f"[{b.host_ip}]" if b.family_v6 else b.host_ip
+        print(f"{host}:{b.host_port}" if args.port is not None else f"{b.key} -> {host}:{b.host_port}")
     return 0
 
 

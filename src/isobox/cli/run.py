@@ -63,6 +63,12 @@ def _container_options(args: argparse.Namespace) -> Dict[str, Any]:
         "init": args.init,
         "read_only": args.read_only,
     }
+    if args.publish:
+        from ..net.ports import parse_publish
+
+        options["ports"] = [b for spec in args.publish for b in parse_publish(spec)]
+    if args.publish_all:
+        options["publish_all"] = True
     for key in ("name", "workdir", "user", "hostname"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)

@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     import re
 
     from ..runtime.protocol import ContainerProtocol
+    from ..net.ports import PortMap
 
     from ..result import RunResult
     from ..runtime import copy
@@ -116,6 +117,7 @@ class ContainerInfo:
     owner_pid: Optional[int]
     path: pathlib.Path
     options: Optional[RunOptions] = attrs.field(default=None, hash=False)
+    ports: Optional["PortMap"] = attrs.field(default=None, hash=False)
 
     @property
     def running(self) -> bool:
@@ -164,6 +166,7 @@ class ContainerInfo:
             owner_pid=state.owner_pid,
             path=cdir,
             options=read_options(cdir),
+            ports=state.ports,
         )
 
 
@@ -712,7 +715,29 @@ class ContainerHandle:
 
         return logread.follow(self.path, log_streams(stream), lambda: self.status != "running")
 
-    # -- readiness, copies, the terminal: as `Container`'s --------------------------------------
+    # -- published ports, readiness, copies, the terminal: as `Container`'s ---------------------
+
+    @property
+    def ports(self) -> Dict[str, List[Dict[str, str]]]:
+        """The published ports as bound, as docker-py's ``container.ports`` (empty once it
+        exited: its forwarder ended with it)."""
+        info = self.info()
+        return info.ports.docker() if info.ports and info.running else {}
+
+    def _port_map(self) -> "PortMap":
+        from ..net.ports import PortMap
+
+        return self._info.ports or PortMap()
+
+    def host_port(self, port: Union[int, str]) -> int:
+        """The host port that reaches the container's ``port`` (6379, "53/udp")."""
+        return self._port_map().find(port, self.name).host_port
+
+    def address(self, port: Union[int, str]) -> Tuple[str, int]:
+        """(host, port) a client on this host connects to for the container's ``port``."""
+        from ..net.ports import client_address
+
+        return client_address(self._port_map().find(port, self.name))
 
     def wait_for_port(self, port: int, timeout: float = 30.0) -> None:
         """Return once something in the container listens on TCP ``port`` (seen in its

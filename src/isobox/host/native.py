@@ -496,6 +496,31 @@ def join(spec: Spec, ns_fds: Sequence[int]) -> Tuple[int, int]:
     return pid, pidfd
 
 
+def forward(ns_fds: Sequence[int], pidfd: int, ports: Sequence[Tuple[int, int, int]],
+            udp_idle_ms: int, drain_ms: int) -> Child:
+    """Start the forwarder of published ports (forward.c): ``ports`` are (host socket fd,
+    IB_FWD_TCP or IB_FWD_UDP, the container's port); it joins the namespaces behind
+    ``ns_fds`` (user first, then net) and serves until the process behind ``pidfd`` exits.
+    It waits for `Child.release`, which raises its failure as a SetupError."""
+    keep: List[Any] = []
+    c = ffi.new("struct ib_fwd_spec *")
+    keep.append(c)
+    fds = ffi.new("int[]", list(ns_fds) or [-1])
+    keep.append(fds)
+    c.ns_fds, c.n_ns_fds, c.pidfd = fds, len(ns_fds), pidfd
+    table = ffi.new("struct ib_fwd_port[]", max(len(ports), 1))
+    keep.append(table)
+    for i, (fd, proto, port) in enumerate(ports):
+        table[i].fd, table[i].proto, table[i].port = fd, proto, port
+    c.ports, c.n_ports = table, len(ports)
+    c.udp_idle_ms, c.drain_ms = udp_idle_ms, drain_ms
+    out = ffi.new("struct ib_fwd_child *")
+    rc = lib.ib_forward_start(c, out)
+    if rc < 0:
+        raise SetupError("clone the forwarder of published ports", -rc)
+    return Child(out.pid, out.pidfd, out.sync_fd, out.err_fd, Spec(clone_flags=0), keep)
+
+
 def container_root(ns_fds: Sequence[int]) -> int:
     """An O_PATH fd of the container's root directory as its processes see it (with its
     mounts), for copies into and out of it; resolve below it with RESOLVE_IN_ROOT."""

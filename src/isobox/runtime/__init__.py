@@ -12,5 +12,5 @@ is what is known about a container on disk (`ContainerState`: one writer, one re
 `rundir` its run-time files on a tmpfs; `copy` is `docker cp`; `wait` the readiness
 waits; `named_volumes` the volumes that outlive containers; `spelling` how users write
 commands, environments, signals and names; `doctor` what this host allows. Depends on
-`isobox.images` and `isobox.host`.
+`isobox.images`, `isobox.net` (published ports) and `isobox.host`.
 """

@@ -8,7 +8,7 @@ the way (state.py, control/supervisor.py).
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import attrs
 
@@ -18,6 +18,9 @@ from . import logs as _logs
 from ..errors import InvalidOption
 from .mounts import Bind, Mount, Tmpfs, Volume
 from .spelling import NAME, Command, Env, parse_command, parse_env
+
+if TYPE_CHECKING:
+    from ..net.ports import PortBinding
 
 RLIMITS = {
     "core": 4, "cpu": 0, "data": 2, "fsize": 1, "locks": 10, "memlock": 8, "msgqueue": 12,
@@ -102,6 +105,24 @@ def _check_network(inst: Any, attr: Any, value: str) -> None:
         raise InvalidOption(f"network must be 'none' or 'host', got {value!r}")
 
 
+def _ports(value: Any) -> Tuple["PortBinding", ...]:
+    """net/ports.py's `parse_ports`, imported only where ports are published (its attrs
+    classes cost a millisecond of every ``isobox run``)."""
+    if not value:
+        return ()
+    from ..net.ports import parse_ports
+
+    return parse_ports(value)
+
+
+def _check_publishing(inst: "ContainerConfig", attr: Any, value: bool) -> None:
+    """Published ports lead into the container's own network namespace: with the
+    host's network there is none (Docker ignores -p there with a warning; isobox refuses)."""
+    if (inst.ports or value) and inst.network == "host":
+        raise InvalidOption("ports cannot be published with network='host': the container "
+                            "uses the host's ports directly")
+
+
 @attrs.frozen
 class ContainerConfig:
     """A container's options, checked when built: a bad option fails before the host is
@@ -127,6 +148,8 @@ class ContainerConfig:
     limits: _cgroups.Limits = attrs.field(factory=_cgroups.Limits)
     devices: Tuple[_devices.DeviceNode, ...] = attrs.field(default=(), converter=_device_nodes)
     log: _logs.LogPolicy = attrs.field(factory=_logs.LogPolicy)
+    ports: Tuple["PortBinding", ...] = attrs.field(default=(), converter=_ports)
+    publish_all: bool = attrs.field(default=False, validator=_check_publishing)
 
     @classmethod
     def from_options(
@@ -154,6 +177,8 @@ class ContainerConfig:
         devices: Optional[Sequence[Union[str, _devices.Device]]] = None,
         log_max_size: Union[int, str, None] = "20m",
         log_max_files: int = 5,
+        ports: Union[Mapping[Any, Any], Sequence["PortBinding"], None] = None,
+        publish_all: bool = False,
     ) -> "ContainerConfig":
         """From `Container`'s keyword arguments (Docker's names: ``memory``,
         ``pids_limit``, ``cpus``, ``log_max_size``, ``log_max_files``), the one place they
@@ -164,6 +189,7 @@ class ContainerConfig:
             userns=userns, rlimits=rlimits, mounts=mounts, tty=tty, tty_size=tty_size, seccomp=seccomp,
             limits=_cgroups.Limits(memory=memory, pids=pids_limit, cpus=cpus), devices=devices,
             log=_logs.LogPolicy(max_size=log_max_size, max_files=log_max_files),
+            ports=ports, publish_all=publish_all,
         )
 
 
@@ -223,6 +249,8 @@ def config_to_json(config: ContainerConfig) -> Dict[str, Any]:
         "limits": {"memory": config.limits.memory, "pids": config.limits.pids, "cpus": config.limits.cpus},
         "devices": [attrs.asdict(node) for node in config.devices],
         "log": {"max_size": config.log.max_size, "max_files": config.log.max_files},
+        "ports": [b.to_json() for b in config.ports],
+        "publish_all": config.publish_all,
     }
 
 
@@ -245,6 +273,10 @@ def config_from_json(doc: Any) -> ContainerConfig:
             fields["devices"] = [_devices.DeviceNode(**node) for node in fields["devices"] or ()]
         if "log" in fields:
             fields["log"] = _logs.LogPolicy(**fields["log"])
+        if fields.get("ports"):
+            from ..net.ports import PortBinding
+
+            fields["ports"] = tuple(PortBinding.from_json(d) for d in fields["ports"])
         return ContainerConfig(**fields)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InvalidOption(f"malformed container config: {exc}") from exc

@@ -69,6 +69,8 @@ from .users import ResolvedUser, resolve_user
 
 if TYPE_CHECKING:
     from . import copy as _copy
+    from ..net import forward as _forward
+    from ..net.ports import PortBinding, PortMap
 
     from ..host import idmap as _idmap
     from ..result import RunResult
@@ -202,6 +204,8 @@ class Container:
         devices: Optional[Sequence[Union[str, _devices_mod.Device]]] = None,
         log_max_size: Union[int, str, None] = "20m",
         log_max_files: int = 5,
+        ports: Union[Mapping[Any, Any], Sequence["PortBinding"], None] = None,
+        publish_all: bool = False,
         stdin: Union[None, bool, int, IO[Any]] = None,
         store: Union[Store, str, "os.PathLike[str]", None] = None,
     ) -> None:
@@ -210,7 +214,7 @@ class Container:
             hostname=hostname, init=init, read_only=read_only, network=network, userns=userns,
             rlimits=rlimits, mounts=mounts, tty=tty, tty_size=tty_size, seccomp=seccomp, memory=memory,
             pids_limit=pids_limit, cpus=cpus, devices=devices, log_max_size=log_max_size,
-            log_max_files=log_max_files), stdin, store)
+            log_max_files=log_max_files, ports=ports, publish_all=publish_all), stdin, store)
 
     @classmethod
     def from_config(cls, image: Image, config: ContainerConfig, *, stdin: Union[None, bool, int, IO[Any]] = None,
@@ -265,6 +269,8 @@ class Container:
         self._rundir: Optional[pathlib.Path] = None  # its runtime directory (rundir.py), if any
         self._ids: Optional[_idmap.IdMap] = None  # its user namespace's map (rootless)
         self._privilege: Optional[Privilege] = None  # its store's, with that map
+        self._forwarder: Optional[_forward.Forwarder] = None  # its published ports (net/forward.py)
+        self._ports: Optional[PortMap] = None  # as bound: what `ports` answers
         self.argv = self._argv()
 
     # -- what runs --------------------------------------------------------------------------
@@ -344,6 +350,8 @@ class Container:
             except OSError:
                 pass
         self._ns_fds = ()
+        if self._forwarder is not None:
+            self._forwarder.disown()
         if self.stdin is not None:
             try:
                 self.stdin.close()
@@ -542,6 +550,7 @@ class Container:
                 seccomp=_seccomp.default_filter() if cfg.seccomp else None,
                 cgroup_procs=tuple(cgroup_fds),
             )
+            self._bind_ports()
             with _host_step(f"write {self.dir / STATE_NAME}"):
                 self._write_state(Status.CREATED)
             child = _spawn.spawn_child(spec)
@@ -572,6 +581,8 @@ class Container:
                 self._sink = _logs.attach(cdir, fds[0], fds[1], cfg.log)  # owns them now
             if ids is not None:
                 ids.apply(child.pid)
+            if self._forwarder is not None:
+                self._forwarder.hold_namespaces(child.pid, flags)
             if cfg.init:
                 # for exec: the init never execs, so it stays a non-dumpable copy of this
                 # process whose /proc/<pid>/ns a rootless owner cannot open later (its mm
@@ -595,6 +606,8 @@ class Container:
         self._status = Status.RUNNING
         self._pid_start = start_time(child.pid)
         _spawn.disown_after_fork(self)
+        if self._forwarder is not None:
+            self._forwarder.start(self._pidfd, _spawn.in_spawner)
         try:
             self._write_state(Status.RUNNING)
         except OSError:
@@ -673,6 +686,7 @@ class Container:
             exit_code=self._exit_code,
             log_lost=self.log_lost,
             config=self._config_json,
+            ports=self._ports,
         ))
 
     # -- waiting and signals --------------------------------------------------------------------
@@ -729,6 +743,8 @@ class Container:
         for fd in self._ns_fds:
             os.close(fd)
         self._ns_fds = ()
+        if self._forwarder is not None:
+            self._forwarder.finish()  # reaped here if it has ended already, else at removal
         if self._cgroup is not None:
             self.oom_killed = self._cgroup.oom_killed()
             try:
@@ -968,6 +984,45 @@ class Container:
             for fd in cgroup_fds:
                 os.close(fd)
 
+    # -- published ports (net/) -----------------------------------------------------------------
+
+    def _bind_ports(self) -> None:
+        """The host's side of the published ports, bound before the container is cloned
+        (a port in use fails here; port 0 becomes the kernel's choice, known at once)."""
+        bindings = self.config.ports
+        if self.config.publish_all:
+            from ..net.ports import exposed_bindings
+
+            bindings += exposed_bindings(self.image.config.exposed_ports, bindings)
+        if bindings:
+            from ..net.forward import Forwarder
+
+            self._forwarder = Forwarder.bind(bindings)
+            self._ports = self._forwarder.ports
+
+    @property
+    def ports(self) -> Dict[str, List[Dict[str, str]]]:
+        """The published ports as bound, as docker-py's ``container.ports``:
+        ``{"6379/tcp": [{"HostIp": "127.0.0.1", "HostPort": "32768"}]}``; empty unless it
+        runs (its forwarder ends with it), as Docker's."""
+        return self._ports.docker() if self._ports and self.status == "running" else {}
+
+    def _port_map(self) -> PortMap:
+        from ..net.ports import PortMap
+
+        return self._ports or PortMap()
+
+    def host_port(self, port: Union[int, str]) -> int:
+        """The host port that reaches the container's ``port`` (6379, "53/udp")."""
+        return self._port_map().find(port, self.name).host_port
+
+    def address(self, port: Union[int, str]) -> Tuple[str, int]:
+        """(host, port) a client on this host connects to for the container's ``port``
+        (loopback for a wildcard address such as 0.0.0.0)."""
+        from ..net.ports import client_address
+
+        return client_address(self._port_map().find(port, self.name))
+
     # -- readiness ------------------------------------------------------------------------------
 
     def wait_for_port(self, port: int, timeout: float = 30.0) -> None:
@@ -1091,6 +1146,9 @@ class Container:
         if self._sink is not None:
             self._sink.close()
             self._sink = None
+        if self._forwarder is not None:
+            self._forwarder.finish(kill=True)  # its ports are free when remove returns
+            self._forwarder = None
         if self._store is not None:
             cdir = self._store.containers / self.id
             try:

@@ -10,6 +10,9 @@ signatures are one).
 
 The choices, where the two used to differ:
 
+- ``ports``, ``host_port(port)``, ``address(port)``: the published ports as bound
+  (docker-py's ``container.ports`` shape; testcontainers' ``get_exposed_port``), from
+  the container's state on a handle (the owner records them, state.py).
 - ``kill(signal="KILL")``: a name, as ``docker kill`` and docker-py default to SIGKILL
   and a name reads the same in code, in the control protocol's JSON and on the command
   line (a number works too). A container that is no longer running is left alone, as
@@ -33,7 +36,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import IO, Any, Iterable, Iterator, Literal, Optional, Protocol, Tuple, Union, overload
+from typing import IO, Any, Dict, Iterable, Iterator, List, Literal, Optional, Protocol, Tuple, Union, overload
 
 from ..result import RunResult
 from .spelling import Command, Env
@@ -96,6 +99,13 @@ class ContainerProtocol(WaitTarget, Protocol):
     ) -> RunResult: ...
 
     def wait_for_port(self, port: int, timeout: float = 30.0) -> None: ...
+
+    @property
+    def ports(self) -> Dict[str, List[Dict[str, str]]]: ...
+
+    def host_port(self, port: Union[int, str]) -> int: ...
+
+    def address(self, port: Union[int, str]) -> Tuple[str, int]: ...
 
     def wait_for_log(self, pattern: Union[str, bytes, "re.Pattern[bytes]"], timeout: float = 30.0) -> None: ...
 

@@ -135,7 +135,7 @@ def pipes() -> Tuple[int, int, int, int]:
 
 # -- file descriptors ---------------------------------------------------------------------------
 
-FDS_PER_CONTAINER = 6  # the owner's lock, a pidfd, two pipes and two log files (logs.py)
+FDS_PER_CONTAINER = 6  # the owner's lock, a pidfd, two pipes and two log files (logs.py); +1 with ports (the forwarder's pidfd)
 _fd_limit_raised = False
 
 

@@ -25,11 +25,14 @@ import json
 import os
 import pathlib
 import time
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
 import attrs
 
 from ..host.fs import replace_file, write_json
+
+if TYPE_CHECKING:
+    from ..net.ports import PortMap
 
 STATE_NAME = "state.json"
 OPTIONS_NAME = "options.json"
@@ -78,7 +81,8 @@ class ContainerState:
     "created", "running" or "exited"; ``pid`` its pid 1 as the host sees it, with
     ``pid_start`` (its start time, see `process_alive`); ``exit_code`` as `Container.wait`
     reports it; ``volumes`` the named volumes it mounts (named_volumes.py: in use);
-    ``log_lost`` what its log files could not take. ``recorded`` is when it was written
+    ``log_lost`` what its log files could not take; ``ports`` its published ports as
+    bound (net/ports.py: `PortMap`; None when it has none). ``recorded`` is when it was written
     (the file's mtime: an exited record's is the container's end), not part of the JSON.
 
     Written only by its owner (`write_state`), read only through `read_state`."""
@@ -99,6 +103,7 @@ class ContainerState:
     #: the options it was made with (`config.config_to_json`'s form): what a commit by
     #: another process starts from; None in records of an older isobox
     config: Optional[Mapping[str, Any]] = attrs.field(default=None, eq=False)
+    ports: Optional["PortMap"] = None
     recorded: float = attrs.field(default=0.0, eq=False)
 
     @classmethod
@@ -128,6 +133,7 @@ class ContainerState:
             exit_code=_optional_int(doc.get("exit_code")),
             log_lost=_strings(doc.get("log_lost")),
             config=doc["config"] if isinstance(doc.get("config"), dict) else None,
+            ports=_port_map(doc.get("ports")),
             recorded=recorded,
         )
 
@@ -138,7 +144,16 @@ class ContainerState:
             "pid": self.pid, "pid_start": self.pid_start, "owner_pid": self.owner_pid,
             "created": self.created, "exit_code": self.exit_code, "log_lost": list(self.log_lost),
             "config": dict(self.config) if self.config is not None else None,
+            "ports": self.ports.to_json() if self.ports else [],
         }
+
+
+def _port_map(docs: Any) -> Optional["PortMap"]:
+    if not docs:
+        return None  # net/ports.py is imported only where ports are published
+    from ..net.ports import PortMap
+
+    return PortMap.from_json(docs)
 
 
 def write_state(cdir: pathlib.Path, state: ContainerState) -> None:

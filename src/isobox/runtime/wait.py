@@ -3,6 +3,8 @@
 A port is seen from the container's own network namespace without entering it and
 without any tool in the image: /proc/<pid>/net/tcp and tcp6 list the sockets of the
 namespace that process lives in, and a listening socket is in state 0A (TCP_LISTEN).
+A published port is ready when this says so: its forwarder connects to that very port
+in that namespace (net/forward.py), so a listener there is what a client will reach.
 
 They wait on any `WaitTarget` (protocol.py): a `Container` owned here, or a
 `ContainerHandle` on one another process owns (its pid 1 is readable from here as from
