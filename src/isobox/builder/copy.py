@@ -31,13 +31,13 @@ import lzma
 import os
 import posixpath
 import re
-import shutil
 import stat
 from typing import IO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import attrs
 
 from ..errors import BuildError
+from ..host.fs import remove_tree
 from ..images import overlay
 from .context import IgnoreRules, _regex
 
@@ -196,7 +196,7 @@ class _Stager:
     def _make_room(self, path: str) -> None:
         if os.path.lexists(path):
             if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
+                remove_tree(path)
             else:
                 os.unlink(path)
 
