@@ -135,3 +135,32 @@ def test_podman_pulls_and_runs_what_isobox_pushes(images, store, podman):
     assert status == 0, err
     assert out == isobox.run(img, command, user="0", store=store).stdout.decode()
     podman("rmi", target)
+
+
+def test_podman_pulls_and_runs_an_image_isobox_built_and_pushed(images, store, podman, tmp_path):
+    """Issue 12's proof: an image built by isobox (RUN, COPY, whiteouts, a user), pushed
+    to the registry, is pulled and run by podman with isobox's output."""
+    import isobox
+    import uuid
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "msg.txt").write_text("copied\n")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {images.layered.reference}\n"
+        "USER root\n"  # the image's own user is not root
+        "COPY --chown=1000:1000 msg.txt /srv/msg.txt\n"
+        "RUN rm -f /data/keep.txt && echo ran > /srv/ran\n"
+        'CMD ["sh", "-c", "cat /srv/msg.txt /srv/ran; ls -n /srv | cut -c1-30; '
+        'test -e /data/keep.txt || echo gone"]\n')
+    img = Image.build(ctx, store=store)
+    target = f"{images.registry.host}/pushed/built-{uuid.uuid4().hex[:8]}:1"
+    assert img.push(target, store=store) == img.digest
+    podman("pull", "-q", "--tls-verify=false", target)
+    [info] = json.loads(podman("image", "inspect", target).stdout)
+    assert info["Digest"] == img.digest
+    status, out, err = podman.run(target)
+    assert status == 0, err
+    assert out == isobox.run(img, store=store).stdout.decode()
+    assert "copied" in out and "ran" in out and "gone" in out
+    podman("rmi", target)
