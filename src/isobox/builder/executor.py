@@ -35,7 +35,7 @@ import pathlib
 import posixpath
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from ..errors import BuildError, ContainerError, DockerfileError, InvalidOption
 from ..host.fs import replace_file
@@ -286,8 +286,6 @@ class _Build:
         for unsupported in ("parents", "exclude", "checksum", "keep-git-dir"):
             if i.flag(unsupported) is not None:
                 raise i.error(f"--{unsupported} is not supported yet")
-        if i.keyword == "COPY" and i.flag("checksum") is not None:
-            raise i.error("--checksum is for ADD")
         env = meta.env()
         where = f"{i.where}: "
         form = i.exec_form()

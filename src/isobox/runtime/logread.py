@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-import select
 import time
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, List, Sequence, Tuple, Union
 
 from ..errors import StoreError
 from .logs import OPEN_DIR, log_name, rotated_number
