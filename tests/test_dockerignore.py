@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fixtures.host import require_tool
+from support.podman import Podman
 from isobox.builder.context import IgnoreRules, ignore_file_for, included
 from isobox.errors import BuildError
 
@@ -111,27 +111,18 @@ PATTERN_SETS = [
 
 
 def podman_build_files(ctx: Path, work: Path) -> List[str]:
-    podman = require_tool("podman")
-    (work / "storage.conf").write_text(
-        f'[storage]\ndriver = "overlay"\ngraphroot = "{work}/graph"\nrunroot = "{work}/run"\n')
-    (work / "containers.conf").write_text(
-        '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\nruntime = "runc"\n'
-        '[network]\nnetwork_backend = "cni"\n')
-    env = {**os.environ, "CONTAINERS_CONF": str(work / "containers.conf"),
-           "CONTAINERS_STORAGE_CONF": str(work / "storage.conf"), "TMPDIR": str(work),
-           "XDG_RUNTIME_DIR": str(work / "xdg"), "XDG_CONFIG_HOME": str(work / "config"),
-           "HOME": str(work)}
-    (work / "xdg").mkdir(exist_ok=True)
+    """What `podman build` copies of ``ctx`` with ``COPY . /`` (support/podman.py's podman:
+    private configuration and storage, its mounts removed at the end)."""
+    podman = Podman(work, "localhost:1")  # no registry: FROM scratch
     out = work / "out"
-    done = subprocess.run([podman, "build", "-q", "-f", str(work / "Dockerfile"),
-                           "--output", f"type=local,dest={out}", str(ctx)],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    try:
+        podman("build", "-q", "-f", str(work / "Dockerfile"), "--output", f"type=local,dest={out}", str(ctx))
+    finally:
+        podman.close()
     found = []
     for dirpath, dirnames, filenames in os.walk(out):
         for name in dirnames + filenames:
             found.append(os.path.relpath(os.path.join(dirpath, name), out))
-    subprocess.run([podman, "rmi", "-a", "-f"], env=env, capture_output=True)
     return sorted(found)
 
 
