@@ -58,7 +58,7 @@ def _clean(path: str) -> str:
     return joined or "."
 
 
-def _regex(pattern: str, where: str) -> "re.Pattern[str]":
+def pattern_regex(pattern: str, where: str) -> "re.Pattern[str]":
     """Go's filepath.Match language with ``**``, as one anchored regular expression."""
     out: List[str] = []
     k, n = 0, len(pattern)
@@ -150,7 +150,7 @@ class IgnoreRules:
             if len(pattern) > 1 and pattern.startswith("/"):
                 pattern = pattern[1:]
             patterns.append(IgnorePattern(text=pattern, exception=exception,
-                                          regex=_regex(pattern, f"{source}:{number}")))
+                                          regex=pattern_regex(pattern, f"{source}:{number}")))
         return cls(tuple(patterns))
 
     def may_descend(self, directory: str) -> bool:

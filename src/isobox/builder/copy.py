@@ -39,7 +39,7 @@ import attrs
 from ..errors import BuildError
 from ..host.fs import remove_tree
 from ..images import overlay
-from .context import IgnoreRules, _regex
+from .context import IgnoreRules, pattern_regex
 
 __all__ = ["Staged", "ContextSource", "LayersSource", "stage", "has_glob"]
 
@@ -236,7 +236,7 @@ def _context_matches(src: ContextSource, pattern: str, st_error: Callable[[str],
         if not (target == root or target.startswith(root + "/")):
             raise st_error(f"{pattern}: a symbolic link that leaves the build context")
         return [clean]
-    regex = _regex(clean, "COPY")
+    regex = pattern_regex(clean, "COPY")
     found = [rel for rel, _ in _walk_context(src, "") if regex.match(rel)]
     if not found:
         raise st_error(f"{pattern}: no file in the build context matches")
@@ -260,7 +260,7 @@ def _layers_matches(src: LayersSource, pattern: str, st_error: Callable[[str], B
         if not isinstance(overlay.find(src.layers, clean), overlay.Found):
             raise st_error(f"{pattern}: not found in {src.label()}")
         return [clean]
-    regex = _regex(last, "COPY --from")
+    regex = pattern_regex(last, "COPY --from")
     names = [n for n in overlay.listdir(src.layers, head) if regex.match(n)]
     if not names:
         raise st_error(f"{pattern}: nothing in {src.label()} matches")
