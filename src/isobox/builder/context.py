@@ -33,7 +33,7 @@ import attrs
 
 from ..errors import BuildError
 
-__all__ = ["BuildError", "IgnorePattern", "IgnoreRules", "read_ignore_file", "ignore_file_for", "included"]
+__all__ = ["IgnorePattern", "IgnoreRules", "read_ignore_file", "ignore_file_for", "included", "pattern_regex"]
 
 
 def _clean(path: str) -> str:
